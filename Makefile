@@ -1,0 +1,53 @@
+# The README's commands. Everything installs into .venv; state lives in $(FTLAB_HOME).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# CPU wheel by default (on this workplace it comes from local disk); GPU users: make TORCH_SPEC=torch install
+TORCH_SPEC ?= torch==2.13.0
+export FTLAB_HOME ?= $(CURDIR)/.ftlab
+export DAGSTER_HOME ?= $(FTLAB_HOME)/dagster
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+STAMP := $(VENV)/.ftlab-installed
+
+.PHONY: install demo test test-slow ui bench-quality dagster-home clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+dagster-home:
+	@mkdir -p "$(DAGSTER_HOME)"
+	@cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+
+## make demo: set up and materialize every asset of the sms_spam lab, then say where things are
+demo: install dagster-home
+	$(BIN)/ftlab run sms_spam
+
+## make test: set up and run the default test suite (< 20 min here)
+test: install
+	$(BIN)/pytest
+
+## make test-slow: the long end-to-end tests (full labs)
+test-slow: install
+	$(BIN)/pytest -m slow
+
+## make ui: Dagster UI on http://127.0.0.1:3000 and MLflow UI on http://127.0.0.1:5000 (loopback only)
+ui: install dagster-home
+	@trap 'kill 0' EXIT; \
+	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(FTLAB_HOME)/mlflow.db" --host 127.0.0.1 --port 5000 & \
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+## make bench-quality: both classification labs in full; writes bench/results/quality.json
+bench-quality: install dagster-home
+	$(BIN)/python bench/quality.py
+
+clean:
+	rm -rf .ftlab

@@ -1,0 +1,1 @@
+"""Plain-Python ML core of ftlab. Nothing in this package imports dagster."""

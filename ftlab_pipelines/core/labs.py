@@ -1,0 +1,238 @@
+"""A lab is one YAML file validated by `LabConfig`: one config model per pipeline stage."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ftlab_pipelines.core import settings
+
+
+class LabConfigError(ValueError):
+    """A lab file that cannot be used; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class SourceConfig(_Strict):
+    """Where the raw data comes from (raw_dataset stage)."""
+
+    hub_id: str | None = Field(None, description="Hugging Face dataset id, used when no local mirror is found.")
+    hub_config: str | None = Field(None, description="Dataset config name on the hub (e.g. sentences_50agree).")
+    hub_split: str = Field("train", description="Split to read from the hub dataset.")
+    local_path: str | None = Field(
+        None, description="File of a local mirror: absolute, or relative to FTLAB_DATA_DIR (default ../shared/data)."
+    )
+    format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet"] = Field(
+        "auto", description="File format; auto picks it from the extension."
+    )
+    encoding: str = Field("utf-8", description="Text encoding of a CSV/TSV/JSON file.")
+    rename: dict[str, str] = Field(
+        default_factory=dict, description="Column renames applied after loading (source name -> lab name)."
+    )
+    label_names: dict[int, str] | None = Field(
+        None, description="Map integer labels (as hub datasets store them) to label names."
+    )
+    text_column: str = Field("text", description="Column holding the model input text.")
+    label_column: str = Field("label", description="Column holding the class label.")
+    max_rows: int | None = Field(
+        None, ge=10, description="Keep a stratified random subsample of this many rows (for quick runs and tests)."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SourceConfig:
+        if not self.hub_id and not self.local_path:
+            raise ValueError("set source.hub_id or source.local_path (or both)")
+        return self
+
+
+class SplitConfig(_Strict):
+    """Deduplication, stratified split and rebalancing (splits stage)."""
+
+    train: float = Field(0.7, gt=0, lt=1, description="Share of rows in the train split.")
+    validation: float = Field(0.1, gt=0, lt=1, description="Share of rows in the validation split.")
+    test: float = Field(0.2, gt=0, lt=1, description="Share of rows in the test split.")
+    seed: int = Field(42, description="Seed of the split and of resampling.")
+    dedupe: bool = Field(True, description="Drop exact duplicate texts before splitting, so splits cannot leak.")
+    balance: Literal["none", "undersample", "upsample"] = Field(
+        "none", description="Rebalance the train split only: undersample the majority or upsample the minority."
+    )
+    minority_share: float = Field(
+        0.5, gt=0, le=0.5, description="Target share of the smallest class in train after rebalancing."
+    )
+
+    @model_validator(mode="after")
+    def _shares_sum_to_one(self) -> SplitConfig:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split.train + split.validation + split.test must be 1.0, got {total:g}")
+        return self
+
+
+class ModelConfig(_Strict):
+    """Base model and how it is loaded (tokenized and adapter stages)."""
+
+    name: str = Field(
+        "all-minilm-l6-v2", description="Offline alias (all-minilm-l6-v2), a local directory or a hub model id."
+    )
+    max_length: int = Field(128, ge=8, le=8192, description="Token limit; longer inputs are truncated.")
+    template: str = Field("{text}", description="Prompt template; `{text}` is replaced by the input text.")
+    quantization: Literal["none", "4bit"] = Field(
+        "none", description="4bit loads the base in bitsandbytes NF4 (QLoRA); the head stays in full precision."
+    )
+    trust_remote_code: bool = Field(False, description="Allow custom model code from the model repo.")
+
+
+class PeftConfig(_Strict):
+    """LoRA adapter settings (adapter stage)."""
+
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA scaling alpha.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA path.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        default_factory=lambda: ["query", "key", "value", "dense"],
+        description="Module names that get LoRA weights, or all-linear.",
+    )
+
+
+class TrainConfig(_Strict):
+    """Optimisation settings (adapter stage)."""
+
+    epochs: float = Field(3, gt=0, description="Passes over the train split.")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs).")
+    batch_size: int = Field(32, ge=1, description="Per-device train batch size.")
+    eval_batch_size: int = Field(128, ge=1, description="Batch size for evaluation and prediction.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate (LoRA wants more than full tuning).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of steps spent warming up the LR.")
+    seed: int = Field(42, description="Seed of initialisation and data order.")
+    bf16: Literal["auto", "on", "off"] = Field(
+        "auto", description="bf16 autocast: auto turns it on when the CPU (AMX/avx512_bf16) or GPU supports it."
+    )
+    group_by_length: bool = Field(True, description="Batch similar lengths together to cut padding.")
+    save_steps: int = Field(100, ge=1, description="Write a resumable checkpoint every N optimizer steps.")
+    logging_steps: int = Field(10, ge=1, description="Log loss every N steps.")
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores).")
+
+
+class ThresholdConfig(_Strict):
+    mode: Literal["max_f1", "max_fbeta", "target_recall", "fixed"] = Field(
+        "max_f1", description="How the decision threshold is tuned on validation (binary labs)."
+    )
+    beta: float = Field(1.0, gt=0, description="Beta of max_fbeta.")
+    target_recall: float = Field(0.9, gt=0, le=1, description="Recall to reach in target_recall mode.")
+    value: float = Field(0.5, ge=0, le=1, description="Threshold in fixed mode.")
+
+
+class EvalConfig(_Strict):
+    """Evaluation on the test split (evaluation stage)."""
+
+    threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
+    primary_metric: str = Field(
+        "f1", description="Test metric used to compare models: f1 (positive class or macro), accuracy, ..."
+    )
+    baselines: list[Literal["tfidf_logreg", "base_model"]] = Field(
+        default_factory=lambda: ["base_model", "tfidf_logreg"], description="Reference models in the same table."
+    )
+
+
+class PublishConfig(_Strict):
+    """Release of the adapter (published_adapter stage)."""
+
+    registry_name: str | None = Field(None, description="MLflow registered model name (default ftlab-<lab>).")
+    hub_repo: str | None = Field(None, description="Hugging Face repo to push to; needs HF_TOKEN in the env.")
+    min_improvement: float = Field(0.0, ge=0, description="Margin by which a new model must beat the champion.")
+
+
+class LabConfig(_Strict):
+    """One fine-tuning job, from raw data to a published adapter."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Lab id; the asset key prefix.")
+    description: str = Field("", description="What the lab is for.")
+    task: Literal["classification"] = Field("classification", description="Kind of job.")
+    contract: str = Field(description="Data contract name in data_contracts/ (without .yaml).")
+    labels: list[str] = Field(min_length=2, description="Class names, in label-id order.")
+    positive_label: str | None = Field(None, description="Positive class of a binary lab (PR curve, threshold).")
+    source: SourceConfig
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    peft: PeftConfig = Field(default_factory=PeftConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
+
+    @model_validator(mode="after")
+    def _positive_label_known(self) -> LabConfig:
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels must be unique")
+        if self.positive_label is not None and self.positive_label not in self.labels:
+            raise ValueError(f"positive_label {self.positive_label!r} is not one of labels {self.labels}")
+        if self.is_binary and self.positive_label is None:
+            self.positive_label = self.labels[1]
+        return self
+
+    @property
+    def is_binary(self) -> bool:
+        return len(self.labels) == 2
+
+    @property
+    def registry_name(self) -> str:
+        return self.publish.registry_name or f"ftlab-{self.name}"
+
+    def section_hash(self, *sections: str) -> str:
+        """Stable hash of some config sections: a stage's code_version and cache key."""
+        payload = {s: getattr(self, s).model_dump(mode="json") if hasattr(getattr(self, s), "model_dump")
+                   else getattr(self, s) for s in sections}
+        return stable_hash(payload)
+
+
+def stable_hash(payload: object, length: int = 16) -> str:
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def _format_errors(path: Path, error: ValidationError) -> str:
+    lines = [f"{path}: invalid lab config"]
+    for err in error.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  - unknown key '{key}': remove it or fix its spelling")
+        else:
+            lines.append(f"  - key '{key}': {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_lab(path: str | Path) -> LabConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise LabConfigError(f"{path}: lab file not found") from exc
+    except yaml.YAMLError as exc:
+        raise LabConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise LabConfigError(f"{path}: a lab file must be a YAML mapping of keys to values")
+    raw.setdefault("name", path.stem)
+    try:
+        lab = LabConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise LabConfigError(_format_errors(path, exc)) from None
+    if lab.name != path.stem:
+        raise LabConfigError(f"{path}: key 'name' is {lab.name!r} but must match the file name {path.stem!r}")
+    contract = settings.contracts_dir() / f"{lab.contract}.yaml"
+    if not contract.is_file():
+        raise LabConfigError(f"{path}: key 'contract' refers to {contract}, which does not exist; add it or fix the name")
+    return lab
+
+
+def load_labs(directory: str | Path | None = None) -> dict[str, LabConfig]:
+    directory = Path(directory) if directory else settings.labs_dir()
+    return {p.stem: load_lab(p) for p in sorted(directory.glob("*.yaml"))}

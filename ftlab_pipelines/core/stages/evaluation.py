@@ -1,0 +1,105 @@
+"""evaluation: fine-tuned model vs base model (untrained head) vs TF-IDF+LR, threshold tuned on validation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ftlab_pipelines.core import artifacts, baselines, inference, metrics, models, plots, tokenize
+from ftlab_pipelines.core.labs import LabConfig, stable_hash
+from ftlab_pipelines.core.stages import Markdown, StageResult
+from ftlab_pipelines.core.stages.split import load_split_frames
+from ftlab_pipelines.core.tracking import AssetRun
+
+FINE_TUNED = "fine_tuned"
+
+
+def _model_probs(model, tokenizer, dataset, lab: LabConfig) -> dict[str, np.ndarray]:
+    bf16 = models.use_bf16(lab.train.bf16)
+    return {split: inference.predict_proba(model, tokenizer, dataset[split]["input_ids"],
+                                           batch_size=lab.train.eval_batch_size, bf16=bf16)
+            for split in ("validation", "test")}
+
+
+def collect_probabilities(lab: LabConfig, splits_manifest: dict, tokenized: dict, adapter: dict) -> dict:
+    """Validation and test class probabilities of every model in the comparison table."""
+    dataset = tokenize.load_tokenized(tokenized["path"])
+    tokenizer = models.load_tokenizer(lab.model)
+    probs = {FINE_TUNED: _model_probs(models.load_adapter_classifier(adapter["path"], lab.model, lab.labels),
+                                      tokenizer, dataset, lab)}
+    if "base_model" in lab.eval.baselines:
+        base = models.load_classifier(lab.model, lab.labels, seed=lab.train.seed)
+        probs["base_model"] = _model_probs(base, tokenizer, dataset, lab)
+    if "tfidf_logreg" in lab.eval.baselines:
+        frames = load_split_frames(splits_manifest)
+        text, label = lab.source.text_column, lab.source.label_column
+        ids = {name: i for i, name in enumerate(lab.labels)}
+        probs["tfidf_logreg"] = baselines.tfidf_logreg(
+            frames["train"][text].astype(str).tolist(), [ids[str(v)] for v in frames["train"][label]],
+            {s: frames[s][text].astype(str).tolist() for s in ("validation", "test")},
+            n_classes=len(lab.labels), seed=lab.split.seed,
+        )
+    return {"probs": probs, "y": {s: np.asarray(dataset[s]["labels"]) for s in ("validation", "test")}}
+
+
+def score_models(lab: LabConfig, probs: dict, y: dict) -> dict[str, dict]:
+    """Tune each model's threshold on validation (binary labs), then measure it on test."""
+    pos = lab.labels.index(lab.positive_label) if lab.is_binary else None
+    results = {}
+    for name, p in probs.items():
+        threshold = None
+        if pos is not None:
+            t = lab.eval.threshold
+            tuned = metrics.tune_threshold((y["validation"] == pos).astype(int), p["validation"][:, pos],
+                                           mode=t.mode, beta=t.beta, target_recall=t.target_recall, value=t.value)
+            threshold = tuned["threshold"]
+        results[name] = metrics.classification_metrics(y["test"], p["test"], lab.labels, pos, threshold)
+    return results
+
+
+def write_plots(lab: LabConfig, probs: dict, y: dict, results: dict, out) -> dict[str, str]:
+    written = {"confusion_matrix": plots.confusion_matrix_png(results[FINE_TUNED]["confusion_matrix"], lab.labels,
+                                                              out / "confusion_matrix.png")}
+    if lab.is_binary:
+        pos = lab.labels.index(lab.positive_label)
+        y_pos = (y["test"] == pos).astype(int)
+        others = {n: (y_pos, p["test"][:, pos]) for n, p in probs.items() if n != FINE_TUNED}
+        scores = probs[FINE_TUNED]["test"][:, pos]
+        written["pr_curve"] = plots.pr_curve_png(y_pos, scores, out / "pr_curve.png",
+                                                 threshold=results[FINE_TUNED]["threshold"], baseline=others)
+        written["roc_curve"] = plots.roc_curve_png(y_pos, scores, out / "roc_curve.png", baseline=others)
+    return {k: str(v) for k, v in written.items()}
+
+
+def evaluate(lab: LabConfig, splits_manifest: dict, tokenized: dict, adapter: dict, run: AssetRun) -> StageResult:
+    key = stable_hash({"adapter": adapter["key"], "eval": lab.eval.model_dump(mode="json")})
+    collected = collect_probabilities(lab, splits_manifest, tokenized, adapter)
+    results = score_models(lab, collected["probs"], collected["y"])
+    out = artifacts.stage_dir(lab.name, "evaluation", key)
+    with artifacts.atomic_dir(out) as tmp:
+        plot_files = write_plots(lab, collected["probs"], collected["y"], results, tmp)
+        artifacts.write_json(tmp / "metrics.json", results)
+        (tmp / "classification_report.txt").write_text(results[FINE_TUNED]["report"], encoding="utf-8")
+        table = metrics.comparison_markdown(results)
+        (tmp / "comparison.md").write_text(table, encoding="utf-8")
+    plot_files = {k: str(out / f"{k}.png") for k in plot_files}
+    fine = results[FINE_TUNED]
+    run.set_tags({"data_hash": tokenized["key"], "adapter_key": adapter["key"]})
+    run.log_params({"eval": lab.eval.model_dump(mode="json")})
+    run.log_metrics({f"test_{k}": v for k, v in metrics.headline(fine).items()})
+    for name, res in results.items():
+        if name != FINE_TUNED:
+            run.log_metrics({f"{name}_test_{k}": v for k, v in metrics.headline(res).items()})
+    for name in ("metrics.json", "classification_report.txt", "comparison.md", *[f"{k}.png" for k in plot_files]):
+        run.log_artifact(out / name)
+    primary = lab.eval.primary_metric
+    manifest = {"key": key, "path": str(out), "metrics": results, "primary_metric": primary,
+                "primary_value": fine.get(primary), "threshold": fine.get("threshold"), "adapter_key": adapter["key"]}
+    metadata = {
+        f"test_{primary}": fine.get(primary),
+        "threshold": fine.get("threshold"),
+        "comparison": Markdown(table),
+        "classification_report": Markdown(f"```\n{fine['report']}\n```"),
+        **{name: Markdown(plots.markdown_image(path, name)) for name, path in plot_files.items()},
+        "path": out,
+    }
+    return StageResult(manifest, metadata, data_version=key)

@@ -1,0 +1,39 @@
+"""raw_dataset: read the source into Parquet under the artifact store, keyed by content hash."""
+
+from __future__ import annotations
+
+from ftlab_pipelines.core import artifacts, sources
+from ftlab_pipelines.core.labs import LabConfig
+from ftlab_pipelines.core.stages import Markdown, StageResult
+from ftlab_pipelines.core.tracking import AssetRun
+
+
+def build_raw_dataset(lab: LabConfig, run: AssetRun) -> StageResult:
+    frame, origin = sources.load_raw(lab.source)
+    data_hash = sources.content_hash(frame)
+    out = artifacts.stage_dir(lab.name, "raw_dataset", data_hash)
+    if not artifacts.is_complete(out):
+        with artifacts.atomic_dir(out) as tmp:
+            frame.to_parquet(tmp / "data.parquet", index=False)
+            artifacts.write_json(tmp / "manifest.json", {"origin": origin, "data_hash": data_hash})
+    counts = sources.label_counts(frame, lab.source.label_column)
+    manifest = {
+        "path": str(out / "data.parquet"),
+        "origin": origin,
+        "data_hash": data_hash,
+        "rows": len(frame),
+        "columns": list(map(str, frame.columns)),
+    }
+    run.set_tags({"data_hash": data_hash})
+    run.log_params({"source": lab.source.model_dump(mode="json")})
+    run.log_metrics({"rows": len(frame), **{f"count_{k}": v for k, v in counts.items()}})
+    metadata = {
+        "origin": origin,
+        "rows": len(frame),
+        "columns": ", ".join(manifest["columns"]),
+        "label_counts": counts,
+        "data_hash": data_hash,
+        "preview": Markdown(frame.head(10).to_markdown(index=False)),
+        "path": out,
+    }
+    return StageResult(manifest, metadata, data_version=data_hash)

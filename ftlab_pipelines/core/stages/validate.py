@@ -1,0 +1,45 @@
+"""validated_dataset: run the lab's data contract (GX 1.x) on the raw data."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ftlab_pipelines.core import artifacts, contracts, settings
+from ftlab_pipelines.core.labs import LabConfig
+from ftlab_pipelines.core.stages import Markdown, StageResult
+from ftlab_pipelines.core.tracking import AssetRun
+
+
+class ContractFailed(ValueError):
+    """Downstream stages refuse data whose contract failed."""
+
+
+def contract_path(lab: LabConfig):
+    return settings.contracts_dir() / f"{lab.contract}.yaml"
+
+
+def validate_dataset(lab: LabConfig, raw: dict, run: AssetRun) -> tuple[StageResult, contracts.ContractReport]:
+    """Validate; the manifest records the verdict so no later stage can train on failed data."""
+    frame = pd.read_parquet(raw["path"])
+    report = contracts.run_contract(frame, contract_path(lab), source=raw["origin"])
+    out = artifacts.stage_dir(lab.name, "validated_dataset", raw["data_hash"])
+    with artifacts.atomic_dir(out) as tmp:
+        (tmp / "contract_report.md").write_text(report.to_markdown(), encoding="utf-8")
+    run.set_tags({"data_hash": raw["data_hash"], "contract": lab.contract})
+    run.log_params({"contract": lab.contract, "contract_file": str(contract_path(lab))})
+    run.log_metrics({"contract_passed": float(report.success), "failed_expectations": len(report.failures),
+                     "rows": len(frame)})
+    run.log_artifact(out / "contract_report.md")
+    manifest = {**raw, "contract": lab.contract, "contract_passed": report.success,
+                "report_path": str(out / "contract_report.md")}
+    metadata = {"contract": lab.contract, "passed": report.success, "failed_expectations": len(report.failures),
+                "report": Markdown(report.to_markdown())}
+    return StageResult(manifest, metadata, data_version=raw["data_hash"]), report
+
+
+def require_valid(validated: dict) -> None:
+    if not validated.get("contract_passed"):
+        raise ContractFailed(
+            f"{validated.get('origin')}: data contract {validated.get('contract')!r} failed "
+            f"(see {validated.get('report_path')}); fix the data and re-materialize validated_dataset"
+        )

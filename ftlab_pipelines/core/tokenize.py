@@ -1,0 +1,80 @@
+"""Render prompts and tokenize the splits into Arrow datasets on disk (no padding: collators pad per batch)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ftlab_pipelines.core.labs import stable_hash
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """Identity of a tokenizer by content (vocab, normalizer, special tokens), not by name."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    blob = backend.to_str() if backend is not None else f"{tokenizer.name_or_path}:{len(tokenizer)}"
+    blob += repr(sorted(tokenizer.special_tokens_map.items()))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cache_key(data_hash: str, tokenizer, template: str, max_length: int, labels: list[str]) -> str:
+    """Everything that changes the token ids: a stale cache can never match a new key."""
+    return stable_hash(
+        {"data": data_hash, "tokenizer": tokenizer_fingerprint(tokenizer), "template": template,
+         "max_length": max_length, "labels": labels}
+    )
+
+
+def render_prompts(texts: pd.Series, template: str) -> list[str]:
+    return [template.replace("{text}", str(t)) for t in texts]
+
+
+def tokenize_splits(
+    frames: dict[str, pd.DataFrame],
+    tokenizer,
+    *,
+    text_column: str,
+    label_column: str,
+    labels: list[str],
+    template: str,
+    max_length: int,
+    out_dir: Path,
+) -> dict:
+    """Tokenize every split with batched `datasets.map` and save a DatasetDict; return length stats."""
+    import datasets
+
+    label_ids = {label: i for i, label in enumerate(labels)}
+
+    def encode(batch: dict) -> dict:
+        encoded = tokenizer(render_prompts(pd.Series(batch[text_column]), template),
+                            truncation=True, max_length=max_length)
+        encoded["labels"] = [label_ids[str(v)] for v in batch[label_column]]
+        encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
+        return encoded
+
+    splits = {}
+    for name, frame in frames.items():
+        ds = datasets.Dataset.from_pandas(frame[[text_column, label_column]].astype(str), preserve_index=False)
+        splits[name] = ds.map(encode, batched=True, batch_size=1000, remove_columns=ds.column_names,
+                              desc=f"tokenize {name}")
+    dataset = datasets.DatasetDict(splits)
+    dataset.save_to_disk(str(out_dir))
+    stats = {}
+    for name, ds in dataset.items():
+        lengths = np.asarray(ds["length"])
+        stats[name] = {
+            "rows": int(len(ds)),
+            "tokens": int(lengths.sum()),
+            "mean_length": round(float(lengths.mean()), 1),
+            "max_length": int(lengths.max()),
+            "truncated_share": round(float((lengths >= max_length).mean()), 4),
+        }
+    return stats
+
+
+def load_tokenized(path: Path):
+    import datasets
+
+    return datasets.load_from_disk(str(path))

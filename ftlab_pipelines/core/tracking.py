@@ -1,0 +1,145 @@
+"""MLflow tracking: one run per asset materialization, nested under one parent run per Dagster run.
+
+Uses `MlflowClient` with explicit run ids rather than the fluent API, so several assets in one
+process (in-process executor) or in parallel processes never share a global "active run".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from ftlab_pipelines.core import settings
+
+log = logging.getLogger(__name__)
+
+PARENT_TAG = "ftlab.role"
+MAX_PARAM_CHARS = 6000
+
+
+def flatten(prefix: str, value: object) -> dict[str, str]:
+    """{'train': {'epochs': 3}} -> {'train.epochs': '3'}; lists as JSON."""
+    if isinstance(value, Mapping):
+        out: dict[str, str] = {}
+        for key, inner in value.items():
+            out.update(flatten(f"{prefix}.{key}" if prefix else str(key), inner))
+        return out
+    text = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+    return {prefix: text[:MAX_PARAM_CHARS]}
+
+
+class AssetRun:
+    """Handle on one MLflow run, passed to plain-Python stage code."""
+
+    def __init__(self, client, run_id: str, scratch: Path):
+        self.client = client
+        self.run_id = run_id
+        self.scratch = scratch
+
+    def log_params(self, params: Mapping[str, object]) -> None:
+        from mlflow.entities import Param
+
+        flat = flatten("", dict(params))
+        items = [Param(k, v) for k, v in flat.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float | None], step: int | None = None) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()
+                 if isinstance(v, int | float) and not isinstance(v, bool) and v == v]
+        if items:
+            self.client.log_batch(self.run_id, metrics=items)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, name: str) -> None:
+        target = self.scratch / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        self.log_artifact(target, str(Path(name).parent) if Path(name).parent != Path(".") else None)
+
+    def set_tags(self, tags: Mapping[str, object]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
+    def artifact_uri(self, artifact_path: str = "") -> str:
+        base = self.client.get_run(self.run_id).info.artifact_uri
+        return f"{base}/{artifact_path}" if artifact_path else base
+
+
+class Tracker:
+    """Creates per-lab experiments and the parent/child run tree in one MLflow store."""
+
+    def __init__(self, tracking_uri: str | None = None):
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri or settings.mlflow_tracking_uri()
+        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def experiment_id(self, lab: str) -> str:
+        name = f"ftlab/{lab}"
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = None
+        if self.tracking_uri.startswith("sqlite:") and "MLFLOW_TRACKING_URI" not in os.environ:
+            location = f"{settings.mlflow_artifact_root()}/{lab}"
+        try:
+            return self.client.create_experiment(name, artifact_location=location, tags={"lab": lab})
+        except Exception:  # noqa: BLE001 - another process created it first
+            return self.client.get_experiment_by_name(name).experiment_id
+
+    def parent_run_id(self, lab: str, dagster_run_id: str) -> str:
+        from filelock import FileLock
+
+        locks = settings.ftlab_home() / "locks"
+        locks.mkdir(exist_ok=True)
+        experiment = self.experiment_id(lab)
+        with FileLock(str(locks / f"mlflow-{dagster_run_id}-{lab}.lock")):
+            found = self.client.search_runs(
+                [experiment],
+                filter_string=f"tags.dagster_run_id = '{dagster_run_id}' and tags.`{PARENT_TAG}` = 'parent'",
+                max_results=1,
+            )
+            if found:
+                return found[0].info.run_id
+            run = self.client.create_run(
+                experiment,
+                run_name=f"{lab} dagster:{dagster_run_id[:8]}",
+                tags={"dagster_run_id": dagster_run_id, "lab": lab, PARENT_TAG: "parent"},
+            )
+            return run.info.run_id
+
+    @contextlib.contextmanager
+    def asset_run(self, lab: str, asset: str, dagster_run_id: str, tags: Mapping[str, str]) -> Iterator[AssetRun]:
+        """A child run for one asset; FINISHED on success, FAILED (and re-raised) on error."""
+        parent = self.parent_run_id(lab, dagster_run_id)
+        run = self.client.create_run(
+            self.experiment_id(lab),
+            run_name=asset,
+            tags={"mlflow.parentRunId": parent, "dagster_run_id": dagster_run_id, "lab": lab, "asset": asset,
+                  PARENT_TAG: "asset", **{k: str(v) for k, v in tags.items()}},
+        )
+        status = "FAILED"
+        with tempfile.TemporaryDirectory(prefix="ftlab-mlflow-") as scratch:
+            try:
+                yield AssetRun(self.client, run.info.run_id, Path(scratch))
+                status = "FINISHED"
+            finally:
+                self.client.set_terminated(run.info.run_id, status)
+                self.client.set_terminated(parent, status)

@@ -1,0 +1,141 @@
+"""Fine-tune a LoRA adapter with the HF Trainer: dynamic padding, length grouping, bf16 autocast, resume.
+
+The Trainer gives us checkpoint rotation that never deletes a checkpoint before its successor is
+written, exact resume (optimizer, scheduler, RNG, data order) and the LengthGroupedSampler; we add
+the lab config mapping, throughput and memory accounting, and a metrics hook for MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ftlab_pipelines.core import models
+from ftlab_pipelines.core.labs import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    adapter_dir: Path
+    log_history: list[dict]
+    metrics: dict[str, float]
+
+
+def last_checkpoint(checkpoint_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not checkpoint_dir.is_dir():
+        return None
+    return get_last_checkpoint(str(checkpoint_dir))
+
+
+def training_arguments(config: TrainConfig, checkpoint_dir: Path, bf16: bool, has_eval: bool):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,
+        lr_scheduler_type="linear",
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=bf16,
+        use_cpu=not torch.cuda.is_available(),
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        eval_strategy="epoch" if has_eval else "no",
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        logging_steps=config.logging_steps,
+        report_to="none",
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+        remove_unused_columns=True,
+        length_column_name="length",
+    )
+
+
+class _MetricsCallback:
+    """Forward Trainer logs to a plain function (the caller decides where metrics go)."""
+
+    def __new__(cls, on_log: Callable[[dict, int], None]):
+        from transformers import TrainerCallback
+
+        class Forward(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if logs:
+                    on_log({k: v for k, v in logs.items() if isinstance(v, int | float)}, state.global_step)
+
+        return Forward()
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train_adapter(
+    model,
+    tokenizer,
+    dataset,
+    config: TrainConfig,
+    *,
+    checkpoint_dir: Path,
+    out_dir: Path,
+    on_log: Callable[[dict, int], None] | None = None,
+) -> TrainResult:
+    """Train (resuming from the newest checkpoint in `checkpoint_dir`) and save the adapter to `out_dir`."""
+    from transformers import DataCollatorWithPadding, Trainer
+
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    bf16 = models.use_bf16(config.bf16)
+    train_set = dataset["train"]
+    eval_set = dataset["validation"] if "validation" in dataset else None
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(config, checkpoint_dir, bf16, eval_set is not None),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
+        processing_class=tokenizer,
+        callbacks=[_MetricsCallback(on_log)] if on_log else None,
+    )
+    resume_from = last_checkpoint(checkpoint_dir)
+    if resume_from:
+        log.info("resuming from checkpoint %s", resume_from)
+    started = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.perf_counter() - started
+    trainer.save_model(str(out_dir))
+
+    steps_done = trainer.state.global_step
+    epochs_done = trainer.state.epoch or config.epochs
+    real_tokens = float(sum(train_set["length"])) * epochs_done
+    metrics = {
+        "train_loss": float(output.training_loss),
+        "train_seconds": round(seconds, 2),
+        "train_steps": int(steps_done),
+        "epochs": float(epochs_done),
+        "tokens_per_s": round(real_tokens / seconds, 1) if seconds > 0 else 0.0,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "bf16": float(bf16),
+        "resumed": float(resume_from is not None),
+        **{k: float(v) for k, v in models.count_parameters(model).items()},
+    }
+    if torch.cuda.is_available():
+        metrics["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return TrainResult(out_dir, trainer.state.log_history, metrics)

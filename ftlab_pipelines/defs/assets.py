@@ -1,0 +1,126 @@
+"""The asset factory: one lab config -> its chain of seven assets, prefixed by the lab name.
+
+Assets are thin: open an MLflow run, call the plain-Python stage, hand back manifest + metadata.
+"""
+
+
+from collections.abc import Callable
+
+import dagster as dg
+
+from ftlab_pipelines.core import artifacts, settings
+from ftlab_pipelines.core.labs import LabConfig, stable_hash
+from ftlab_pipelines.core.stages import StageResult
+from ftlab_pipelines.core.stages.adapter import build_adapter
+from ftlab_pipelines.core.stages.evaluation import evaluate
+from ftlab_pipelines.core.stages.raw import build_raw_dataset
+from ftlab_pipelines.core.stages.release import publish_adapter
+from ftlab_pipelines.core.stages.split import build_splits
+from ftlab_pipelines.core.stages.tokenized import build_tokenized
+from ftlab_pipelines.core.stages.validate import contract_path, validate_dataset
+from ftlab_pipelines.defs.metadata import to_dagster
+from ftlab_pipelines.defs.resources import MlflowTrackerResource
+
+CONTRACT_CHECK = "data_contract"
+
+
+def stage_code_versions(lab: LabConfig) -> dict[str, str]:
+    """Each stage's code_version hashes only the config it reads, so an edit marks exactly those assets stale."""
+    contract = contract_path(lab)
+    contract_text = contract.read_text(encoding="utf-8") if contract.is_file() else ""
+    return {
+        "raw_dataset": lab.section_hash("source"),
+        "validated_dataset": stable_hash({"contract": lab.contract, "text": contract_text}),
+        "splits": stable_hash({"split": lab.split.model_dump(mode="json"), "text": lab.source.text_column,
+                               "label": lab.source.label_column}),
+        "tokenized": stable_hash({"name": lab.model.name, "template": lab.model.template,
+                                  "max_length": lab.model.max_length, "labels": lab.labels}),
+        "adapter": lab.section_hash("model", "peft", "train"),
+        "evaluation": lab.section_hash("eval", "labels", "positive_label"),
+        "published_adapter": lab.section_hash("publish"),
+    }
+
+
+def run_stage(context, tracker: MlflowTrackerResource, lab: LabConfig, asset: str, code_version: str,
+              stage: Callable[..., StageResult], *upstream) -> dg.Output:
+    with tracker.get_tracker().asset_run(lab.name, asset, context.run_id, {"config_hash": code_version}) as run:
+        result = stage(lab, *upstream, run)
+    return dg.Output(result.manifest, metadata=to_dagster(result.metadata),
+                     data_version=dg.DataVersion(result.data_version) if result.data_version else None)
+
+
+def build_lab_assets(lab: LabConfig) -> list[dg.AssetsDefinition]:
+    name = lab.name
+    versions = stage_code_versions(lab)
+
+    def key(asset: str) -> dg.AssetKey:
+        return dg.AssetKey([name, asset])
+
+    def spec(asset: str, description: str, deps: dict[str, str] | None = None, kinds: set[str] | None = None):
+        return dict(key=key(asset), group_name=name, code_version=versions[asset], description=description,
+                    ins={arg: dg.AssetIn(key=key(up)) for arg, up in (deps or {}).items()}, kinds=kinds)
+
+    @dg.asset(**spec("raw_dataset", f"Raw rows of {lab.source.local_path or lab.source.hub_id}, as Parquet.",
+                     kinds={"pandas", "parquet"}))
+    def raw_dataset(context: dg.AssetExecutionContext, mlflow_tracker: MlflowTrackerResource):
+        return run_stage(context, mlflow_tracker, lab, "raw_dataset", versions["raw_dataset"], build_raw_dataset)
+
+    @dg.asset(**spec("validated_dataset", f"Raw data checked against data_contracts/{lab.contract}.yaml (GX).",
+                     {"raw": "raw_dataset"}, {"great_expectations"}),
+              check_specs=[dg.AssetCheckSpec(CONTRACT_CHECK, asset=key("validated_dataset"), blocking=True,
+                                             description=f"Data contract {lab.contract}: blocks downstream on failure")])
+    def validated_dataset(context: dg.AssetExecutionContext, mlflow_tracker: MlflowTrackerResource, raw: dict):
+        tracker = mlflow_tracker.get_tracker()
+        with tracker.asset_run(name, "validated_dataset", context.run_id,
+                               {"config_hash": versions["validated_dataset"]}) as run:
+            result, report = validate_dataset(lab, raw, run)
+        yield dg.Output(result.manifest, metadata=to_dagster(result.metadata),
+                        data_version=dg.DataVersion(result.data_version))
+        yield dg.AssetCheckResult(
+            check_name=CONTRACT_CHECK,
+            passed=report.success,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=None if report.success else report.error_message()[:2000],
+            metadata={"report": dg.MetadataValue.md(report.to_markdown()),
+                      "failed_expectations": len(report.failures)},
+        )
+
+    @dg.asset(**spec("splits", "Deduplicated, stratified train/validation/test; train rebalanced only.",
+                     {"validated": "validated_dataset"}, {"pandas", "scikit-learn"}))
+    def splits(context: dg.AssetExecutionContext, mlflow_tracker: MlflowTrackerResource, validated: dict):
+        return run_stage(context, mlflow_tracker, lab, "splits", versions["splits"], build_splits, validated)
+
+    @dg.asset(**spec("tokenized", "Tokenized Arrow datasets, cached by (data, tokenizer, template, max_length).",
+                     {"split_sets": "splits"}, {"huggingface"}))
+    def tokenized(context: dg.AssetExecutionContext, mlflow_tracker: MlflowTrackerResource, split_sets: dict):
+        return run_stage(context, mlflow_tracker, lab, "tokenized", versions["tokenized"], build_tokenized, split_sets)
+
+    @dg.asset(**spec("adapter", f"LoRA adapter on {lab.model.name} (checkpoints + resume).",
+                     {"tokens": "tokenized"}, {"pytorch", "peft"}))
+    def adapter(context: dg.AssetExecutionContext, mlflow_tracker: MlflowTrackerResource, tokens: dict):
+        return run_stage(context, mlflow_tracker, lab, "adapter", versions["adapter"], build_adapter, tokens)
+
+    @dg.asset(**spec("evaluation", "Test metrics vs base model and TF-IDF+LR; threshold tuned on validation.",
+                     {"split_sets": "splits", "tokens": "tokenized", "trained": "adapter"}, {"scikit-learn"}))
+    def evaluation(context: dg.AssetExecutionContext, mlflow_tracker: MlflowTrackerResource, split_sets: dict,
+                   tokens: dict, trained: dict):
+        return run_stage(context, mlflow_tracker, lab, "evaluation", versions["evaluation"], evaluate,
+                         split_sets, tokens, trained)
+
+    @dg.asset(**spec("published_adapter", f"Release directory, MLflow model {lab.registry_name}, champion alias.",
+                     {"trained": "adapter", "report": "evaluation"}, {"mlflow"}))
+    def published_adapter(context: dg.AssetExecutionContext, mlflow_tracker: MlflowTrackerResource, trained: dict,
+                          report: dict):
+        return run_stage(context, mlflow_tracker, lab, "published_adapter", versions["published_adapter"],
+                         publish_adapter, trained, report)
+
+    return [raw_dataset, validated_dataset, splits, tokenized, adapter, evaluation, published_adapter]
+
+
+def lab_job(lab: LabConfig):
+    """A preset per lab: materialize its whole chain (checks included)."""
+    return dg.define_asset_job(f"{lab.name}_pipeline", selection=dg.AssetSelection.groups(lab.name),
+                               description=lab.description or f"Every asset of the {lab.name} lab")
+
+
+__all__ = ["build_lab_assets", "lab_job", "CONTRACT_CHECK", "artifacts", "settings"]
