@@ -22,6 +22,8 @@ from ftlab_pipelines.core.metrics import (
 
 # Handcrafted: positives at 0.3, 0.5, 0.7, 0.8, 0.9. Stats of `scores >= t` worked out by hand:
 #   t=0.3: P=5/7 R=1 F1=.833 (max F1) | t=0.5: P=.8 R=.8 | t=0.7: P=1 R=.6 (max F0.5)
+# A tuned threshold is then moved halfway down to the next lower score (0.3 -> 0.25): the same
+# decisions on this data, with a margin for unseen scores.
 SCORES = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
 Y = np.array([0, 0, 1, 0, 1, 0, 1, 1, 1])
 
@@ -37,7 +39,7 @@ def _stats_at(y, scores, t):
 
 def test_max_f1_known_answer():
     out = tune_threshold(Y, SCORES, mode="max_f1")
-    assert out["threshold"] == pytest.approx(0.3)
+    assert out["threshold"] == pytest.approx(0.25)
     assert out["mode"] == "max_f1"
     assert out["precision"] == pytest.approx(5 / 7)
     assert out["recall"] == pytest.approx(1.0)
@@ -46,7 +48,7 @@ def test_max_f1_known_answer():
 
 def test_max_fbeta_prefers_precision_when_beta_small():
     out = tune_threshold(Y, SCORES, mode="max_fbeta", beta=0.5)
-    assert out["threshold"] == pytest.approx(0.7)
+    assert out["threshold"] == pytest.approx(0.65)
     assert out["beta"] == 0.5
     assert (out["precision"], out["recall"]) == pytest.approx((1.0, 0.6))
 
@@ -54,10 +56,10 @@ def test_max_fbeta_prefers_precision_when_beta_small():
 @pytest.mark.parametrize(
     ("target", "expected_t", "expected_p", "expected_r"),
     [
-        (0.8, 0.5, 0.8, 0.8),  # recall>=.8 at t<=.5; best precision there is t=.5
-        (0.6, 0.7, 1.0, 0.6),
-        (1.0, 0.3, 5 / 7, 1.0),
-        (1.1, 0.3, 5 / 7, 1.0),  # unreachable -> max-recall threshold (highest precision among those)
+        (0.8, 0.45, 0.8, 0.8),  # recall>=.8 at t<=.5; best precision there is t=.5, margin -> .45
+        (0.6, 0.65, 1.0, 0.6),
+        (1.0, 0.25, 5 / 7, 1.0),
+        (1.1, 0.25, 5 / 7, 1.0),  # unreachable -> max-recall threshold (highest precision among those)
     ],
 )
 def test_target_recall_picks_highest_precision(target, expected_t, expected_p, expected_r):
@@ -65,6 +67,12 @@ def test_target_recall_picks_highest_precision(target, expected_t, expected_p, e
     assert out["threshold"] == pytest.approx(expected_t)
     assert out["target_recall"] == target
     assert (out["precision"], out["recall"]) == pytest.approx((expected_p, expected_r))
+
+
+def test_tuned_threshold_keeps_decisions_but_not_on_a_score():
+    out = tune_threshold(Y, SCORES, mode="max_f1")
+    assert out["threshold"] not in SCORES
+    assert np.array_equal(SCORES >= out["threshold"], SCORES >= 0.3)
 
 
 def test_fixed_returns_value_with_its_stats():

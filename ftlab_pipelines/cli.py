@@ -1,0 +1,133 @@
+"""`ftlab`: list labs, run a lab through Dagster, predict with a published adapter, list releases."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from ftlab_pipelines.core import settings
+
+
+def ensure_dagster_home() -> Path:
+    """DAGSTER_HOME defaults to FTLAB_HOME/dagster, seeded with the repo's dagster.yaml."""
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.ftlab_home() / "dagster")
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    config = settings.REPO_ROOT / "dagster.yaml"
+    if not (home / "dagster.yaml").exists() and config.is_file():
+        shutil.copy(config, home / "dagster.yaml")
+    return home
+
+
+def cmd_labs(args) -> int:
+    from ftlab_pipelines.core.labs import load_labs
+
+    for name, lab in load_labs().items():
+        print(f"{name:24s} {lab.task:15s} {lab.model.name:24s} {lab.description}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    ensure_dagster_home()
+    import dagster as dg
+
+    from ftlab_pipelines.definitions import defs
+
+    job = defs.get_job_def(f"{args.lab}_pipeline")
+    selection = [dg.AssetKey([args.lab, a]) for a in args.only] if args.only else None
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(instance=instance, raise_on_error=False, asset_selection=selection)
+    if not result.success:
+        print(f"\nftlab: the {args.lab} run failed (Dagster run {result.run_id}).", file=sys.stderr)
+        for event in result.all_events:
+            if event.is_step_failure:
+                print(f"  step {event.step_key}: {event.event_specific_data.error.message.strip()}", file=sys.stderr)
+        return 1
+    print_summary(args.lab, result.run_id)
+    return 0
+
+
+def print_summary(lab: str, run_id: str) -> None:
+    from ftlab_pipelines.core.publish import local_champion
+
+    release = local_champion(lab)
+    home = settings.ftlab_home()
+    print(f"\nftlab: lab {lab} materialized (Dagster run {run_id}).")
+    if release:
+        path = Path(release["path"])
+        metrics = {k: v for k, v in release.items() if k.startswith("test_")}
+        print(f"  adapter (champion release): {path}")
+        print(f"  metrics:                    {path / 'metrics.json'}  {metrics}")
+        evaluation = sorted((home / "artifacts" / lab / "evaluation").glob("*/*.png"), key=os.path.getmtime)
+        if evaluation:
+            print(f"  plots:                      {evaluation[-1].parent}/*.png")
+    print(f"  MLflow store:               {settings.mlflow_tracking_uri()}")
+    print("  UIs: `make ui`, then Dagster http://127.0.0.1:3000 and MLflow http://127.0.0.1:5000")
+    print(f"  try it: .venv/bin/ftlab predict {lab} \"WINNER! Claim your free prize now\"")
+
+
+def cmd_predict(args) -> int:
+    from ftlab_pipelines.core.predictor import Classifier
+    from ftlab_pipelines.core.publish import local_champion
+
+    release = args.release
+    if release is None:
+        found = local_champion(args.lab)
+        if not found:
+            print(f"ftlab: no published adapter for lab {args.lab!r}; run `ftlab run {args.lab}` first",
+                  file=sys.stderr)
+            return 1
+        release = found["path"]
+    classifier = Classifier(release)
+    for pred in classifier.predict(args.texts):
+        print(json.dumps({"label": pred.label, "score": round(pred.score, 4), "probabilities": pred.probabilities,
+                          "text": pred.text}))
+    return 0
+
+
+def cmd_models(args) -> int:
+    path = settings.ftlab_home() / "registry" / f"{args.lab}.json"
+    if not path.is_file():
+        print(f"ftlab: no releases of {args.lab!r} yet", file=sys.stderr)
+        return 1
+    for entry in json.loads(path.read_text()):
+        flag = "champion" if entry.get("champion") else ""
+        metrics = {k: v for k, v in entry.items() if k.startswith("test_")}
+        print(f"v{entry.get('mlflow_version')} {flag:9s} {metrics} {entry['path']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ftlab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("labs", help="list the labs in labs/*.yaml").set_defaults(func=cmd_labs)
+    run = sub.add_parser("run", help="materialize a lab's assets through Dagster (in-process)")
+    run.add_argument("lab")
+    run.add_argument("--only", nargs="+", metavar="ASSET", help="materialize only these assets (e.g. raw_dataset)")
+    run.set_defaults(func=cmd_run)
+    predict = sub.add_parser("predict", help="classify texts with a lab's champion release")
+    predict.add_argument("lab")
+    predict.add_argument("texts", nargs="+")
+    predict.add_argument("--release", help="a release directory instead of the lab's champion")
+    predict.set_defaults(func=cmd_predict)
+    models = sub.add_parser("models", help="list a lab's published releases")
+    models.add_argument("lab")
+    models.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"ftlab: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

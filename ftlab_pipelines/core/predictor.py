@@ -1,0 +1,58 @@
+"""Load a published adapter directory and classify texts with its tuned threshold."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ftlab_pipelines.core import inference, models
+from ftlab_pipelines.core.labs import ModelConfig
+
+
+@dataclass
+class Prediction:
+    text: str
+    label: str
+    score: float
+    probabilities: dict[str, float]
+
+
+class Classifier:
+    """A release directory: base model + LoRA adapter + tokenizer + labels + threshold."""
+
+    def __init__(self, release_dir: str | Path):
+        from transformers import AutoTokenizer
+
+        self.release_dir = Path(release_dir)
+        info = self._read("ftlab_model.json")
+        self.model_config = ModelConfig.model_validate(info["model"])
+        labels = self._read("labels.json")
+        self.labels: list[str] = labels["labels"]
+        self.positive_label: str | None = labels.get("positive_label")
+        self.threshold: float | None = self._read("threshold.json").get("threshold")
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.release_dir))
+        self.model = models.load_adapter_classifier(self.release_dir, self.model_config, self.labels)
+
+    def _read(self, name: str) -> dict:
+        path = self.release_dir / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; {self.release_dir} is not a complete ftlab release")
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        if self.threshold is not None and self.positive_label is not None and len(self.labels) == 2:
+            pos = self.labels.index(self.positive_label)
+            return np.where(probs[:, pos] >= self.threshold, pos, 1 - pos)
+        return probs.argmax(axis=1)
+
+    def predict(self, texts: list[str]) -> list[Prediction]:
+        probs = inference.predict_texts(self.model, self.tokenizer, texts, self.model_config.template,
+                                        self.model_config.max_length)
+        chosen = self.decide(probs)
+        return [
+            Prediction(text, self.labels[c], float(p[c]), {lab: round(float(v), 4) for lab, v in zip(self.labels, p)})
+            for text, c, p in zip(texts, chosen, probs)
+        ]
