@@ -1,0 +1,90 @@
+"""Every lab file parses; bad lab files fail with the file and the key in the message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+from ftlab_pipelines.core.labs import LabConfigError, load_lab, load_labs
+
+LAB_FILES = sorted((REPO / "labs").glob("*.yaml"))
+
+
+def test_there_are_reference_labs():
+    assert {"sms_spam", "financial_sentiment"} <= {p.stem for p in LAB_FILES}
+
+
+@pytest.mark.parametrize("path", LAB_FILES, ids=lambda p: p.stem)
+def test_every_lab_parses(path):
+    lab = load_lab(path)
+    assert lab.name == path.stem
+    assert (REPO / "data_contracts" / f"{lab.contract}.yaml").is_file()
+    assert lab.split.train + lab.split.validation + lab.split.test == pytest.approx(1.0)
+
+
+def _write(tmp_path: Path, raw: dict, name: str = "mylab") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _sms(**changes) -> dict:
+    raw = yaml.safe_load((REPO / "labs" / "sms_spam.yaml").read_text())
+    raw.update(changes)
+    return raw
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    raw = _sms()
+    raw["train"]["epochz"] = 3
+    with pytest.raises(LabConfigError) as err:
+        load_lab(_write(tmp_path, raw))
+    assert "mylab.yaml" in str(err.value) and "train.epochz" in str(err.value) and "unknown key" in str(err.value)
+
+
+def test_wrong_type_names_file_and_key(tmp_path):
+    raw = _sms()
+    raw["train"]["batch_size"] = "lots"
+    with pytest.raises(LabConfigError) as err:
+        load_lab(_write(tmp_path, raw))
+    assert "mylab.yaml" in str(err.value) and "train.batch_size" in str(err.value)
+
+
+def test_split_shares_must_sum_to_one(tmp_path):
+    raw = _sms()
+    raw["split"]["test"] = 0.5
+    with pytest.raises(LabConfigError, match="split"):
+        load_lab(_write(tmp_path, raw))
+
+
+def test_missing_contract_is_named(tmp_path):
+    with pytest.raises(LabConfigError) as err:
+        load_lab(_write(tmp_path, _sms(contract="no_such_contract")))
+    assert "'contract'" in str(err.value) and "no_such_contract.yaml" in str(err.value)
+
+
+def test_name_must_match_file(tmp_path):
+    with pytest.raises(LabConfigError, match="must match the file name"):
+        load_lab(_write(tmp_path, _sms(name="other")))
+
+
+def test_not_a_mapping(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(LabConfigError, match="broken.yaml"):
+        load_lab(path)
+
+
+def test_adding_a_lab_is_yaml_only(tmp_path):
+    """A new lab file (same contract shape) becomes a full asset chain with no code change."""
+    from ftlab_pipelines.definitions import build_definitions
+
+    _write(tmp_path, _sms(name="my_spam_copy"), "my_spam_copy")
+    defs = build_definitions(str(tmp_path))
+    keys = {"/".join(k.path) for a in defs.assets for k in a.keys}
+    assert {f"my_spam_copy/{a}" for a in ["raw_dataset", "validated_dataset", "splits", "tokenized", "adapter",
+                                          "evaluation", "published_adapter"]} == keys
+    assert load_labs(tmp_path)["my_spam_copy"].registry_name == "ftlab-my_spam_copy"

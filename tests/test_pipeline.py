@@ -1,0 +1,104 @@
+"""The whole sms_spam chain through Dagster on a subsample, with the real MiniLM and a real MLflow store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from mlflow import MlflowClient
+
+from conftest import requires_data
+
+pytestmark = requires_data
+
+ASSETS = ["raw_dataset", "validated_dataset", "splits", "tokenized", "adapter", "evaluation", "published_adapter"]
+
+
+def test_every_asset_materialized(pipeline):
+    result = pipeline["result"]
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    materialized = {tuple(e.asset_key.path) for e in result.get_asset_materialization_events()}
+    assert materialized == {("sms_spam", a) for a in ASSETS}
+
+
+def test_contract_check_passed(pipeline):
+    evaluations = pipeline["result"].get_asset_check_evaluations()
+    assert [(e.check_name, e.passed) for e in evaluations] == [("data_contract", True)]
+
+
+def test_splits_keep_natural_distribution_outside_train(pipeline):
+    splits = pipeline["result"].output_for_node("sms_spam__splits")
+    dist = splits["distributions"]
+    spam_share = lambda counts: counts["spam"] / sum(counts.values())  # noqa: E731
+    assert spam_share(dist["train (undersampled)"]) == pytest.approx(0.25, abs=0.03)
+    assert spam_share(dist["test"]) == pytest.approx(spam_share(dist["deduplicated"]), abs=0.03)
+    assert spam_share(dist["validation"]) < 0.2
+
+
+def test_mlflow_runs_are_nested_and_tagged(pipeline):
+    from ftlab_pipelines.core import settings
+
+    client = MlflowClient(settings.mlflow_tracking_uri())
+    experiment = client.get_experiment_by_name("ftlab/sms_spam")
+    runs = client.search_runs([experiment.experiment_id])
+    dagster_run_id = pipeline["result"].run_id
+    parents = [r for r in runs if r.data.tags.get("ftlab.role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("ftlab.role") == "asset"]
+    assert len(parents) == 1 and parents[0].data.tags["dagster_run_id"] == dagster_run_id
+    assert sorted(r.data.tags["asset"] for r in children) == sorted(ASSETS)
+    for run in children:
+        tags = run.data.tags
+        assert tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert tags["dagster_run_id"] == dagster_run_id and tags["lab"] == "sms_spam"
+        assert tags["data_hash"] and tags["config_hash"], run.data.tags
+        assert run.info.status == "FINISHED"
+    adapter_run = next(r for r in children if r.data.tags["asset"] == "adapter")
+    assert adapter_run.data.params["train.max_steps"] == "12"
+    assert adapter_run.data.metrics["trainable_params"] > 0 and adapter_run.data.metrics["tokens_per_s"] > 0
+    evaluation_run = next(r for r in children if r.data.tags["asset"] == "evaluation")
+    artifacts = {a.path for a in client.list_artifacts(evaluation_run.info.run_id)}
+    assert {"confusion_matrix.png", "pr_curve.png", "metrics.json"} <= artifacts
+
+
+def test_model_registered_with_champion_alias(pipeline):
+    from ftlab_pipelines.core import settings
+
+    client = MlflowClient(settings.mlflow_tracking_uri(), registry_uri=settings.mlflow_tracking_uri())
+    champion = client.get_model_version_by_alias("ftlab-sms_spam", "champion")
+    assert str(champion.version) == "1"
+    assert champion.tags["primary_metric"] == "f1"
+
+
+def test_release_reloads_and_predicts(pipeline):
+    from ftlab_pipelines.core.predictor import Classifier
+
+    published = pipeline["result"].output_for_node("sms_spam__published_adapter")
+    release = Path(published["path"])
+    for name in ["adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "labels.json",
+                 "threshold.json", "README.md"]:
+        assert (release / name).is_file(), name
+    threshold = json.loads((release / "threshold.json").read_text())["threshold"]
+    assert 0.0 < threshold < 1.0
+    classifier = Classifier(release)
+    preds = classifier.predict(["Ok, see you at home tonight", "URGENT! You won a FREE prize, call 09061701461 now"])
+    assert [p.label in {"ham", "spam"} for p in preds] == [True, True]
+    assert all(abs(sum(p.probabilities.values()) - 1) < 1e-3 for p in preds)
+
+
+def test_evaluation_compares_three_models(pipeline):
+    evaluation = pipeline["result"].output_for_node("sms_spam__evaluation")
+    assert set(evaluation["metrics"]) == {"fine_tuned", "base_model", "tfidf_logreg"}
+    fine = evaluation["metrics"]["fine_tuned"]
+    assert fine["n"] > 0 and 0 <= fine["f1"] <= 1 and fine["threshold"] == evaluation["threshold"]
+    assert len(fine["confusion_matrix"]) == 2
+    assert Path(evaluation["path"], "pr_curve.png").stat().st_size > 1000
+
+
+def test_metadata_shows_plots_inline(pipeline):
+    instance = pipeline["instance"]
+    event = instance.get_latest_materialization_event(dg.AssetKey(["sms_spam", "evaluation"]))
+    metadata = event.asset_materialization.metadata
+    assert "data:image/png;base64," in metadata["pr_curve"].value
+    assert "fine_tuned" in metadata["comparison"].value

@@ -1,0 +1,46 @@
+"""Champion promotion in a real MLflow registry (sqlite): only a better model moves the alias."""
+
+from __future__ import annotations
+
+from mlflow import MlflowClient
+
+from ftlab_pipelines.core import publish, settings
+
+
+def _client():
+    uri = settings.mlflow_tracking_uri()
+    return MlflowClient(uri, registry_uri=uri)
+
+
+def test_champion_moves_only_on_improvement(tmp_path):
+    client = _client()
+    experiment = client.create_experiment("promo", artifact_location=(tmp_path / "art").as_uri())
+    source = (tmp_path / "release").as_uri()
+
+    def release(value, margin=0.0):
+        run = client.create_run(experiment)
+        return publish.register_mlflow(client, "ftlab-promo", source, run.info.run_id, "f1", value, margin)
+
+    first = release(0.90)
+    assert first["promoted"] and first["version"] == 1
+    worse = release(0.85)
+    assert not worse["promoted"] and worse["champion_version"] == 1
+    better = release(0.93)
+    assert better["promoted"] and better["previous_champion_value"] == 0.90
+    not_enough = release(0.935, margin=0.01)
+    assert not not_enough["promoted"]
+    assert str(client.get_model_version_by_alias("ftlab-promo", "champion").version) == "3"
+
+
+def test_local_registry_tracks_one_champion(monkeypatch):
+    publish.update_local_registry("lab", {"path": "/a", "champion": True, "test_f1": 0.9})
+    publish.update_local_registry("lab", {"path": "/b", "champion": False, "test_f1": 0.8})
+    assert publish.local_champion("lab")["path"] == "/a"
+    publish.update_local_registry("lab", {"path": "/c", "champion": True, "test_f1": 0.95})
+    assert publish.local_champion("lab")["path"] == "/c"
+
+
+def test_hub_push_is_skipped_with_reason(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    assert publish.push_to_hub(tmp_path, None).startswith("skipped: publish.hub_repo is not set")
+    assert "HF_TOKEN is not set" in publish.push_to_hub(tmp_path, "me/repo")
