@@ -1,0 +1,84 @@
+"""make bench-quality: run each classification lab in full through Dagster and record test quality.
+
+Writes bench/results/quality.json (format: ../shared/BENCH_FORMAT.md). Each lab runs in a fresh
+FTLAB_HOME so nothing is reused from an earlier run, and the wall time is the whole chain.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "quality.json"
+LABS = sys.argv[1:] or ["sms_spam", "financial_sentiment"]
+
+
+def machine() -> str:
+    import torch
+
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    amx = " (AMX bf16)" if "amx_bf16" in flags else ""
+    return f"{os.cpu_count()} cores, {cpu}{amx}, torch {torch.__version__}, {platform.python_version()}"
+
+
+def run_lab(lab: str) -> dict:
+    home = Path(tempfile.mkdtemp(prefix=f"bench-{lab}-"))
+    env = {**os.environ, "FTLAB_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "ftlab_pipelines.cli", "run", lab], env=env, cwd=REPO,
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{lab} failed:\n{proc.stderr[-3000:]}")
+    evaluation = max((home / "artifacts" / lab / "evaluation").glob("*/metrics.json"), key=os.path.getmtime)
+    metrics = json.loads(evaluation.read_text())
+    splits = max((home / "artifacts" / lab / "splits").glob("*/manifest.json"), key=os.path.getmtime)
+    import pandas as pd
+
+    rows = {s: len(pd.read_parquet(splits.parent / f"{s}.parquet")) for s in ("train", "validation", "test")}
+    pick = lambda m: {k: round(m[k], 4) for k in ("f1", "accuracy", "macro_f1", "precision", "recall",  # noqa: E731
+                                                   "average_precision") if m.get(k) is not None}
+    return {
+        "test": pick(metrics["fine_tuned"]),
+        "baseline": pick(metrics["tfidf_logreg"]),
+        "baseline_name": "tfidf_logreg",
+        "base": pick(metrics["base_model"]),
+        "threshold": metrics["fine_tuned"].get("threshold"),
+        "rows": rows,
+        "wall_seconds": round(wall, 1),
+    }
+
+
+def main() -> None:
+    existing = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"labs": {}}
+    labs = existing.get("labs", {})
+    for lab in LABS:
+        print(f"bench-quality: running {lab} ...", flush=True)
+        labs[lab] = run_lab(lab)
+        print(json.dumps(labs[lab], indent=1), flush=True)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "benchmark": "quality", "machine": machine(), "date": dt.date.today().isoformat(),
+        "command": "make bench-quality", "labs": labs,
+    }, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

