@@ -67,7 +67,7 @@ def print_summary(lab: str, run_id: str) -> None:
             print(f"  plots:                      {evaluation[-1].parent}/*.png")
     print(f"  MLflow store:               {settings.mlflow_tracking_uri()}")
     print("  UIs: `make ui`, then Dagster http://127.0.0.1:3000 and MLflow http://127.0.0.1:5000")
-    print(f"  try it: .venv/bin/ftlab predict {lab} \"WINNER! Claim your free prize now\"")
+    print(f"  try it: .venv/bin/ftlab predict {lab} \"<some text>\"")
 
 
 def cmd_predict(args) -> int:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from pathlib import Path
 
 from ftlab_pipelines.core import artifacts, models, publish
 from ftlab_pipelines.core.labs import LabConfig, stable_hash
 from ftlab_pipelines.core.stages import Markdown, StageResult
 from ftlab_pipelines.core.tracking import AssetRun
+
+log = logging.getLogger(__name__)
 
 
 def publish_adapter(lab: LabConfig, adapter: dict, evaluation: dict, run: AssetRun) -> StageResult:
@@ -26,6 +29,8 @@ def publish_adapter(lab: LabConfig, adapter: dict, evaluation: dict, run: AssetR
                                          metric, value, lab.publish.min_improvement)
     run.set_tags({"model_version": registered["version"], "promoted": registered["promoted"]})
     hub = publish.push_to_hub(out, lab.publish.hub_repo)
+    log.info("Hugging Face Hub: %s", hub)
+    run.set_tags({"hub": hub})
     entries = publish.update_local_registry(lab.name, {
         "path": str(out), "mlflow_version": registered["version"], "champion": registered["promoted"],
         f"test_{metric}": value, "threshold": evaluation["threshold"],
