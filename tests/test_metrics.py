@@ -218,3 +218,14 @@ def test_tfidf_logreg_keeps_k_columns_when_class_missing():
 def test_tfidf_logreg_single_class_train():
     out = tfidf_logreg(TRAIN[:3], [1, 1, 1], {"test": ["anything"]}, n_classes=2)
     assert out["test"].tolist() == [[0.0, 1.0]]
+
+
+def test_tie_errors_keeps_the_default_unless_tuning_clearly_wins():
+    # 10 positives. At 0.5: P=9/11, R=9/10 -> F1 0.857. The best (t=0.825): P=1, R=0.9 -> F1 0.947.
+    scores = np.array([0.1] * 20 + [0.6, 0.7] + [0.3] + [0.95] * 9)
+    y = np.array([0] * 20 + [0, 0] + [1] + [1] * 9)
+    plain = tune_threshold(y, scores, mode="max_f1")
+    assert plain["f1"] == pytest.approx(18 / 19) and plain["threshold"] > 0.7
+    assert tune_threshold(y, scores, mode="max_f1", tie_errors=1.0)["threshold"] == 0.5
+    # 0.4 errors of slack (0.04) is not enough to call 0.857 vs 0.947 a tie.
+    assert tune_threshold(y, scores, mode="max_f1", tie_errors=0.4)["threshold"] == plain["threshold"]

@@ -129,7 +129,12 @@ class ThresholdConfig(_Strict):
     )
     beta: float = Field(1.0, gt=0, description="Beta of max_fbeta.")
     target_recall: float = Field(0.9, gt=0, le=1, description="Recall to reach in target_recall mode.")
-    value: float = Field(0.5, ge=0, le=1, description="Threshold in fixed mode.")
+    value: float = Field(0.5, ge=0, le=1, description="Threshold in fixed mode; the default that ties move toward.")
+    tie_errors: float = Field(
+        1.0, ge=0,
+        description="max_f1/max_fbeta: keep `value` (0.5) unless tuning beats it by more than this many "
+                    "validation positives' errors (0 = plain argmax); guards against a noisy small validation split.",
+    )
 
 
 class EvalConfig(_Strict):

@@ -50,7 +50,8 @@ def score_models(lab: LabConfig, probs: dict, y: dict) -> dict[str, dict]:
         if pos is not None:
             t = lab.eval.threshold
             tuned = metrics.tune_threshold((y["validation"] == pos).astype(int), p["validation"][:, pos],
-                                           mode=t.mode, beta=t.beta, target_recall=t.target_recall, value=t.value)
+                                           mode=t.mode, beta=t.beta, target_recall=t.target_recall, value=t.value,
+                                           tie_errors=t.tie_errors)
             threshold = tuned["threshold"]
         results[name] = metrics.classification_metrics(y["test"], p["test"], lab.labels, pos, threshold)
     return results
