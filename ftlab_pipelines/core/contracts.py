@@ -15,6 +15,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo
 from pydantic import field_validator, model_validator
+from ftlab_pipelines.core.labs import format_validation_errors
 
 MAX_EXAMPLES = 5
 Label = str | int
@@ -110,15 +111,10 @@ def _build_expectation(type_name: str, kwargs: dict):
 
 
 def _format_errors(path: Path, error: ValidationError) -> str:
-    lines = [f"{path}: invalid data contract"]
-    for err in error.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            lines.append(f"  - unknown key '{key}': remove it or fix its spelling")
-        else:
-            lines.append(f"  - key '{key}': {err['msg'].removeprefix('Value error, ')}")
-    lines.append(f"Fix {path}; the keys are documented by ContractSpec in ftlab_pipelines/core/contracts.py.")
-    return "\n".join(lines)
+    return format_validation_errors(
+        path, error, "data contract",
+        f"Fix {path}; the keys are documented by ContractSpec in ftlab_pipelines/core/contracts.py.",
+    )
 
 
 def load_contract(path: Path) -> ContractSpec:

@@ -204,14 +204,17 @@ def stable_hash(payload: object, length: int = 16) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
-def _format_errors(path: Path, error: ValidationError) -> str:
-    lines = [f"{path}: invalid lab config"]
+def format_validation_errors(path: Path, error: ValidationError, what: str = "lab config", hint: str = "") -> str:
+    """One line per bad key, naming the file and the key (shared by lab files and data contracts)."""
+    lines = [f"{path}: invalid {what}"]
     for err in error.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         if err["type"] == "extra_forbidden":
             lines.append(f"  - unknown key '{key}': remove it or fix its spelling")
         else:
-            lines.append(f"  - key '{key}': {err['msg']} (got {err.get('input')!r})")
+            lines.append(f"  - key '{key}': {err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r})")
+    if hint:
+        lines.append(hint)
     return "\n".join(lines)
 
 
@@ -229,7 +232,7 @@ def load_lab(path: str | Path) -> LabConfig:
     try:
         lab = LabConfig.model_validate(raw)
     except ValidationError as exc:
-        raise LabConfigError(_format_errors(path, exc)) from None
+        raise LabConfigError(format_validation_errors(path, exc)) from None
     if lab.name != path.stem:
         raise LabConfigError(f"{path}: key 'name' is {lab.name!r} but must match the file name {path.stem!r}")
     contract = settings.contracts_dir() / f"{lab.contract}.yaml"
