@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import sys
@@ -21,6 +22,15 @@ def ensure_dagster_home() -> Path:
     if not (home / "dagster.yaml").exists() and config.is_file():
         shutil.copy(config, home / "dagster.yaml")
     return home
+
+
+def quiet_libraries() -> None:
+    """Keep model-loading chatter off stdout, so `predict` prints only its JSON lines."""
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def cmd_labs(args) -> int:
@@ -71,6 +81,7 @@ def print_summary(lab: str, run_id: str) -> None:
 
 
 def cmd_predict(args) -> int:
+    quiet_libraries()
     from ftlab_pipelines.core.predictor import Classifier
     from ftlab_pipelines.core.publish import local_champion
 
