@@ -18,7 +18,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "quality.json"
-LABS = sys.argv[1:] or ["sms_spam", "financial_sentiment"]
+LABS = sys.argv[1:] or ["sms_spam", "financial_sentiment", "financial_sentiment_allagree"]
 
 
 def machine() -> str:
@@ -60,6 +60,10 @@ def run_lab(lab: str) -> dict:
         "baseline_name": "tfidf_logreg",
         "base": pick(metrics["base_model"]),
         "threshold": metrics["fine_tuned"].get("threshold"),
+        "per_class": {label: {k: round(v, 4) for k, v in stats.items()}
+                      for label, stats in metrics["fine_tuned"]["per_class"].items()},
+        "baseline_per_class": {label: {k: round(v, 4) for k, v in stats.items()}
+                               for label, stats in metrics["tfidf_logreg"]["per_class"].items()},
         "rows": rows,
         "wall_seconds": round(wall, 1),
     }

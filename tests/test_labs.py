@@ -88,3 +88,18 @@ def test_adding_a_lab_is_yaml_only(tmp_path):
     assert {f"my_spam_copy/{a}" for a in ["raw_dataset", "validated_dataset", "splits", "tokenized", "adapter",
                                           "evaluation", "published_adapter"]} == keys
     assert load_labs(tmp_path)["my_spam_copy"].registry_name == "ftlab-my_spam_copy"
+
+
+@pytest.mark.parametrize("path", LAB_FILES, ids=lambda p: p.stem)
+def test_every_lab_mirror_passes_its_contract(path):
+    """Each lab's local mirror loads and meets its data contract (skipped where no mirror is present)."""
+    from ftlab_pipelines.core.contracts import run_contract
+    from ftlab_pipelines.core.sources import load_raw, resolve_local_path
+    from ftlab_pipelines.core.stages.validate import contract_path
+
+    lab = load_lab(path)
+    if resolve_local_path(lab.source) is None:
+        pytest.skip(f"no local mirror of {lab.source.local_path}")
+    frame, origin = load_raw(lab.source)
+    report = run_contract(frame, contract_path(lab), source=origin)
+    assert report.success, report.error_message()
