@@ -47,6 +47,9 @@ def cmd_run(args) -> int:
 
     from ftlab_pipelines.definitions import defs
 
+    known = sorted(job.name.removesuffix("_pipeline") for job in defs.jobs or [])
+    if args.lab not in known:
+        raise ValueError(f"no lab {args.lab!r} in {settings.labs_dir()}; known labs: {', '.join(known)}")
     job = defs.get_job_def(f"{args.lab}_pipeline")
     selection = [dg.AssetKey([args.lab, a]) for a in args.only] if args.only else None
     with dg.DagsterInstance.get() as instance:
@@ -57,16 +60,17 @@ def cmd_run(args) -> int:
             if event.is_step_failure:
                 print(f"  step {event.step_key}: {event.event_specific_data.error.message.strip()}", file=sys.stderr)
         return 1
-    print_summary(args.lab, result.run_id)
+    print_summary(args.lab, result.run_id, args.only)
     return 0
 
 
-def print_summary(lab: str, run_id: str) -> None:
+def print_summary(lab: str, run_id: str, only: list[str] | None = None) -> None:
     from ftlab_pipelines.core.publish import local_champion
 
     release = local_champion(lab)
     home = settings.ftlab_home()
-    print(f"\nftlab: lab {lab} materialized (Dagster run {run_id}).")
+    what = f"assets {', '.join(only)} of lab {lab}" if only else f"lab {lab}"
+    print(f"\nftlab: {what} materialized (Dagster run {run_id}).")
     if release:
         path = Path(release["path"])
         metrics = {k: v for k, v in release.items() if k.startswith("test_")}

@@ -62,3 +62,18 @@ def test_dagster_validates_and_lists_every_lab_asset():
         for asset in ["raw_dataset", "validated_dataset", "splits", "tokenized", "adapter", "evaluation",
                       "published_adapter"]:
             assert f"{lab}/{asset}" in listed.stdout
+
+
+@requires_data
+def test_run_only_some_assets(tmp_path):
+    env = {"FTLAB_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path / "dagster")}
+    out = run(f"{BIN}/ftlab", "run", "sms_spam", "--only", "raw_dataset", "validated_dataset", env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "assets raw_dataset, validated_dataset of lab sms_spam materialized" in out.stdout
+    assert list((tmp_path / "artifacts" / "sms_spam").iterdir())
+    assert not (tmp_path / "artifacts" / "sms_spam" / "splits").exists()
+
+
+def test_run_unknown_lab_fails_nonzero(tmp_path):
+    out = run(f"{BIN}/ftlab", "run", "no_such_lab", env={"FTLAB_HOME": str(tmp_path)})
+    assert out.returncode == 2 and "no lab 'no_such_lab'" in out.stderr and "sms_spam" in out.stderr
