@@ -8,7 +8,6 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from ftlab_pipelines.core import artifacts, settings
 from ftlab_pipelines.core.labs import LabConfig, stable_hash
 from ftlab_pipelines.core.stages import StageResult
 from ftlab_pipelines.core.stages.adapter import build_adapter
@@ -122,5 +121,3 @@ def lab_job(lab: LabConfig):
     return dg.define_asset_job(f"{lab.name}_pipeline", selection=dg.AssetSelection.groups(lab.name),
                                description=lab.description or f"Every asset of the {lab.name} lab")
 
-
-__all__ = ["build_lab_assets", "lab_job", "CONTRACT_CHECK", "artifacts", "settings"]

@@ -8,7 +8,6 @@ downstream stages plus metadata for the UI.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 
 class Markdown(str):
@@ -20,7 +19,3 @@ class StageResult:
     manifest: dict
     metadata: dict = field(default_factory=dict)
     data_version: str | None = None
-
-
-def path_str(path: Path) -> str:
-    return str(Path(path))
