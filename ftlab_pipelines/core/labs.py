@@ -194,9 +194,7 @@ class LabConfig(_Strict):
 
     def section_hash(self, *sections: str) -> str:
         """Stable hash of some config sections: a stage's code_version and cache key."""
-        payload = {s: getattr(self, s).model_dump(mode="json") if hasattr(getattr(self, s), "model_dump")
-                   else getattr(self, s) for s in sections}
-        return stable_hash(payload)
+        return stable_hash(self.model_dump(mode="json", include=set(sections)))
 
 
 def stable_hash(payload: object, length: int = 16) -> str:

@@ -104,12 +104,11 @@ class Tracker:
         except Exception:  # noqa: BLE001 - another process created it first
             return self.client.get_experiment_by_name(name).experiment_id
 
-    def parent_run_id(self, lab: str, dagster_run_id: str) -> str:
+    def parent_run_id(self, lab: str, dagster_run_id: str, experiment: str) -> str:
         from filelock import FileLock
 
         locks = settings.ftlab_home() / "locks"
         locks.mkdir(exist_ok=True)
-        experiment = self.experiment_id(lab)
         with FileLock(str(locks / f"mlflow-{dagster_run_id}-{lab}.lock")):
             found = self.client.search_runs(
                 [experiment],
@@ -128,9 +127,10 @@ class Tracker:
     @contextlib.contextmanager
     def asset_run(self, lab: str, asset: str, dagster_run_id: str, tags: Mapping[str, str]) -> Iterator[AssetRun]:
         """A child run for one asset; FINISHED on success, FAILED (and re-raised) on error."""
-        parent = self.parent_run_id(lab, dagster_run_id)
+        experiment = self.experiment_id(lab)
+        parent = self.parent_run_id(lab, dagster_run_id, experiment)
         run = self.client.create_run(
-            self.experiment_id(lab),
+            experiment,
             run_name=asset,
             tags={"mlflow.parentRunId": parent, "dagster_run_id": dagster_run_id, "lab": lab, "asset": asset,
                   PARENT_TAG: "asset", **{k: str(v) for k, v in tags.items()}},

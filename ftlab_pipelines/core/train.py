@@ -69,18 +69,16 @@ def training_arguments(config: TrainConfig, checkpoint_dir: Path, bf16: bool, ha
     )
 
 
-class _MetricsCallback:
-    """Forward Trainer logs to a plain function (the caller decides where metrics go)."""
+def metrics_callback(on_log: Callable[[dict, int], None]):
+    """A TrainerCallback that forwards numeric logs to a plain function (the caller picks the sink)."""
+    from transformers import TrainerCallback
 
-    def __new__(cls, on_log: Callable[[dict, int], None]):
-        from transformers import TrainerCallback
+    class ForwardLogs(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs:
+                on_log({k: v for k, v in logs.items() if isinstance(v, int | float)}, state.global_step)
 
-        class Forward(TrainerCallback):
-            def on_log(self, args, state, control, logs=None, **kwargs):
-                if logs:
-                    on_log({k: v for k, v in logs.items() if isinstance(v, int | float)}, state.global_step)
-
-        return Forward()
+    return ForwardLogs()
 
 
 def peak_rss_mb() -> float:
@@ -112,7 +110,7 @@ def train_adapter(
         eval_dataset=eval_set,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
         processing_class=tokenizer,
-        callbacks=[_MetricsCallback(on_log)] if on_log else None,
+        callbacks=[metrics_callback(on_log)] if on_log else None,
     )
     resume_from = last_checkpoint(checkpoint_dir)
     if resume_from:

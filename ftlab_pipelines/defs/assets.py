@@ -4,7 +4,7 @@ Assets are thin: open an MLflow run, call the plain-Python stage, hand back mani
 """
 
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import dagster as dg
 
@@ -16,12 +16,9 @@ from ftlab_pipelines.core.stages.raw import build_raw_dataset
 from ftlab_pipelines.core.stages.release import publish_adapter
 from ftlab_pipelines.core.stages.split import build_splits
 from ftlab_pipelines.core.stages.tokenized import build_tokenized
-from ftlab_pipelines.core.stages.validate import contract_path, validate_dataset
+from ftlab_pipelines.core.stages.validate import CONTRACT_CHECK, contract_path, validate_dataset
 from ftlab_pipelines.defs.metadata import to_dagster
 from ftlab_pipelines.defs.resources import MlflowTrackerResource
-
-CONTRACT_CHECK = "data_contract"
-
 
 def stage_code_versions(lab: LabConfig) -> dict[str, str]:
     """Each stage's code_version hashes only the config it reads, so an edit marks exactly those assets stale."""
@@ -41,11 +38,19 @@ def stage_code_versions(lab: LabConfig) -> dict[str, str]:
 
 
 def run_stage(context, tracker: MlflowTrackerResource, lab: LabConfig, asset: str, code_version: str,
-              stage: Callable[..., StageResult], *upstream) -> dg.Output:
+              stage: Callable[..., StageResult], *upstream) -> Iterator:
+    """Run one stage inside its MLflow run; yield its output and, if it ran one, its check result."""
     with tracker.get_tracker().asset_run(lab.name, asset, context.run_id, {"config_hash": code_version}) as run:
         result = stage(lab, *upstream, run)
-    return dg.Output(result.manifest, metadata=to_dagster(result.metadata),
-                     data_version=dg.DataVersion(result.data_version) if result.data_version else None)
+    yield dg.Output(result.manifest, metadata=to_dagster(result.metadata),
+                    data_version=dg.DataVersion(result.data_version) if result.data_version else None)
+    if result.check is not None:
+        check = result.check
+        yield dg.AssetCheckResult(
+            check_name=check.name, passed=check.passed, severity=dg.AssetCheckSeverity.ERROR,
+            description=check.description,
+            metadata={"report": dg.MetadataValue.md(str(check.report)), "failed_expectations": check.failures},
+        )
 
 
 def build_lab_assets(lab: LabConfig) -> list[dg.AssetsDefinition]:
@@ -62,55 +67,43 @@ def build_lab_assets(lab: LabConfig) -> list[dg.AssetsDefinition]:
     @dg.asset(**spec("raw_dataset", f"Raw rows of {lab.source.local_path or lab.source.hub_id}, as Parquet.",
                      kinds={"pandas", "parquet"}))
     def raw_dataset(context: dg.AssetExecutionContext, mlflow_tracker: MlflowTrackerResource):
-        return run_stage(context, mlflow_tracker, lab, "raw_dataset", versions["raw_dataset"], build_raw_dataset)
+        yield from run_stage(context, mlflow_tracker, lab, "raw_dataset", versions["raw_dataset"], build_raw_dataset)
 
     @dg.asset(**spec("validated_dataset", f"Raw data checked against data_contracts/{lab.contract}.yaml (GX).",
                      {"raw": "raw_dataset"}, {"great_expectations"}),
               check_specs=[dg.AssetCheckSpec(CONTRACT_CHECK, asset=key("validated_dataset"), blocking=True,
                                              description=f"Data contract {lab.contract}: blocks downstream on failure")])
     def validated_dataset(context: dg.AssetExecutionContext, mlflow_tracker: MlflowTrackerResource, raw: dict):
-        tracker = mlflow_tracker.get_tracker()
-        with tracker.asset_run(name, "validated_dataset", context.run_id,
-                               {"config_hash": versions["validated_dataset"]}) as run:
-            result, report = validate_dataset(lab, raw, run)
-        yield dg.Output(result.manifest, metadata=to_dagster(result.metadata),
-                        data_version=dg.DataVersion(result.data_version))
-        yield dg.AssetCheckResult(
-            check_name=CONTRACT_CHECK,
-            passed=report.success,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=None if report.success else report.error_message()[:2000],
-            metadata={"report": dg.MetadataValue.md(report.to_markdown()),
-                      "failed_expectations": len(report.failures)},
-        )
+        yield from run_stage(context, mlflow_tracker, lab, "validated_dataset", versions["validated_dataset"],
+                             validate_dataset, raw)
 
     @dg.asset(**spec("splits", "Deduplicated, stratified train/validation/test; train rebalanced only.",
                      {"validated": "validated_dataset"}, {"pandas", "scikit-learn"}))
     def splits(context: dg.AssetExecutionContext, mlflow_tracker: MlflowTrackerResource, validated: dict):
-        return run_stage(context, mlflow_tracker, lab, "splits", versions["splits"], build_splits, validated)
+        yield from run_stage(context, mlflow_tracker, lab, "splits", versions["splits"], build_splits, validated)
 
     @dg.asset(**spec("tokenized", "Tokenized Arrow datasets, cached by (data, tokenizer, template, max_length).",
                      {"split_sets": "splits"}, {"huggingface"}))
     def tokenized(context: dg.AssetExecutionContext, mlflow_tracker: MlflowTrackerResource, split_sets: dict):
-        return run_stage(context, mlflow_tracker, lab, "tokenized", versions["tokenized"], build_tokenized, split_sets)
+        yield from run_stage(context, mlflow_tracker, lab, "tokenized", versions["tokenized"], build_tokenized, split_sets)
 
     @dg.asset(**spec("adapter", f"LoRA adapter on {lab.model.name} (checkpoints + resume).",
                      {"tokens": "tokenized"}, {"pytorch", "peft"}))
     def adapter(context: dg.AssetExecutionContext, mlflow_tracker: MlflowTrackerResource, tokens: dict):
-        return run_stage(context, mlflow_tracker, lab, "adapter", versions["adapter"], build_adapter, tokens)
+        yield from run_stage(context, mlflow_tracker, lab, "adapter", versions["adapter"], build_adapter, tokens)
 
     @dg.asset(**spec("evaluation", "Test metrics vs base model and TF-IDF+LR; threshold tuned on validation.",
                      {"split_sets": "splits", "tokens": "tokenized", "trained": "adapter"}, {"scikit-learn"}))
     def evaluation(context: dg.AssetExecutionContext, mlflow_tracker: MlflowTrackerResource, split_sets: dict,
                    tokens: dict, trained: dict):
-        return run_stage(context, mlflow_tracker, lab, "evaluation", versions["evaluation"], evaluate,
+        yield from run_stage(context, mlflow_tracker, lab, "evaluation", versions["evaluation"], evaluate,
                          split_sets, tokens, trained)
 
     @dg.asset(**spec("published_adapter", f"Release directory, MLflow model {lab.registry_name}, champion alias.",
                      {"trained": "adapter", "report": "evaluation"}, {"mlflow"}))
     def published_adapter(context: dg.AssetExecutionContext, mlflow_tracker: MlflowTrackerResource, trained: dict,
                           report: dict):
-        return run_stage(context, mlflow_tracker, lab, "published_adapter", versions["published_adapter"],
+        yield from run_stage(context, mlflow_tracker, lab, "published_adapter", versions["published_adapter"],
                          publish_adapter, trained, report)
 
     return [raw_dataset, validated_dataset, splits, tokenized, adapter, evaluation, published_adapter]

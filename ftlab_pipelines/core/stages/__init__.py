@@ -15,7 +15,19 @@ class Markdown(str):
 
 
 @dataclass
+class CheckOutcome:
+    """Verdict of a check the stage ran on its own output (e.g. the data contract)."""
+
+    name: str
+    passed: bool
+    description: str | None
+    report: Markdown
+    failures: int
+
+
+@dataclass
 class StageResult:
     manifest: dict
     metadata: dict = field(default_factory=dict)
     data_version: str | None = None
+    check: CheckOutcome | None = None

@@ -6,8 +6,11 @@ import pandas as pd
 
 from ftlab_pipelines.core import artifacts, contracts, settings
 from ftlab_pipelines.core.labs import LabConfig
-from ftlab_pipelines.core.stages import Markdown, StageResult
+from ftlab_pipelines.core.stages import CheckOutcome, Markdown, StageResult
 from ftlab_pipelines.core.tracking import AssetRun
+
+
+CONTRACT_CHECK = "data_contract"
 
 
 class ContractFailed(ValueError):
@@ -18,7 +21,7 @@ def contract_path(lab: LabConfig):
     return settings.contracts_dir() / f"{lab.contract}.yaml"
 
 
-def validate_dataset(lab: LabConfig, raw: dict, run: AssetRun) -> tuple[StageResult, contracts.ContractReport]:
+def validate_dataset(lab: LabConfig, raw: dict, run: AssetRun) -> StageResult:
     """Validate; the manifest records the verdict so no later stage can train on failed data."""
     frame = pd.read_parquet(raw["path"])
     report = contracts.run_contract(frame, contract_path(lab), source=raw["origin"])
@@ -34,7 +37,9 @@ def validate_dataset(lab: LabConfig, raw: dict, run: AssetRun) -> tuple[StageRes
                 "report_path": str(out / "contract_report.md")}
     metadata = {"contract": lab.contract, "passed": report.success, "failed_expectations": len(report.failures),
                 "report": Markdown(report.to_markdown())}
-    return StageResult(manifest, metadata, data_version=raw["data_hash"]), report
+    check = CheckOutcome(CONTRACT_CHECK, report.success, None if report.success else report.error_message()[:2000],
+                         Markdown(report.to_markdown()), len(report.failures))
+    return StageResult(manifest, metadata, data_version=raw["data_hash"], check=check)
 
 
 def require_valid(validated: dict) -> None:
