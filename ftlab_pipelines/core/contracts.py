@@ -74,9 +74,15 @@ class ExtraExpectation(_Strict):
 class ContractSpec(_Strict):
     description: str = Field("", description="What the dataset is; shown in reports.")
     columns: list[str] = Field(min_length=1, description="Required columns; each must exist and be non-null.")
-    text: TextRule | None = Field(None, description="Length rule for the text column.")
+    text: TextRule | list[TextRule] | None = Field(
+        None, description="Length rule for the text column, or a list of rules (one per text column)."
+    )
     label: LabelRule | None = Field(None, description="Allowed labels and per-class share bounds.")
     min_rows: int = Field(1, ge=0, description="Minimum number of rows.")
+    distinct_columns: list[tuple[str, str]] = Field(
+        default_factory=list, description="Column pairs whose values must differ in every row "
+                                          "(e.g. the chosen and the rejected reply of a preference pair)."
+    )
     extra_expectations: list[ExtraExpectation] = Field(
         default_factory=list, description="Any further GX 1.x expectations, by class name and kwargs."
     )
@@ -84,10 +90,25 @@ class ContractSpec(_Strict):
 
     @field_validator("text", "label")
     @classmethod
-    def _column_is_required(cls, rule: TextRule | LabelRule | None, info: ValidationInfo):
-        if rule is not None and "columns" in info.data and rule.column not in info.data["columns"]:
-            raise ValueError(f"column {rule.column!r} must also be listed in 'columns'")
+    def _column_is_required(cls, rule, info: ValidationInfo):
+        rules = rule if isinstance(rule, list) else [rule] if rule is not None else []
+        for r in rules:
+            if "columns" in info.data and r.column not in info.data["columns"]:
+                raise ValueError(f"column {r.column!r} must also be listed in 'columns'")
         return rule
+
+    @field_validator("distinct_columns")
+    @classmethod
+    def _pairs_are_required(cls, pairs: list, info: ValidationInfo):
+        for pair in pairs:
+            missing = [c for c in pair if c not in info.data.get("columns", [])]
+            if missing:
+                raise ValueError(f"columns {missing} must also be listed in 'columns'")
+        return pairs
+
+    @property
+    def text_rules(self) -> list[TextRule]:
+        return self.text if isinstance(self.text, list) else [self.text] if self.text else []
 
 
 def _gx():
@@ -249,14 +270,27 @@ def _label_checks(rule: LabelRule, data: pd.DataFrame) -> list[_Check]:
     return checks
 
 
+def _distinct_checks(spec: ContractSpec, data: pd.DataFrame) -> list[_Check]:
+    """GX has no "columns differ" expectation: a 0/1 indicator column that must be all 1 (adds it to `data`)."""
+    checks = []
+    for i, (a, b) in enumerate(spec.distinct_columns):
+        if a in data.columns and b in data.columns:
+            indicator = f"__ftlab_{a}_differs_from_{b}"
+            data[indicator] = (data[a].astype(str) != data[b].astype(str)).astype(int)
+            exp = _gx().expectations.ExpectColumnValuesToBeInSet(column=indicator, value_set=[1])
+            checks.append(_Check(exp, a, f"{a} differs from {b} in every row",
+                                 f"{a} equals {b} in {{rows}}"))
+    return checks
+
+
 def _plan(spec: ContractSpec, data: pd.DataFrame) -> list[_Check]:
     # Expectations on a missing column are skipped: GX would only add a metric error for each.
     present = list(data.columns)
     row_count = _gx().expectations.ExpectTableRowCountToBeBetween(min_value=spec.min_rows)
     checks = [_Check(row_count, None, f"{{observed}} rows, need at least {spec.min_rows}")]
     checks += _column_checks(spec, present)
-    if spec.text and spec.text.column in present:
-        checks.append(_text_check(spec.text))
+    checks += [_text_check(rule) for rule in spec.text_rules if rule.column in present]
+    checks += _distinct_checks(spec, data)
     if spec.label and spec.label.column in present:
         checks += _label_checks(spec.label, data)
     for extra in spec.extra_expectations:

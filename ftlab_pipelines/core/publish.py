@@ -18,16 +18,24 @@ ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
 
 def write_release_dir(lab: LabConfig, adapter_dir: Path, evaluation: dict, tokenizer, out: Path) -> None:
-    """Everything `ftlab predict` needs, with no access to the lab file or the pipeline."""
+    """Everything `ftlab predict` / `ftlab chat` need, with no access to the lab file or the pipeline."""
     for name in ADAPTER_FILES:
         shutil.copy2(adapter_dir / name, out / name)
     tokenizer.save_pretrained(str(out))
+    artifacts.write_json(out / "metrics.json", evaluation["metrics"])
+    if lab.is_generative:
+        gen = lab.eval.generation
+        artifacts.write_json(out / "ftlab_model.json", {
+            "lab": lab.name, "task": lab.task, "model": lab.model.model_dump(mode="json"),
+            "prompt": lab.prompt.model_dump(mode="json"),
+            "generation": {"max_new_tokens": gen.max_new_tokens, "repetition_penalty": gen.repetition_penalty}})
+        (out / "README.md").write_text(generation_model_card(lab, evaluation), encoding="utf-8")
+        return
     artifacts.write_json(out / "labels.json", {"labels": lab.labels, "positive_label": lab.positive_label})
     artifacts.write_json(out / "threshold.json", {"threshold": evaluation["threshold"],
                                                   "mode": lab.eval.threshold.mode})
     artifacts.write_json(out / "ftlab_model.json", {"lab": lab.name, "task": lab.task,
                                                     "model": lab.model.model_dump(mode="json")})
-    artifacts.write_json(out / "metrics.json", evaluation["metrics"])
     (out / "README.md").write_text(model_card(lab, evaluation), encoding="utf-8")
 
 
@@ -66,6 +74,36 @@ ftlab predict {lab.name} "your text here"
 """
 
 
+def generation_model_card(lab: LabConfig, evaluation: dict) -> str:
+    import pandas as pd
+
+    table = pd.DataFrame(evaluation["metrics"]).T.to_markdown()
+    return f"""---
+library_name: peft
+base_model: {lab.model.name}
+tags: [ftlab, lora, text-generation, sft]
+---
+# ftlab-{lab.name}
+
+{lab.description or 'A LoRA adapter trained by ftlab.'}
+
+- Base model: `{lab.model.name}` (max_length {lab.model.max_length}, quantization {lab.model.quantization})
+- LoRA: r={lab.peft.r}, alpha={lab.peft.alpha}, dropout={lab.peft.dropout}, targets {lab.peft.target_modules}
+- Prompt: {lab.prompt.format} format; loss on the reply tokens only; stop strings {lab.prompt.stop_strings}
+- `merged/` (when present): the adapter merged into the base, a standalone transformers model
+
+## Held-out results (base model vs fine-tuned)
+
+{table}
+
+## Use
+
+```bash
+ftlab chat {lab.name} "your message"
+```
+"""
+
+
 def update_local_registry(lab: str, entry: dict) -> list[dict]:
     """Append a release to FTLAB_HOME/registry/<lab>.json (the offline registry)."""
     registry = settings.ftlab_home() / "registry"
@@ -90,7 +128,7 @@ def local_champion(lab: str) -> dict | None:
 
 
 def register_mlflow(client, name: str, source_uri: str, run_id: str, metric: str, value: float | None,
-                    min_improvement: float) -> dict:
+                    min_improvement: float, greater_is_better: bool = True) -> dict:
     """Create a model version; move the champion alias only if it beats the current champion."""
     from mlflow.exceptions import MlflowException
 
@@ -105,8 +143,11 @@ def register_mlflow(client, name: str, source_uri: str, run_id: str, metric: str
         current_value = float(current.tags.get(f"test_{metric}", "nan"))
     except MlflowException:
         current, current_value = None, None
-    better = value is not None and (current_value is None or current_value != current_value
-                                    or value > current_value + min_improvement)
+    if greater_is_better:
+        beats = value is not None and current_value is not None and value > current_value + min_improvement
+    else:
+        beats = value is not None and current_value is not None and value < current_value - min_improvement
+    better = value is not None and (current_value is None or current_value != current_value or beats)
     if better:
         client.set_registered_model_alias(name, CHAMPION, version.version)
     return {"version": int(version.version), "promoted": better,

@@ -36,6 +36,12 @@ def artifacts_dir() -> Path:
     return ftlab_home() / "artifacts"
 
 
+def model_cache_dir() -> Path:
+    """Converted base models (e.g. GGUF dequantized to safetensors): FTLAB_MODEL_CACHE, else FTLAB_HOME/models."""
+    configured = os.environ.get("FTLAB_MODEL_CACHE")
+    return Path(configured).expanduser().resolve() if configured else ftlab_home() / "models"
+
+
 def mlflow_tracking_uri() -> str:
     """MLFLOW_TRACKING_URI when set (a server in production), else a sqlite store in FTLAB_HOME."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ftlab_home() / 'mlflow.db'}"

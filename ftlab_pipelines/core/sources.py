@@ -22,7 +22,9 @@ def resolve_local_path(source: SourceConfig) -> Path | None:
     if not source.local_path:
         return None
     path = Path(source.local_path).expanduser()
-    if not path.is_absolute():
+    if source.local_path.startswith("./"):
+        path = settings.REPO_ROOT / path  # data shipped with the project
+    elif not path.is_absolute():
         base = settings.data_dir()
         if base is None:
             return None

@@ -88,3 +88,35 @@ def make_splits(frame: pd.DataFrame, text_column: str, label_column: str, config
         distributions[name] = class_counts(frames[name], label_column)
     frames = {name: f.reset_index(drop=True) for name, f in frames.items()}
     return SplitResult(frames, removed, conflicting, distributions)
+
+
+def group_split(frame: pd.DataFrame, group_column: str, config: SplitConfig) -> SplitResult:
+    """Generation labs: split by prompt, so a prompt answered several times never sits in two splits.
+
+    Exact duplicate rows are dropped first; groups are shuffled with the seed and cut by share of rows.
+    """
+    removed = 0
+    if config.dedupe:
+        deduped = frame.drop_duplicates(keep="first")
+        removed, frame = len(frame) - len(deduped), deduped
+    groups = frame[group_column].astype(str)
+    order = pd.Series(groups.unique()).sample(frac=1.0, random_state=config.seed).tolist()
+    if len(order) < 3:
+        raise ValueError(f"column '{group_column}': {len(order)} distinct prompts; need at least 3 to split "
+                         f"train/validation/test")
+    sizes = groups.value_counts()
+    cumulative = sizes.reindex(order).cumsum() / len(frame)
+    train_end = config.train
+    validation_end = config.train + config.validation
+    assignment = pd.Series("test", index=cumulative.index)
+    assignment[cumulative <= train_end] = "train"
+    assignment[(cumulative > train_end) & (cumulative <= validation_end)] = "validation"
+    # Tiny datasets: make sure no split is empty.
+    for name, position in (("train", 0), ("validation", -2), ("test", -1)):
+        if not (assignment == name).any():
+            assignment.iloc[position] = name
+    row_split = groups.map(assignment)
+    frames = {name: frame[row_split == name].reset_index(drop=True) for name in SPLIT_NAMES}
+    distributions = {"rows": {name: len(f) for name, f in frames.items()},
+                     "prompts": {name: int(f[group_column].nunique()) for name, f in frames.items()}}
+    return SplitResult(frames, removed, 0, distributions)

@@ -78,3 +78,64 @@ def load_tokenized(path: Path):
     import datasets
 
     return datasets.load_from_disk(str(path))
+
+
+def sft_cache_key(data_hash: str, tokenizer, prompt_config: dict, max_length: int) -> str:
+    return stable_hash({"data": data_hash, "tokenizer": tokenizer_fingerprint(tokenizer), "prompt": prompt_config,
+                        "max_length": max_length, "format": "prompt-completion"})
+
+
+def encode_prompt_completion(tokenizer, prompts: list[str], completions: list[str], max_length: int,
+                             prompt_special_tokens: bool) -> dict:
+    """TRL's prompt-completion layout: input_ids = prompt + completion, completion_mask marks the reply tokens.
+
+    Long rows are cut from the right; a row whose prompt alone fills max_length has no reply tokens left
+    and gets length 0 (the caller drops it).
+    """
+    prompt_ids = tokenizer(prompts, add_special_tokens=prompt_special_tokens)["input_ids"]
+    completion_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
+    out = {"input_ids": [], "completion_mask": [], "length": []}
+    for p, c in zip(prompt_ids, completion_ids):
+        ids = (p + c)[:max_length]
+        mask = ([0] * len(p) + [1] * len(c))[:max_length]
+        out["input_ids"].append(ids)
+        out["completion_mask"].append(mask)
+        out["length"].append(len(ids) if any(mask) else 0)
+    return out
+
+
+def tokenize_sft_splits(frames: dict[str, pd.DataFrame], tokenizer, *, render, max_length: int,
+                        prompt_special_tokens: bool, out_dir: Path) -> dict:
+    """Tokenize prompt/completion pairs of every split (batched `datasets.map`) and save a DatasetDict.
+
+    `render(batch) -> (prompts, completions)` turns a batch of split rows into texts.
+    """
+    import datasets
+
+    def encode(batch: dict) -> dict:
+        prompts, completions = render(batch)
+        return encode_prompt_completion(tokenizer, prompts, completions, max_length, prompt_special_tokens)
+
+    splits, dropped = {}, {}
+    for name, frame in frames.items():
+        ds = datasets.Dataset.from_pandas(frame.astype(str), preserve_index=False)
+        ds = ds.map(encode, batched=True, batch_size=1000, remove_columns=ds.column_names, desc=f"tokenize {name}")
+        kept = ds.filter(lambda b: [n > 0 for n in b["length"]], batched=True, desc=f"drop prompt-only {name}")
+        dropped[name] = len(ds) - len(kept)
+        splits[name] = kept
+    dataset = datasets.DatasetDict(splits)
+    dataset.save_to_disk(str(out_dir))
+    stats = {}
+    for name, ds in dataset.items():
+        lengths = np.asarray(ds["length"])
+        completion_tokens = int(sum(sum(m) for m in ds["completion_mask"]))
+        stats[name] = {
+            "rows": int(len(ds)),
+            "tokens": int(lengths.sum()),
+            "completion_tokens": completion_tokens,
+            "mean_length": round(float(lengths.mean()), 1) if len(lengths) else 0.0,
+            "max_length": int(lengths.max()) if len(lengths) else 0,
+            "truncated_share": round(float((lengths >= max_length).mean()), 4) if len(lengths) else 0.0,
+            "dropped_prompt_too_long": dropped[name],
+        }
+    return stats

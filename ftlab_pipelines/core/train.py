@@ -37,10 +37,18 @@ def last_checkpoint(checkpoint_dir: Path) -> str | None:
     return get_last_checkpoint(str(checkpoint_dir))
 
 
-def training_arguments(config: TrainConfig, checkpoint_dir: Path, bf16: bool, has_eval: bool):
+def optimizer_name(config: TrainConfig, quantized: bool) -> str:
+    """QLoRA on CUDA pages 8-bit AdamW states (the QLoRA recipe); bitsandbytes' optimizers need a GPU."""
+    if config.optim != "auto":
+        return config.optim
+    return "paged_adamw_8bit" if quantized and torch.cuda.is_available() else "adamw_torch"
+
+
+def training_arguments(config: TrainConfig, checkpoint_dir: Path, bf16: bool, has_eval: bool,
+                       quantized: bool = False, args_class=None, **extra):
     from transformers import TrainingArguments
 
-    return TrainingArguments(
+    return (args_class or TrainingArguments)(
         output_dir=str(checkpoint_dir),
         num_train_epochs=config.epochs,
         max_steps=config.max_steps,
@@ -66,6 +74,9 @@ def training_arguments(config: TrainConfig, checkpoint_dir: Path, bf16: bool, ha
         dataloader_num_workers=0,
         remove_unused_columns=True,
         length_column_name="length",
+        optim=optimizer_name(config, quantized),
+        gradient_checkpointing=config.gradient_checkpointing,
+        **extra,
     )
 
 
@@ -85,6 +96,40 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def classification_trainer(model, tokenizer, dataset, config: TrainConfig, checkpoint_dir: Path, bf16: bool,
+                           callbacks: list):
+    from transformers import DataCollatorWithPadding, Trainer
+
+    eval_set = dataset["validation"] if "validation" in dataset else None
+    return Trainer(
+        model=model,
+        args=training_arguments(config, checkpoint_dir, bf16, eval_set is not None, is_quantized(model)),
+        train_dataset=dataset["train"],
+        eval_dataset=eval_set,
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+
+
+def sft_trainer(model, tokenizer, dataset, config: TrainConfig, checkpoint_dir: Path, bf16: bool,
+                callbacks: list, max_length: int):
+    """TRL's SFTTrainer on our pre-tokenized prompt-completion sets: it builds the labels (-100 on prompt
+    tokens, from `completion_mask`) and pads per batch, so no hand-written masking."""
+    from trl import SFTConfig, SFTTrainer
+
+    eval_set = dataset["validation"] if "validation" in dataset and len(dataset["validation"]) else None
+    args = training_arguments(config, checkpoint_dir, bf16, eval_set is not None, is_quantized(model),
+                              args_class=SFTConfig, max_length=max_length, completion_only_loss=True,
+                              packing=False, pad_to_multiple_of=8, dataset_num_proc=None)
+    return SFTTrainer(model=model, args=args, train_dataset=dataset["train"], eval_dataset=eval_set,
+                      processing_class=tokenizer, callbacks=callbacks)
+
+
+def is_quantized(model) -> bool:
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_quantized", False))
+
+
 def train_adapter(
     model,
     tokenizer,
@@ -94,24 +139,21 @@ def train_adapter(
     checkpoint_dir: Path,
     out_dir: Path,
     on_log: Callable[[dict, int], None] | None = None,
+    sft_max_length: int | None = None,
 ) -> TrainResult:
-    """Train (resuming from the newest checkpoint in `checkpoint_dir`) and save the adapter to `out_dir`."""
-    from transformers import DataCollatorWithPadding, Trainer
+    """Train (resuming from the newest checkpoint in `checkpoint_dir`) and save the adapter to `out_dir`.
 
+    With `sft_max_length` the model is a causal LM trained on replies only (TRL); otherwise a classifier.
+    """
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     bf16 = models.use_bf16(config.bf16)
     train_set = dataset["train"]
-    eval_set = dataset["validation"] if "validation" in dataset else None
-    trainer = Trainer(
-        model=model,
-        args=training_arguments(config, checkpoint_dir, bf16, eval_set is not None),
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
-        processing_class=tokenizer,
-        callbacks=[metrics_callback(on_log)] if on_log else None,
-    )
+    callbacks = [metrics_callback(on_log)] if on_log else None
+    if sft_max_length:
+        trainer = sft_trainer(model, tokenizer, dataset, config, checkpoint_dir, bf16, callbacks, sft_max_length)
+    else:
+        trainer = classification_trainer(model, tokenizer, dataset, config, checkpoint_dir, bf16, callbacks)
     resume_from = last_checkpoint(checkpoint_dir)
     if resume_from:
         log.info("resuming from checkpoint %s", resume_from)

@@ -24,11 +24,18 @@ def checkpoint_dir(lab: LabConfig, key: str):
 
 def _train(lab: LabConfig, tokenized: dict, key: str, run: AssetRun, tmp) -> dict:
     tokenizer = models.load_tokenizer(lab.model)
-    model = models.attach_lora(models.load_classifier(lab.model, lab.labels, seed=lab.train.seed), lab.peft)
+    if lab.is_generative:
+        from transformers import set_seed
+
+        set_seed(lab.train.seed)
+        model = models.attach_lora(models.load_causal_lm(lab.model), lab.peft, task_type="CAUSAL_LM")
+    else:
+        model = models.attach_lora(models.load_classifier(lab.model, lab.labels, seed=lab.train.seed), lab.peft)
     result = train.train_adapter(
         model, tokenizer, tokenize.load_tokenized(tokenized["path"]), lab.train,
         checkpoint_dir=checkpoint_dir(lab, key), out_dir=tmp,
         on_log=lambda metrics, step: run.log_metrics(metrics, step=step),
+        sft_max_length=lab.model.max_length if lab.is_generative else None,
     )
     artifacts.write_json(tmp / "log_history.json", result.log_history)
     plots.loss_curves_png(result.log_history, tmp / "loss_curves.png")

@@ -72,6 +72,10 @@ def write_plots(lab: LabConfig, probs: dict, y: dict, results: dict, out) -> dic
 
 
 def evaluate(lab: LabConfig, splits_manifest: dict, tokenized: dict, adapter: dict, run: AssetRun) -> StageResult:
+    if lab.is_generative:
+        from ftlab_pipelines.core.stages.generation_eval import evaluate_generation
+
+        return evaluate_generation(lab, splits_manifest, tokenized, adapter, run)
     key = stable_hash({"adapter": adapter["key"], "eval": lab.eval.model_dump(mode="json")})
     collected = collect_probabilities(lab, splits_manifest, tokenized, adapter)
     results = score_models(lab, collected["probs"], collected["y"])

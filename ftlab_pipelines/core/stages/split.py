@@ -19,12 +19,22 @@ def distribution_table(distributions: dict[str, dict[str, int]]) -> str:
     return both.to_markdown()
 
 
+def split_inputs(lab: LabConfig) -> dict:
+    """The config the splits stage reads: its cache key and code_version."""
+    if lab.is_generative:
+        return {"split": lab.split.model_dump(mode="json"), "group": lab.prompt.user_column}
+    return {"split": lab.split.model_dump(mode="json"), "text": lab.source.text_column,
+            "label": lab.source.label_column}
+
+
 def build_splits(lab: LabConfig, validated: dict, run: AssetRun) -> StageResult:
     require_valid(validated)
-    key = stable_hash({"data": validated["data_hash"], "split": lab.split.model_dump(mode="json"),
-                       "text": lab.source.text_column, "label": lab.source.label_column})
+    key = stable_hash({"data": validated["data_hash"], **split_inputs(lab)})
     frame = pd.read_parquet(validated["path"])
-    result = splits.make_splits(frame, lab.source.text_column, lab.source.label_column, lab.split)
+    if lab.is_generative:
+        result = splits.group_split(frame, lab.prompt.user_column, lab.split)
+    else:
+        result = splits.make_splits(frame, lab.source.text_column, lab.source.label_column, lab.split)
     out = artifacts.stage_dir(lab.name, "splits", key)
     with artifacts.atomic_dir(out) as tmp:
         for name, part in result.frames.items():
@@ -50,7 +60,8 @@ def build_splits(lab: LabConfig, validated: dict, run: AssetRun) -> StageResult:
         "rows": manifest["rows"],
         "duplicates_removed": result.duplicates_removed,
         "conflicting_duplicates": result.conflicting_duplicates,
-        "balance": f"{lab.split.balance} (train only; validation and test keep the natural distribution)",
+        "balance": (f"split by {lab.prompt.user_column} (no prompt in two splits)" if lab.is_generative else
+                    f"{lab.split.balance} (train only; validation and test keep the natural distribution)"),
         "class_distribution": Markdown(table),
         "class_distribution_plot": Markdown(plots.markdown_image(out / "class_distribution.png", "class distribution")),
         "path": out,

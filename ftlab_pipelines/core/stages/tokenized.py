@@ -4,32 +4,75 @@ from __future__ import annotations
 
 import numpy as np
 
-from ftlab_pipelines.core import artifacts, models, plots, tokenize
+from ftlab_pipelines.core import artifacts, models, plots, prompts, tokenize
 from ftlab_pipelines.core.labs import LabConfig
 from ftlab_pipelines.core.stages import Markdown, StageResult
 from ftlab_pipelines.core.stages.split import load_split_frames
 from ftlab_pipelines.core.tracking import AssetRun
 
 
+def _cache_key(lab: LabConfig, splits_key: str, tokenizer) -> str:
+    if lab.is_generative:
+        return tokenize.sft_cache_key(splits_key, tokenizer, lab.prompt.model_dump(mode="json"), lab.model.max_length)
+    return tokenize.cache_key(splits_key, tokenizer, lab.model.template, lab.model.max_length, lab.labels)
+
+
+def sft_renderer(lab: LabConfig, tokenizer):
+    """batch of split rows -> (prompt texts, completion texts); only the preferred reply is a completion."""
+    cfg = lab.prompt
+
+    def render(batch: dict) -> tuple[list[str], list[str]]:
+        users, replies = batch[cfg.user_column], batch[cfg.response_column]
+        return ([prompts.render_prompt(cfg, tokenizer, u) for u in users],
+                [prompts.render_completion(cfg, tokenizer, u, r) for u, r in zip(users, replies)])
+
+    return render
+
+
+def _tokenize(lab: LabConfig, splits_manifest: dict, tokenizer, out) -> dict:
+    frames = load_split_frames(splits_manifest)
+    if lab.is_generative:
+        return tokenize.tokenize_sft_splits(
+            frames, tokenizer, render=sft_renderer(lab, tokenizer), max_length=lab.model.max_length,
+            prompt_special_tokens=lab.prompt.format == "instruction", out_dir=out,
+        )
+    return tokenize.tokenize_splits(
+        frames, tokenizer, text_column=lab.source.text_column, label_column=lab.source.label_column,
+        labels=lab.labels, template=lab.model.template, max_length=lab.model.max_length, out_dir=out,
+    )
+
+
+def example_prompts(lab: LabConfig, splits_manifest: dict, tokenizer, n: int = 3) -> str:
+    """A few rendered training examples, as the model sees them (markdown)."""
+    train = load_split_frames(splits_manifest)["train"].head(n)
+    blocks = []
+    for _, row in train.iterrows():
+        if lab.is_generative:
+            user = str(row[lab.prompt.user_column])
+            text = (prompts.render_prompt(lab.prompt, tokenizer, user)
+                    + prompts.render_completion(lab.prompt, tokenizer, user, str(row[lab.prompt.response_column])))
+        else:
+            text = lab.model.template.replace("{text}", str(row[lab.source.text_column]))
+        blocks.append("```\n" + text.replace("```", "'''") + "\n```")
+    return "\n\n".join(blocks)
+
+
 def build_tokenized(lab: LabConfig, splits_manifest: dict, run: AssetRun) -> StageResult:
     tokenizer = models.load_tokenizer(lab.model)
-    key = tokenize.cache_key(splits_manifest["key"], tokenizer, lab.model.template, lab.model.max_length, lab.labels)
+    key = _cache_key(lab, splits_manifest["key"], tokenizer)
     out = artifacts.stage_dir(lab.name, "tokenized", key)
     reused = artifacts.is_complete(out)
     if not reused:
         with artifacts.atomic_dir(out) as tmp:
-            stats = tokenize.tokenize_splits(
-                load_split_frames(splits_manifest), tokenizer,
-                text_column=lab.source.text_column, label_column=lab.source.label_column, labels=lab.labels,
-                template=lab.model.template, max_length=lab.model.max_length, out_dir=tmp / "dataset",
-            )
+            stats = _tokenize(lab, splits_manifest, tokenizer, tmp / "dataset")
             lengths = np.asarray(tokenize.load_tokenized(tmp / "dataset")["train"]["length"])
             plots.token_lengths_png(lengths, lab.model.max_length, tmp / "token_lengths.png")
             artifacts.write_json(tmp / "manifest.json", {"stats": stats})
     stats = artifacts.read_json(out / "manifest.json")["stats"]
     run.set_tags({"data_hash": key})
     run.log_params({"model.name": lab.model.name, "model.template": lab.model.template,
-                    "model.max_length": lab.model.max_length, "tokenizer": tokenize.tokenizer_fingerprint(tokenizer)})
+                    "model.max_length": lab.model.max_length, "tokenizer": tokenize.tokenizer_fingerprint(tokenizer),
+                    **({"prompt": lab.prompt.model_dump(mode="json")} if lab.is_generative else {})})
     run.log_metrics({f"{split}_{k}": v for split, s in stats.items() for k, v in s.items()})
     run.log_artifact(out / "token_lengths.png")
     manifest = {"key": key, "path": str(out / "dataset"), "stats": stats, "splits_key": splits_manifest["key"]}
@@ -38,6 +81,7 @@ def build_tokenized(lab: LabConfig, splits_manifest: dict, run: AssetRun) -> Sta
         "reused_cache": reused,
         "stats": stats,
         "token_lengths": Markdown(plots.markdown_image(out / "token_lengths.png", "token lengths")),
+        "example_prompts": Markdown(example_prompts(lab, splits_manifest, tokenizer)),
         "path": out,
     }
     return StageResult(manifest, metadata, data_version=key)

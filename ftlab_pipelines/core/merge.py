@@ -1,0 +1,61 @@
+"""Merge a LoRA adapter into its base model (a standalone model) and check the merge changed nothing."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ftlab_pipelines.core import models
+from ftlab_pipelines.core.labs import ModelConfig
+
+log = logging.getLogger(__name__)
+
+PARITY_MESSAGES = ["Hello, how are you today?", "What should I do this weekend?", "Tell me about your family."]
+
+
+@dataclass
+class Parity:
+    max_abs_diff: float
+    tolerance: float
+    tokens: int
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= self.tolerance
+
+
+def full_precision_base(config: ModelConfig):
+    """The base in fp32. A 4-bit trained adapter is merged into the dequantized NF4 weights it was trained on."""
+    if config.quantization == "4bit":
+        quantized = models.load_causal_lm(config, quantize=True)
+        return quantized.dequantize().to(torch.float32)
+    return models.load_causal_lm(config, quantize=False)
+
+
+@torch.no_grad()
+def _logits(model, batch) -> torch.Tensor:
+    return model(**batch).logits.float()
+
+
+def merge_adapter(config: ModelConfig, adapter_dir: Path, tokenizer, probe_prompts: list[str], out_dir: Path,
+                  tolerance: float) -> Parity:
+    """Write base + adapter merged (`merge_and_unload`) to `out_dir`; compare its logits, reloaded from disk,
+    with base + adapter on `probe_prompts`."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    adapted = PeftModel.from_pretrained(full_precision_base(config), str(adapter_dir)).eval()
+    batch = tokenizer(probe_prompts, return_tensors="pt", padding=True)
+    expected = _logits(adapted, batch)
+    merged = adapted.merge_and_unload()
+    merged.save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(out_dir))
+    reloaded = AutoModelForCausalLM.from_pretrained(str(out_dir), dtype=torch.float32, use_safetensors=True).eval()
+    actual = _logits(reloaded, batch)
+    real = batch["attention_mask"].bool()
+    diff = (expected - actual).abs()[real].max().item()
+    log.info("merged model parity: max |logit diff| %.2e (tolerance %.0e)", diff, tolerance)
+    return Parity(round(diff, 8), tolerance, int(real.sum()))
