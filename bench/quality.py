@@ -1,4 +1,4 @@
-"""make bench-quality: run each classification lab in full through Dagster and record test quality.
+"""make bench-quality: run each lab in full through Dagster and record test quality.
 
 Writes bench/results/quality.json (format: ../shared/BENCH_FORMAT.md). Each lab runs in a fresh
 FTLAB_HOME so nothing is reused from an earlier run, and the wall time is the whole chain.
@@ -18,7 +18,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "quality.json"
-LABS = sys.argv[1:] or ["sms_spam", "financial_sentiment", "financial_sentiment_allagree"]
+LABS = sys.argv[1:] or ["sms_spam", "financial_sentiment", "financial_sentiment_allagree", "sms_spam_smollm2",
+                        "persona_chat", "psychology_instruct"]
+GENERATION_KEYS = ("eval_loss", "perplexity", "persona_score", "preference_accuracy", "loss_reduction")
 
 
 def machine() -> str:
@@ -37,6 +39,24 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}{amx}, torch {torch.__version__}, {platform.python_version()}"
 
 
+def latest(home: Path, lab: str, stage: str, name: str) -> Path:
+    return max((home / "artifacts" / lab / stage).glob(f"*/{name}"), key=os.path.getmtime)
+
+
+def generation_result(home: Path, lab: str, metrics: dict, rows: dict, wall: float) -> dict:
+    adapter = json.loads(latest(home, lab, "adapter", "manifest.json").read_text())["metrics"]
+    pick = lambda m: {k: m[k] for k in GENERATION_KEYS if m.get(k) is not None}  # noqa: E731
+    return {
+        "test": pick(metrics["fine_tuned"]),
+        "base": pick(metrics["base_model"]),
+        "rows": rows,
+        "eval_tokens": metrics["fine_tuned"]["eval_tokens"],
+        "train": {k: adapter[k] for k in ("train_steps", "epochs", "train_seconds", "tokens_per_s", "peak_rss_mb",
+                                          "trainable_params")},
+        "wall_seconds": round(wall, 1),
+    }
+
+
 def run_lab(lab: str) -> dict:
     home = Path(tempfile.mkdtemp(prefix=f"bench-{lab}-"))
     env = {**os.environ, "FTLAB_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
@@ -46,12 +66,13 @@ def run_lab(lab: str) -> dict:
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"{lab} failed:\n{proc.stderr[-3000:]}")
-    evaluation = max((home / "artifacts" / lab / "evaluation").glob("*/metrics.json"), key=os.path.getmtime)
-    metrics = json.loads(evaluation.read_text())
-    splits = max((home / "artifacts" / lab / "splits").glob("*/manifest.json"), key=os.path.getmtime)
+    metrics = json.loads(latest(home, lab, "evaluation", "metrics.json").read_text())
+    splits = latest(home, lab, "splits", "manifest.json")
     import pandas as pd
 
     rows = {s: len(pd.read_parquet(splits.parent / f"{s}.parquet")) for s in ("train", "validation", "test")}
+    if "base_model" in metrics and "eval_loss" in metrics["base_model"]:
+        return generation_result(home, lab, metrics, rows, wall)
     pick = lambda m: {k: round(m[k], 4) for k in ("f1", "accuracy", "macro_f1", "precision", "recall",  # noqa: E731
                                                    "average_precision") if m.get(k) is not None}
     return {

@@ -31,6 +31,9 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     warnings.filterwarnings("ignore", category=FutureWarning)
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def cmd_labs(args) -> int:
@@ -81,26 +84,58 @@ def print_summary(lab: str, run_id: str, only: list[str] | None = None) -> None:
             print(f"  plots:                      {evaluation[-1].parent}/*.png")
     print(f"  MLflow store:               {settings.mlflow_tracking_uri()}")
     print("  UIs: `make ui`, then Dagster http://127.0.0.1:3000 and MLflow http://127.0.0.1:5000")
-    print(f"  try it: .venv/bin/ftlab predict {lab} \"<some text>\"")
+    info = Path(release["path"]) / "ftlab_model.json" if release else None
+    verb = "chat" if info and info.is_file() and json.loads(info.read_text()).get("task") == "sft" else "predict"
+    print(f"  try it: .venv/bin/ftlab {verb} {lab} \"<some text>\"")
 
 
 def cmd_predict(args) -> int:
     quiet_libraries()
     from ftlab_pipelines.core.predictor import Classifier
-    from ftlab_pipelines.core.publish import local_champion
 
-    release = args.release
+    release = champion_release(args.lab, args.release)
     if release is None:
-        found = local_champion(args.lab)
-        if not found:
-            print(f"ftlab: no published adapter for lab {args.lab!r}; run `ftlab run {args.lab}` first",
-                  file=sys.stderr)
-            return 1
-        release = found["path"]
+        return 1
     classifier = Classifier(release)
     for pred in classifier.predict(args.texts):
         print(json.dumps({"label": pred.label, "score": round(pred.score, 4), "probabilities": pred.probabilities,
                           "text": pred.text}))
+    return 0
+
+
+def champion_release(lab: str, release: str | None) -> str | None:
+    from ftlab_pipelines.core.publish import local_champion
+
+    if release is not None:
+        return release
+    found = local_champion(lab)
+    if not found:
+        print(f"ftlab: no published adapter for lab {lab!r}; run `ftlab run {lab}` first", file=sys.stderr)
+        return None
+    return found["path"]
+
+
+def cmd_chat(args) -> int:
+    quiet_libraries()
+    from ftlab_pipelines.core.chat import Chatbot
+
+    release = champion_release(args.lab, args.release)
+    if release is None:
+        return 1
+    bot = Chatbot(release, max_new_tokens=args.max_new_tokens)
+    interactive = not args.messages
+    messages = args.messages or iter(lambda: input("you> "), "")
+    try:
+        for message in messages:
+            if args.no_stream:
+                print(bot.reply(message))
+                continue
+            for piece in bot.stream(message):
+                print(piece, end="", flush=True)
+            print()
+    except (EOFError, KeyboardInterrupt):
+        if interactive:
+            print()
     return 0
 
 
@@ -129,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("texts", nargs="+")
     predict.add_argument("--release", help="a release directory instead of the lab's champion")
     predict.set_defaults(func=cmd_predict)
+    chat = sub.add_parser("chat", help="talk to a generation lab's champion release (streams the reply)")
+    chat.add_argument("lab")
+    chat.add_argument("messages", nargs="*", help="messages to answer; none: read them interactively")
+    chat.add_argument("--release", help="a release directory instead of the lab's champion")
+    chat.add_argument("--max-new-tokens", type=int, help="reply length budget (default: the lab's)")
+    chat.add_argument("--no-stream", action="store_true", help="print each reply when it is complete")
+    chat.set_defaults(func=cmd_chat)
     models = sub.add_parser("models", help="list a lab's published releases")
     models.add_argument("lab")
     models.set_defaults(func=cmd_models)

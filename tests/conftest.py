@@ -12,6 +12,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Converted base models (SmolLM2 GGUF -> safetensors, ~20 s) are shared by every test of the session.
+os.environ.setdefault("FTLAB_MODEL_CACHE", str(REPO / ".ftlab" / "test-model-cache"))
 
 
 def shared_data_dir() -> Path | None:

@@ -198,3 +198,27 @@ def test_run_contract_accepts_a_path_and_leaves_the_frame_alone():
 def test_no_progress_bars_on_stderr(sms_spec, capfd):
     run_contract(sms_frame(), sms_spec)
     assert "Calculating Metrics" not in capfd.readouterr().err
+
+
+def test_distinct_columns_and_several_text_rules_name_the_failing_rows(tmp_path):
+    path = write_contract(tmp_path, {
+        "columns": ["question", "response_j", "response_k"],
+        "texts": [{"column": "question", "min_length": 3, "max_length": 100},
+                  {"column": "response_j", "min_length": 3, "max_length": 20}],
+        "distinct_columns": [["response_j", "response_k"]],
+    })
+    frame = pd.DataFrame({"question": ["why?", "how so?", "what now?"],
+                          "response_j": ["because", "same answer", "a reply far too long for the rule"],
+                          "response_k": ["no", "same answer", "other"]})
+    report = run_contract(frame, path, source="pairs.csv")
+    assert not report.success
+    message = report.error_message()
+    assert "response_j equals response_k in 1 of 3 rows" in message and "row 1" in message
+    assert "response_j: 1 of 3 rows have length outside [3, 20]" in message
+    assert "row 2" in message
+
+
+def test_distinct_columns_must_be_listed(tmp_path):
+    path = write_contract(tmp_path, {"columns": ["a"], "distinct_columns": [["a", "b"]]})
+    with pytest.raises(ContractError, match="distinct_columns.*'b'"):
+        load_contract(path)

@@ -103,3 +103,13 @@ def test_every_lab_mirror_passes_its_contract(path):
     frame, origin = load_raw(lab.source)
     report = run_contract(frame, contract_path(lab), source=origin)
     assert report.success, report.error_message()
+
+
+def test_task_decides_which_keys_a_lab_needs(tmp_path):
+    sft = yaml.safe_load((REPO / "labs" / "persona_chat.yaml").read_text())
+    with pytest.raises(LabConfigError, match="an sft lab has no labels"):
+        load_lab(_write(tmp_path, {**sft, "labels": ["a", "b"]}, "persona_chat"))
+    with pytest.raises(LabConfigError, match="needs at least 2 labels"):
+        load_lab(_write(tmp_path, {k: v for k, v in _sms().items() if k != "labels"}, "sms_spam"))
+    lab = load_lab(_write(tmp_path, sft, "persona_chat"))
+    assert lab.eval.primary_metric == "eval_loss" and not lab.eval.greater_is_better

@@ -74,8 +74,9 @@ class ExtraExpectation(_Strict):
 class ContractSpec(_Strict):
     description: str = Field("", description="What the dataset is; shown in reports.")
     columns: list[str] = Field(min_length=1, description="Required columns; each must exist and be non-null.")
-    text: TextRule | list[TextRule] | None = Field(
-        None, description="Length rule for the text column, or a list of rules (one per text column)."
+    text: TextRule | None = Field(None, description="Length rule for the text column.")
+    texts: list[TextRule] = Field(
+        default_factory=list, description="Length rules for further text columns (e.g. prompt and reply)."
     )
     label: LabelRule | None = Field(None, description="Allowed labels and per-class share bounds.")
     min_rows: int = Field(1, ge=0, description="Minimum number of rows.")
@@ -88,7 +89,7 @@ class ContractSpec(_Strict):
     )
     _path: str = PrivateAttr("<inline contract>")  # set by load_contract, shown in reports
 
-    @field_validator("text", "label")
+    @field_validator("text", "texts", "label")
     @classmethod
     def _column_is_required(cls, rule, info: ValidationInfo):
         rules = rule if isinstance(rule, list) else [rule] if rule is not None else []
@@ -108,7 +109,7 @@ class ContractSpec(_Strict):
 
     @property
     def text_rules(self) -> list[TextRule]:
-        return self.text if isinstance(self.text, list) else [self.text] if self.text else []
+        return ([self.text] if self.text else []) + self.texts
 
 
 def _gx():

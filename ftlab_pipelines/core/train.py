@@ -122,8 +122,23 @@ def sft_trainer(model, tokenizer, dataset, config: TrainConfig, checkpoint_dir: 
     args = training_arguments(config, checkpoint_dir, bf16, eval_set is not None, is_quantized(model),
                               args_class=SFTConfig, max_length=max_length, completion_only_loss=True,
                               packing=False, pad_to_multiple_of=8, dataset_num_proc=None)
-    return SFTTrainer(model=model, args=args, train_dataset=dataset["train"], eval_dataset=eval_set,
-                      processing_class=tokenizer, callbacks=callbacks)
+    trainer_class = SFTTrainer if torch.cuda.is_available() else cpu_sft_trainer_class()
+    return trainer_class(model=model, args=args, train_dataset=dataset["train"], eval_dataset=eval_set,
+                         processing_class=tokenizer, callbacks=callbacks)
+
+
+def cpu_sft_trainer_class():
+    """SFTTrainer with the model's own loss. TRL 1.x computes the loss through a tiled "fused LM head" kernel
+    that saves GPU memory but runs ~8x slower per step on CPU (20 s vs 2.5 s for SmolLM2, batch 8x112, measured
+    here). Labels, masking and collation stay TRL's; the model's loss ignores the same -100 labels."""
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    class CpuSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+    return CpuSFTTrainer
 
 
 def is_quantized(model) -> bool:

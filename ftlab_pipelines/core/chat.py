@@ -1,0 +1,85 @@
+"""Chat with a published generation release: base model + LoRA adapter, the lab's prompt and stop strings."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from ftlab_pipelines.core import models, prompts
+from ftlab_pipelines.core.labs import ModelConfig, PromptConfig
+
+
+class Chatbot:
+    def __init__(self, release_dir: str | Path, max_new_tokens: int | None = None):
+        from peft import PeftModel
+        from transformers import AutoTokenizer
+
+        self.release_dir = Path(release_dir)
+        info_path = self.release_dir / "ftlab_model.json"
+        if not info_path.is_file():
+            raise FileNotFoundError(f"{self.release_dir}: not an ftlab release (no ftlab_model.json)")
+        info = json.loads(info_path.read_text())
+        if info.get("task") != "sft":
+            raise ValueError(f"{self.release_dir}: lab {info.get('lab')!r} is a {info.get('task')} lab; "
+                             f"use `ftlab predict` for it")
+        self.prompt = PromptConfig.model_validate(info["prompt"])
+        self.generation = info.get("generation", {})
+        if max_new_tokens:
+            self.generation["max_new_tokens"] = max_new_tokens
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.release_dir))
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        base = models.load_causal_lm(ModelConfig.model_validate(info["model"]))
+        self.model = PeftModel.from_pretrained(base, str(self.release_dir)).eval()
+        self.bf16 = models.use_bf16("auto")
+
+    def _inputs(self, message: str):
+        text = prompts.render_prompt(self.prompt, self.tokenizer, message)
+        return self.tokenizer(text, return_tensors="pt", add_special_tokens=self.prompt.format == "instruction")
+
+    def _generate_kwargs(self, inputs) -> dict:
+        return dict(**inputs, max_new_tokens=self.generation.get("max_new_tokens", 64), do_sample=False,
+                    repetition_penalty=self.generation.get("repetition_penalty", 1.1),
+                    pad_token_id=self.tokenizer.pad_token_id, stop_strings=self.prompt.stop_strings or None,
+                    tokenizer=self.tokenizer)
+
+    def stream(self, message: str) -> Iterator[str]:
+        """Yield the reply piece by piece; text that could be the start of a stop string is held back."""
+        import torch
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=False)
+        kwargs = self._generate_kwargs(self._inputs(message)) | {"streamer": streamer}
+
+        def run():
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                self.model.generate(**kwargs)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        stops = [s for s in [*self.prompt.stop_strings, self.tokenizer.eos_token] if s]
+        hold = max((len(s) for s in stops), default=0)
+        text, sent, started = "", 0, False
+        for piece in streamer:
+            text += piece
+            if not started:  # no leading whitespace
+                sent = len(text) - len(text.lstrip())
+                started = sent < len(text)
+            hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+            end = min(hits) if hits else len(text) - hold
+            if started and end > sent:
+                yield text[sent:end]
+                sent = end
+            if hits:
+                break
+        else:
+            rest = text[sent:].rstrip()
+            if started and rest:
+                yield rest
+        thread.join()
+
+    def reply(self, message: str) -> str:
+        return prompts.cut_at_stop("".join(self.stream(message)), self.prompt.stop_strings,
+                                   self.tokenizer.eos_token)
