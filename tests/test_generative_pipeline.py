@@ -131,3 +131,11 @@ def test_chat_refuses_a_classification_release(generative_run, pipeline_run, cap
     monkeypatch.setenv("FTLAB_HOME", str(pipeline_run["home"]))
     assert main(["chat", "sms_spam", "hello"]) == 2
     assert "use `ftlab predict`" in capsys.readouterr().err
+
+
+def test_predict_refuses_a_generation_release(generative_run, capsys, monkeypatch):
+    from ftlab_pipelines.cli import main
+
+    monkeypatch.setenv("FTLAB_HOME", str(generative_run["home"]))
+    assert main(["predict", "persona_chat", "hello"]) == 2
+    assert "use `ftlab chat`" in capsys.readouterr().err

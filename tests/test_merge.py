@@ -49,3 +49,42 @@ def test_parity_outcome_fails_over_tolerance():
     outcome = parity_outcome(merge.Parity(max_abs_diff=0.5, tolerance=1e-3, tokens=30))
     assert not outcome.passed and "do not ship merged/" in outcome.description
     assert parity_outcome(merge.Parity(max_abs_diff=1e-5, tolerance=1e-3, tokens=30)).passed
+
+
+def test_qlora_sft_trains_on_cpu_with_torch_adamw(tmp_path):
+    """4-bit NF4 + double quant + bf16 compute trains on CPU; paged 8-bit AdamW is only picked on CUDA."""
+    import datasets
+
+    from ftlab_pipelines.core import prompts, tokenize, train
+    from ftlab_pipelines.core.labs import PromptConfig, TrainConfig
+
+    config = ModelConfig(name="smollm2-135m-instruct", quantization="4bit")
+    tokenizer = models.load_tokenizer(config)
+    model = models.load_causal_lm(config)
+    assert model.is_loaded_in_4bit
+    quant = model.config.quantization_config
+    assert quant.bnb_4bit_quant_type == "nf4" and quant.bnb_4bit_use_double_quant
+    assert quant.bnb_4bit_compute_dtype == torch.bfloat16
+    model = models.attach_lora(model, PeftConfig(target_modules=["q_proj", "v_proj"]), task_type="CAUSAL_LM")
+    cfg = PromptConfig()
+    users = ["Hi", "How are you?", "Nice day", "Any plans?"]
+    encoded = tokenize.encode_prompt_completion(
+        tokenizer, [prompts.render_prompt(cfg, tokenizer, u) for u in users],
+        [prompts.render_completion(cfg, tokenizer, u, "Gloomy, as ever.") for u in users], 96, True)
+    dataset = datasets.DatasetDict({"train": datasets.Dataset.from_dict(encoded)})
+    settings = TrainConfig(max_steps=2, batch_size=2, gradient_accumulation_steps=2, save_steps=100)
+    assert train.optimizer_name(settings, quantized=True) == (
+        "paged_adamw_8bit" if torch.cuda.is_available() else "adamw_torch")
+    result = train.train_adapter(model, tokenizer, dataset, settings, checkpoint_dir=tmp_path / "ckpt",
+                                 out_dir=tmp_path / "adapter", sft_max_length=96)
+    assert result.metrics["train_steps"] == 2 and result.metrics["train_loss"] > 0
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_default_lora_targets_follow_the_model_family():
+    smol = models.load_causal_lm(ModelConfig(name="smollm2-135m-instruct"))
+    assert models.default_lora_targets(smol) == ["q_proj", "v_proj"]
+    minilm = models.load_classifier(ModelConfig(name="all-minilm-l6-v2"), ["a", "b"])
+    assert models.default_lora_targets(minilm) == ["query", "key", "value", "dense"]
+    adapted = models.attach_lora(smol, PeftConfig(), task_type="CAUSAL_LM")
+    assert sorted(adapted.peft_config["default"].target_modules) == ["q_proj", "v_proj"]

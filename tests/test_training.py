@@ -85,3 +85,20 @@ def test_corrupt_adapter_is_a_clear_error(tmp_path):
     (tmp_path / "adapter_config.json").write_text("{}")
     with pytest.raises(models.ModelError, match="cannot be loaded"):
         models.load_adapter_classifier(tmp_path, ModelConfig(), LABELS)
+
+
+def test_decoder_llm_classifier_scores_the_last_real_token():
+    """SmolLM2 as a classifier (the sms_spam_smollm2 lab): pad = eos, and padding does not change the logits."""
+    import torch
+
+    config = ModelConfig(name="smollm2-135m-instruct")
+    tokenizer = models.load_tokenizer(config)
+    model = models.attach_lora(models.load_classifier(config, ["ham", "spam"]), PeftConfig()).eval()
+    assert model.config.pad_token_id == tokenizer.pad_token_id is not None
+    assert any("score" in n and p.requires_grad for n, p in model.named_parameters())  # the new head trains
+    texts = ["WINNER! Claim your free prize now by texting WIN to 80082", "ok see you"]
+    with torch.no_grad():
+        batch = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+        alone = model(**tokenizer(texts[1:], return_tensors="pt")).logits
+    assert batch.shape == (2, 2)
+    assert torch.allclose(batch[1], alone[0], atol=1e-4)

@@ -44,11 +44,13 @@ def completion_logprobs(model, input_ids: list[list[int]], completion_mask: list
         ids, attention, mask = ids.to(device), attention.to(device), mask.to(device)
         with _autocast(bf16):
             logits = model(input_ids=ids, attention_mask=attention).logits
-        # Token t is predicted from position t-1.
-        logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-        target = logprobs.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-        scored = mask[:, 1:].float()
-        sums[batch] = (target * scored).sum(dim=1).cpu().numpy()
+        # Token t is predicted from position t-1; only completion positions are normalised (not the prompt).
+        scored = mask[:, 1:].bool()
+        logprobs = torch.log_softmax(logits[:, :-1][scored].float(), dim=-1)
+        target = logprobs.gather(-1, ids[:, 1:][scored].unsqueeze(-1)).squeeze(-1)
+        rows = torch.arange(len(batch), device=device).unsqueeze(1).expand_as(scored)[scored]
+        per_row = torch.zeros(len(batch), device=device).index_add_(0, rows, target)
+        sums[batch] = per_row.cpu().numpy()
         counts[batch] = scored.sum(dim=1).cpu().numpy()
     return sums, counts
 

@@ -123,9 +123,9 @@ class PeftConfig(_Strict):
     r: int = Field(16, ge=1, description="LoRA rank.")
     alpha: int = Field(32, ge=1, description="LoRA scaling alpha.")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA path.")
-    target_modules: list[str] | Literal["all-linear"] = Field(
-        default_factory=lambda: ["query", "key", "value", "dense"],
-        description="Module names that get LoRA weights, or all-linear.",
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None, description="Module names that get LoRA weights, or all-linear. Default: q_proj and v_proj on "
+                          "decoder LLMs (Llama, Gemma, ...), query/key/value/dense on BERT-style encoders.",
     )
 
 
@@ -152,6 +152,10 @@ class TrainConfig(_Strict):
         "auto", description="Optimizer; auto: paged 8-bit AdamW for a 4-bit model on CUDA, torch AdamW otherwise."
     )
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory (large models).")
+    keep_best: bool = Field(
+        False, description="Evaluate on validation at every checkpoint and end with the one of lowest validation "
+                           "loss (small SFT sets overfit after a few epochs)."
+    )
 
 
 class ThresholdConfig(_Strict):

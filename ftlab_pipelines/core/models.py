@@ -142,6 +142,16 @@ def load_causal_lm(config: ModelConfig, *, quantize: bool = True):
     return model
 
 
+def default_lora_targets(model) -> list[str] | str:
+    """The usual LoRA targets for the model's family, found by its module names."""
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    if {"q_proj", "v_proj"} <= names:
+        return ["q_proj", "v_proj"]
+    if {"query", "value"} <= names:
+        return [n for n in ("query", "key", "value", "dense") if n in names]
+    return "all-linear"
+
+
 def attach_lora(model, peft_config: PeftConfig, task_type: str = "SEQ_CLS"):
     """Wrap the model with LoRA; for SEQ_CLS peft also trains and saves the classification head."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -152,7 +162,7 @@ def attach_lora(model, peft_config: PeftConfig, task_type: str = "SEQ_CLS"):
         r=peft_config.r,
         lora_alpha=peft_config.alpha,
         lora_dropout=peft_config.dropout,
-        target_modules=peft_config.target_modules,
+        target_modules=peft_config.target_modules or default_lora_targets(model),
         task_type=task_type,
     )
     return get_peft_model(model, lora)

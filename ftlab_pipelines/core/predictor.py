@@ -28,6 +28,9 @@ class Classifier:
 
         self.release_dir = Path(release_dir)
         info = self._read("ftlab_model.json")
+        if info.get("task") == "sft":
+            raise ValueError(f"{self.release_dir}: lab {info.get('lab')!r} is a generation (sft) lab; "
+                             f"use `ftlab chat` for it")
         self.model_config = ModelConfig.model_validate(info["model"])
         labels = self._read("labels.json")
         self.labels: list[str] = labels["labels"]

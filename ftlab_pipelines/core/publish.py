@@ -54,7 +54,7 @@ tags: [ftlab, lora, text-classification]
 {lab.description or 'A LoRA adapter trained by ftlab.'}
 
 - Base model: `{lab.model.name}` (max_length {lab.model.max_length}, quantization {lab.model.quantization})
-- LoRA: r={lab.peft.r}, alpha={lab.peft.alpha}, dropout={lab.peft.dropout}, targets {lab.peft.target_modules}
+- LoRA: r={lab.peft.r}, alpha={lab.peft.alpha}, dropout={lab.peft.dropout}, targets {lab.peft.target_modules or 'the model family default'}
 - Labels: {', '.join(lab.labels)}{f"; positive label `{lab.positive_label}`" if lab.is_binary else ''}
 - Decision threshold: {threshold if threshold is not None else 'argmax'} (tuned on validation, mode {lab.eval.threshold.mode})
 
@@ -88,7 +88,7 @@ tags: [ftlab, lora, text-generation, sft]
 {lab.description or 'A LoRA adapter trained by ftlab.'}
 
 - Base model: `{lab.model.name}` (max_length {lab.model.max_length}, quantization {lab.model.quantization})
-- LoRA: r={lab.peft.r}, alpha={lab.peft.alpha}, dropout={lab.peft.dropout}, targets {lab.peft.target_modules}
+- LoRA: r={lab.peft.r}, alpha={lab.peft.alpha}, dropout={lab.peft.dropout}, targets {lab.peft.target_modules or 'the model family default'}
 - Prompt: {lab.prompt.format} format; loss on the reply tokens only; stop strings {lab.prompt.stop_strings}
 - `merged/` (when present): the adapter merged into the base, a standalone transformers model
 

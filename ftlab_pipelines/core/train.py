@@ -64,7 +64,11 @@ def training_arguments(config: TrainConfig, checkpoint_dir: Path, bf16: bool, ha
         bf16=bf16,
         use_cpu=not torch.cuda.is_available(),
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
-        eval_strategy="epoch" if has_eval else "no",
+        eval_strategy=("steps" if config.keep_best else "epoch") if has_eval else "no",
+        eval_steps=config.save_steps if config.keep_best else None,
+        load_best_model_at_end=config.keep_best and has_eval,
+        metric_for_best_model="eval_loss" if config.keep_best and has_eval else None,
+        greater_is_better=False if config.keep_best and has_eval else None,
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=2,
@@ -191,6 +195,10 @@ def train_adapter(
         "resumed": float(resume_from is not None),
         **{k: float(v) for k, v in models.count_parameters(model).items()},
     }
+    if trainer.state.best_metric is not None:
+        metrics["best_eval_loss"] = round(float(trainer.state.best_metric), 4)
+        best = trainer.state.best_model_checkpoint or ""
+        metrics["best_step"] = float(best.rsplit("-", 1)[-1]) if best.rsplit("-", 1)[-1].isdigit() else -1.0
     if torch.cuda.is_available():
         metrics["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return TrainResult(out_dir, trainer.state.log_history, metrics)
