@@ -46,6 +46,7 @@ def run_variant(quantization: str, steps: int) -> dict:
     manifest = max((root / "home" / "artifacts" / LAB / "adapter").glob("*/manifest.json"), key=os.path.getmtime)
     metrics = json.loads(manifest.read_text())["metrics"]
     return {"tokens_per_s": metrics["tokens_per_s"], "peak_rss_mb": metrics["peak_rss_mb"],
+            "rss_before_train_mb": metrics["rss_before_train_mb"],
             "train_seconds": metrics["train_seconds"], "train_loss": round(metrics["train_loss"], 4),
             "train_steps": metrics["train_steps"], "wall_seconds": round(time.perf_counter() - started, 1)}
 
@@ -64,6 +65,8 @@ def main() -> None:
             (REPO / "labs" / f"{LAB}.yaml").read_text())["train"]["batch_size"],
         "lora_peak_rss_mb": lora["peak_rss_mb"], "qlora_peak_rss_mb": qlora["peak_rss_mb"],
         "lora_tokens_per_s": lora["tokens_per_s"], "qlora_tokens_per_s": qlora["tokens_per_s"],
+        "lora_rss_before_train_mb": lora["rss_before_train_mb"],
+        "qlora_rss_before_train_mb": qlora["rss_before_train_mb"],
         "lora": lora, "qlora": qlora,
     }
     print(json.dumps(result, indent=2))

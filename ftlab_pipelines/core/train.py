@@ -100,6 +100,17 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def current_rss_mb() -> float:
+    """Resident memory now (Linux /proc), e.g. right after the model is loaded; 0 where unavailable."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def classification_trainer(model, tokenizer, dataset, config: TrainConfig, checkpoint_dir: Path, bf16: bool,
                            callbacks: list):
     from transformers import DataCollatorWithPadding, Trainer
@@ -173,6 +184,7 @@ def train_adapter(
         trainer = sft_trainer(model, tokenizer, dataset, config, checkpoint_dir, bf16, callbacks, sft_max_length)
     else:
         trainer = classification_trainer(model, tokenizer, dataset, config, checkpoint_dir, bf16, callbacks)
+    rss_before_train = current_rss_mb()
     resume_from = last_checkpoint(checkpoint_dir)
     if resume_from:
         log.info("resuming from checkpoint %s", resume_from)
@@ -191,6 +203,7 @@ def train_adapter(
         "epochs": float(epochs_done),
         "tokens_per_s": round(real_tokens / seconds, 1) if seconds > 0 else 0.0,
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "rss_before_train_mb": round(rss_before_train, 1),
         "bf16": float(bf16),
         "resumed": float(resume_from is not None),
         **{k: float(v) for k, v in models.count_parameters(model).items()},
