@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -58,32 +59,39 @@ def write_labs(directory: Path, labs: dict[str, dict]) -> Path:
     return directory
 
 
-@pytest.fixture(scope="session")
-def pipeline_run(tmp_path_factory):
-    """Materialize the whole tiny sms_spam chain once, through Dagster, with a real MLflow store."""
+@contextlib.contextmanager
+def materialized_labs(root: Path, labs: dict[str, dict]):
+    """Materialize every asset of `labs` once through a real Dagster instance, with FTLAB_HOME = root/home."""
     import dagster as dg
 
     from ftlab_pipelines.defs.resources import default_resources
     from ftlab_pipelines.definitions import build_definitions
 
-    root = tmp_path_factory.mktemp("pipeline")
     home = root / "home"
-    labs = write_labs(root / "labs", {"sms_spam": tiny_lab("sms_spam")})
+    labs_dir = write_labs(root / "labs", labs)
     saved = os.environ.get("FTLAB_HOME")
     os.environ["FTLAB_HOME"] = str(home)
     try:
-        defs = build_definitions(str(labs))
+        defs = build_definitions(str(labs_dir))
         (root / "dagster").mkdir()
         with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
             result = dg.materialize(list(defs.assets), instance=instance, resources=default_resources(),
                                     raise_on_error=False)
-            yield {"result": result, "home": home, "instance": instance, "defs": defs}
+            yield {"result": result, "home": home, "instance": instance, "defs": defs, "labs": labs_dir}
     finally:
         if saved is None:
             os.environ.pop("FTLAB_HOME", None)
         else:
             os.environ["FTLAB_HOME"] = saved
-        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory):
+    """Materialize the whole tiny sms_spam chain once, through Dagster, with a real MLflow store."""
+    root = tmp_path_factory.mktemp("pipeline")
+    with materialized_labs(root, {"sms_spam": tiny_lab("sms_spam")}) as run:
+        yield run
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
 
-from conftest import requires_data, write_labs
+from conftest import materialized_labs, requires_data
 
 pytestmark = requires_data
 REPO = Path(__file__).resolve().parents[1]
@@ -28,27 +27,9 @@ def tiny_generation_lab(name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def generative_run(tmp_path_factory):
-    import dagster as dg
-
-    from ftlab_pipelines.definitions import build_definitions
-    from ftlab_pipelines.defs.resources import default_resources
-
-    root = tmp_path_factory.mktemp("generative")
-    labs = write_labs(root / "labs", {name: tiny_generation_lab(name) for name in LABS})
-    saved = os.environ.get("FTLAB_HOME")
-    os.environ["FTLAB_HOME"] = str(root / "home")
-    try:
-        defs = build_definitions(str(labs))
-        (root / "dagster").mkdir()
-        with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
-            result = dg.materialize(list(defs.assets), instance=instance, resources=default_resources(),
-                                    raise_on_error=False)
-            yield {"result": result, "home": root / "home", "labs": labs}
-    finally:
-        if saved is None:
-            os.environ.pop("FTLAB_HOME", None)
-        else:
-            os.environ["FTLAB_HOME"] = saved
+    with materialized_labs(tmp_path_factory.mktemp("generative"),
+                           {name: tiny_generation_lab(name) for name in LABS}) as run:
+        yield run
 
 
 def output(run, lab: str, asset: str) -> dict:

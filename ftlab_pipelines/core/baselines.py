@@ -1,4 +1,5 @@
-"""Classical baseline: TF-IDF word n-grams + logistic regression."""
+"""Classical baselines: TF-IDF + logistic regression on text; logistic regression and histogram gradient
+boosting on the raw numeric features of a tabular lab."""
 
 from __future__ import annotations
 
@@ -59,3 +60,25 @@ def tfidf_logreg(
         else np.zeros((0, n_classes), dtype=float)
         for name, texts in predict_texts.items()
     }
+
+
+def feature_model(kind: str, seed: int = 42):
+    """An unfitted model on raw numeric features: logreg_features or hist_gradient_boosting."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    if kind == "logreg_features":
+        return Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression(max_iter=5000, random_state=seed))])
+    if kind == "hist_gradient_boosting":
+        return HistGradientBoostingClassifier(random_state=seed)
+    raise ValueError(f"unknown feature baseline {kind!r}")
+
+
+def feature_baseline(kind: str, train_x: np.ndarray, train_labels: Sequence[int], predict_x: dict[str, np.ndarray],
+                     n_classes: int, seed: int = 42) -> dict[str, np.ndarray]:
+    """Fit on the train split's numeric columns; {name: (n, n_classes) probabilities} in label-id order."""
+    labels = np.asarray(train_labels).astype(int)
+    model = feature_model(kind, seed).fit(np.asarray(train_x, dtype=float), labels)
+    fitted = model.classes_ if hasattr(model, "classes_") else model.named_steps["clf"].classes_
+    return {name: _full_width(model.predict_proba(np.asarray(x, dtype=float)), np.asarray(fitted), n_classes)
+            for name, x in predict_x.items()}

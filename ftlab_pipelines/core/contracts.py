@@ -49,9 +49,16 @@ class LabelRule(_Strict):
         default_factory=dict, description="Per-class share of all rows, inclusive [min, max], each within [0, 1]."
     )
 
-    @field_validator("share_bounds")
+    test_share_bounds: dict[Label, tuple[float, float]] | None = Field(
+        None, description="Per-class share bounds for a lab's explicit test source (e.g. the natural fraud rate); "
+                          "default: share_bounds."
+    )
+
+    @field_validator("share_bounds", "test_share_bounds")
     @classmethod
-    def _bounds_make_sense(cls, bounds: dict, info: ValidationInfo) -> dict:
+    def _bounds_make_sense(cls, bounds: dict | None, info: ValidationInfo) -> dict | None:
+        if bounds is None:
+            return None
         allowed = info.data.get("values", [])
         for label, (low, high) in bounds.items():
             if label not in allowed:
@@ -80,6 +87,9 @@ class ContractSpec(_Strict):
     )
     label: LabelRule | None = Field(None, description="Allowed labels and per-class share bounds.")
     min_rows: int = Field(1, ge=0, description="Minimum number of rows.")
+    numeric_columns: list[str] = Field(
+        default_factory=list, description="Columns that must hold numbers (int or float dtype)."
+    )
     distinct_columns: list[tuple[str, str]] = Field(
         default_factory=list, description="Column pairs whose values must differ in every row "
                                           "(e.g. the chosen and the rejected reply of a preference pair)."
@@ -271,6 +281,17 @@ def _label_checks(rule: LabelRule, data: pd.DataFrame) -> list[_Check]:
     return checks
 
 
+NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16", "float32",
+                 "float64", "Int64", "Float64"]
+
+
+def _numeric_checks(spec: ContractSpec, present: list) -> list[_Check]:
+    E = _gx().expectations
+    return [_Check(E.ExpectColumnValuesToBeInTypeList(column=c, type_list=NUMERIC_TYPES), c, f"{c}: numeric",
+                   f"{c}: not numeric ({{observed}}); fix the values or set source.dtype: infer")
+            for c in spec.numeric_columns if c in present]
+
+
 def _distinct_checks(spec: ContractSpec, data: pd.DataFrame) -> list[_Check]:
     """GX has no "columns differ" expectation: a 0/1 indicator column that must be all 1 (adds it to `data`)."""
     checks = []
@@ -292,6 +313,7 @@ def _plan(spec: ContractSpec, data: pd.DataFrame) -> list[_Check]:
     checks += _column_checks(spec, present)
     checks += [_text_check(rule) for rule in spec.text_rules if rule.column in present]
     checks += _distinct_checks(spec, data)
+    checks += _numeric_checks(spec, present)
     if spec.label and spec.label.column in present:
         checks += _label_checks(spec.label, data)
     for extra in spec.extra_expectations:
@@ -349,6 +371,16 @@ def _outcome(check: _Check, result) -> ExpectationOutcome:
     pairs = zip(r.get("partial_unexpected_index_list") or [], r.get("partial_unexpected_list") or [])
     examples = [] if ok else [{"row": _plain(row), "value": _plain(value)} for row, value in pairs][:MAX_EXAMPLES]
     return ExpectationOutcome(name, col, ok, check.summary(ok, r), examples)
+
+
+def for_test_source(spec: ContractSpec) -> ContractSpec:
+    """The contract a lab's explicit test source must meet: the same, with the test share bounds."""
+    if spec.label is None or spec.label.test_share_bounds is None:
+        return spec
+    label = spec.label.model_copy(update={"share_bounds": spec.label.test_share_bounds})
+    test_spec = spec.model_copy(update={"label": label})
+    test_spec._path = spec._path
+    return test_spec
 
 
 def run_contract(df: pd.DataFrame, contract: ContractSpec | Path, source: str = "dataset") -> ContractReport:

@@ -46,6 +46,20 @@ class SourceConfig(_Strict):
     max_rows: int | None = Field(
         None, ge=10, description="Keep a stratified random subsample of this many rows (for quick runs and tests)."
     )
+    dtype: Literal["str", "infer"] = Field(
+        "str", description="str reads every CSV cell as text; infer lets pandas type numeric columns (tabular data)."
+    )
+    test_local_path: str | None = Field(
+        None, description="An explicit test set (same columns), e.g. a sample at the natural class rate. Train and "
+                          "validation then come from the main source, and split.test must be 0."
+    )
+    test_hub_split: str | None = Field(None, description="Hub split used as the explicit test set when offline "
+                                                         "mirrors are missing (e.g. test).")
+    test_max_rows: int | None = Field(None, ge=10, description="Subsample the explicit test set (quick runs).")
+
+    @property
+    def has_test_source(self) -> bool:
+        return bool(self.test_local_path or self.test_hub_split)
 
     @model_validator(mode="after")
     def _one_source(self) -> SourceConfig:
@@ -59,7 +73,7 @@ class SplitConfig(_Strict):
 
     train: float = Field(0.7, gt=0, lt=1, description="Share of rows in the train split.")
     validation: float = Field(0.1, gt=0, lt=1, description="Share of rows in the validation split.")
-    test: float = Field(0.2, gt=0, lt=1, description="Share of rows in the test split.")
+    test: float = Field(0.2, ge=0, lt=1, description="Share of rows in the test split (0 with an explicit test source).")
     seed: int = Field(42, description="Seed of the split and of resampling.")
     dedupe: bool = Field(True, description="Drop exact duplicate texts before splitting, so splits cannot leak.")
     balance: Literal["none", "undersample", "upsample"] = Field(
@@ -117,6 +131,17 @@ class PromptConfig(_Strict):
     )
 
 
+class RenderConfig(_Strict):
+    """Tabular rows -> text prompts (tokenized stage): any CSV lab can turn its columns into the model input."""
+
+    columns: list[str] = Field(min_length=1, description="Columns to include, in this order.")
+    field_template: str = Field("{name}: {value}", description="How one field is written; {name} and {value}.")
+    separator: str = Field(", ", description="Between fields.")
+    decimals: int = Field(2, ge=0, le=10, description="Round numeric values to this many decimals.")
+    names: dict[str, str] = Field(default_factory=dict, description="Display names of columns (default: as is).")
+    prefix: str = Field("", description="Text before the first field (e.g. 'Transaction: ').")
+
+
 class PeftConfig(_Strict):
     """LoRA adapter settings (adapter stage)."""
 
@@ -150,6 +175,9 @@ class TrainConfig(_Strict):
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores).")
     optim: Literal["auto", "adamw_torch", "paged_adamw_8bit", "adamw_8bit"] = Field(
         "auto", description="Optimizer; auto: paged 8-bit AdamW for a 4-bit model on CUDA, torch AdamW otherwise."
+    )
+    class_weighted_loss: bool = Field(
+        False, description="Weight the loss by inverse class frequency in train: an alternative to upsampling."
     )
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory (large models).")
     keep_best: bool = Field(
@@ -193,10 +221,16 @@ class EvalConfig(_Strict):
     primary_metric: str = Field(
         "f1", description="Test metric used to compare models: f1 (positive class or macro), accuracy, ..."
     )
-    baselines: list[Literal["tfidf_logreg", "base_model"]] = Field(
-        default_factory=lambda: ["base_model", "tfidf_logreg"], description="Reference models in the same table."
+    baselines: list[Literal["tfidf_logreg", "base_model", "logreg_features", "hist_gradient_boosting"]] = Field(
+        default_factory=lambda: ["base_model", "tfidf_logreg"],
+        description="Reference models in the same table; logreg_features and hist_gradient_boosting train on the "
+                    "raw numeric columns (tabular labs).",
     )
     generation: GenerationEvalConfig = Field(default_factory=GenerationEvalConfig)
+    reference: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Fixed rows for the comparison table, e.g. a seed's reported figures "
+                                          "{name: {recall: .., precision: .., f1: ..}}; not measured here."
+    )
 
     @property
     def greater_is_better(self) -> bool:
@@ -232,6 +266,7 @@ class LabConfig(_Strict):
     source: SourceConfig
     split: SplitConfig = Field(default_factory=SplitConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    render: RenderConfig | None = Field(None, description="Render tabular rows as text (instead of a text column).")
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     peft: PeftConfig = Field(default_factory=PeftConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -250,6 +285,9 @@ class LabConfig(_Strict):
             return self
         if len(self.labels) < 2:
             raise ValueError("a classification lab needs at least 2 labels")
+        if self.source.has_test_source and self.split.test != 0:
+            raise ValueError("with source.test_local_path the test set is given: set split.test to 0 "
+                             "(and split.train + split.validation to 1)")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("labels must be unique")
         if self.positive_label is not None and self.positive_label not in self.labels:

@@ -17,12 +17,13 @@ class SourceError(ValueError):
     """Raw data that cannot be read; the message names the file and what to do."""
 
 
-def resolve_local_path(source: SourceConfig) -> Path | None:
+def resolve_local_path(source: SourceConfig, local_path: str | None = None) -> Path | None:
     """The mirror file the lab points at, if it exists (absolute, or under FTLAB_DATA_DIR)."""
-    if not source.local_path:
+    local_path = local_path or source.local_path
+    if not local_path:
         return None
-    path = Path(source.local_path).expanduser()
-    if source.local_path.startswith("./"):
+    path = Path(local_path).expanduser()
+    if local_path.startswith("./"):
         path = settings.REPO_ROOT / path  # data shipped with the project
     elif not path.is_absolute():
         base = settings.data_dir()
@@ -39,14 +40,15 @@ def describe_source(source: SourceConfig) -> str:
     return f"hf://{source.hub_id}" + (f"/{source.hub_config}" if source.hub_config else "") + f"[{source.hub_split}]"
 
 
-def read_table(path: Path, fmt: str = "auto", encoding: str = "utf-8") -> pd.DataFrame:
+def read_table(path: Path, fmt: str = "auto", encoding: str = "utf-8", dtype: str = "str") -> pd.DataFrame:
     """Read CSV/TSV/JSON/JSONL/Parquet with errors that say which file and what went wrong."""
     fmt = FORMATS_BY_SUFFIX.get(path.suffix.lower(), "csv") if fmt == "auto" else fmt
     if path.stat().st_size == 0:
         raise SourceError(f"{path}: the file is empty; point the lab at a file with a header row and data rows")
     try:
         if fmt in ("csv", "tsv"):
-            frame = pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", encoding=encoding, dtype=str,
+            frame = pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", encoding=encoding,
+                                dtype=str if dtype == "str" else None,
                                 keep_default_na=True, na_values=[""])
         elif fmt == "json":
             frame = pd.read_json(path, encoding=encoding, dtype=False)
@@ -66,11 +68,11 @@ def read_table(path: Path, fmt: str = "auto", encoding: str = "utf-8") -> pd.Dat
     return frame
 
 
-def load_from_hub(source: SourceConfig) -> pd.DataFrame:
+def load_from_hub(source: SourceConfig, split: str | None = None) -> pd.DataFrame:
     import datasets  # heavy import, only needed online
 
     try:
-        data = datasets.load_dataset(source.hub_id, source.hub_config, split=source.hub_split)
+        data = datasets.load_dataset(source.hub_id, source.hub_config, split=split or source.hub_split)
     except Exception as exc:  # noqa: BLE001 - any hub failure gets the same advice
         raise SourceError(
             f"cannot load hub dataset {source.hub_id!r} ({type(exc).__name__}: {exc}). Offline? Set FTLAB_DATA_DIR "
@@ -83,7 +85,7 @@ def load_raw(source: SourceConfig) -> tuple[pd.DataFrame, str]:
     """Return the raw frame (renamed, labels named, optionally subsampled) and where it came from."""
     local = resolve_local_path(source)
     if local is not None:
-        frame, origin = read_table(local, source.format, source.encoding), str(local)
+        frame, origin = read_table(local, source.format, source.encoding, source.dtype), str(local)
     elif source.hub_id:
         frame, origin = load_from_hub(source), describe_source(source)
     else:
@@ -91,14 +93,44 @@ def load_raw(source: SourceConfig) -> tuple[pd.DataFrame, str]:
             f"local mirror {source.local_path!r} not found under FTLAB_DATA_DIR={settings.data_dir()}; "
             f"set FTLAB_DATA_DIR to the folder that holds it, or give source.hub_id"
         )
+    frame = _prepare(frame, source)
+    if source.max_rows and len(frame) > source.max_rows:
+        frame = stratified_sample(frame, source.label_column, source.max_rows, seed=0)
+    return frame.reset_index(drop=True), origin
+
+
+def load_test(source: SourceConfig, train_columns: list[str], train_origin: str) -> tuple[pd.DataFrame, str]:
+    """The explicit test set; it must have exactly the main source's columns."""
+    local = resolve_local_path(source, source.test_local_path)
+    if local is not None:
+        frame, origin = read_table(local, source.format, source.encoding, source.dtype), str(local)
+    elif source.hub_id and source.test_hub_split:
+        frame, origin = load_from_hub(source, source.test_hub_split), f"hf://{source.hub_id}[{source.test_hub_split}]"
+    else:
+        raise SourceError(f"test source {source.test_local_path!r} not found under FTLAB_DATA_DIR="
+                          f"{settings.data_dir()}; set FTLAB_DATA_DIR or source.test_hub_split")
+    frame = _prepare(frame, source)
+    missing = [c for c in train_columns if c not in frame.columns]
+    extra = [c for c in frame.columns if c not in train_columns]
+    if missing or extra:
+        raise SourceError(
+            f"{origin}: the test source's columns differ from {train_origin}: missing {missing}, extra {extra}; "
+            f"give both files the same columns (or rename them with source.rename)"
+        )
+    frame = frame[train_columns]
+    if source.test_max_rows and len(frame) > source.test_max_rows:
+        frame = stratified_sample(frame, source.label_column, source.test_max_rows, seed=0)
+    return frame.reset_index(drop=True), origin
+
+
+def _prepare(frame: pd.DataFrame, source: SourceConfig) -> pd.DataFrame:
+    """Renames and label names, the same for the main and the test source."""
     frame = frame.rename(columns=source.rename)
     if source.label_names and source.label_column in frame.columns:
         frame[source.label_column] = frame[source.label_column].map(
             lambda v: source.label_names.get(int(v), v) if pd.notna(v) and str(v).lstrip("-").isdigit() else v
         )
-    if source.max_rows and len(frame) > source.max_rows:
-        frame = stratified_sample(frame, source.label_column, source.max_rows, seed=0)
-    return frame.reset_index(drop=True), origin
+    return frame
 
 
 def stratified_sample(frame: pd.DataFrame, label_column: str, n: int, seed: int) -> pd.DataFrame:
@@ -125,3 +157,23 @@ def label_counts(frame: pd.DataFrame, label_column: str) -> dict[str, int]:
         return {}
     counts = frame[label_column].astype(str).value_counts(dropna=False).sort_index()
     return {str(k): int(v) for k, v in counts.items()}
+
+
+def render_rows(batch: dict[str, list], config) -> list[str]:
+    """Tabular rows (a column -> values batch, as `datasets.map` gives) -> one text per row, by `RenderConfig`."""
+    n = len(next(iter(batch.values()))) if batch else 0
+    parts = []
+    for column in config.columns:
+        name = config.names.get(column, column)
+        values = [_format_value(v, config.decimals) for v in batch[column]]
+        parts.append([config.field_template.format(name=name, value=v) for v in values])
+    return [config.prefix + config.separator.join(fields) for fields in zip(*parts)] if parts else [""] * n
+
+
+def _format_value(value, decimals: int) -> str:
+    if isinstance(value, float):
+        if value != value:
+            return "missing"
+        text = f"{value:.{decimals}f}"
+        return "0" if text.strip("-0.") == "" else text  # no "-0.00"
+    return str(value)

@@ -19,14 +19,25 @@ class SplitResult:
     duplicates_removed: int
     conflicting_duplicates: int
     distributions: dict[str, dict[str, int]] = field(default_factory=dict)
+    test_overlap_removed: int = 0
 
 
-def drop_duplicate_texts(frame: pd.DataFrame, text_column: str, label_column: str) -> tuple[pd.DataFrame, int, int]:
-    """Keep the first row of each exact-duplicate text; count texts that appeared with different labels."""
-    labels_per_text = frame.groupby(text_column)[label_column].nunique()
-    conflicting = int((labels_per_text > 1).sum())
-    deduped = frame.drop_duplicates(subset=[text_column], keep="first")
+def drop_duplicate_texts(frame: pd.DataFrame, text_column: str | list[str],
+                         label_column: str) -> tuple[pd.DataFrame, int, int]:
+    """Keep the first row of each exact-duplicate input (a text column, or the feature columns of a tabular
+    lab); count inputs that appeared with different labels."""
+    subset = [text_column] if isinstance(text_column, str) else text_column
+    labels_per_input = frame.groupby(subset)[label_column].nunique()
+    conflicting = int((labels_per_input > 1).sum())
+    deduped = frame.drop_duplicates(subset=subset, keep="first")
     return deduped, len(frame) - len(deduped), conflicting
+
+
+def remove_test_overlap(frame: pd.DataFrame, test: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Drop rows of the main source that also appear (all columns equal) in the explicit test source."""
+    marked = frame.merge(test.drop_duplicates(), how="left", on=list(frame.columns), indicator=True)
+    kept = frame[(marked["_merge"] == "left_only").to_numpy()]
+    return kept, len(frame) - len(kept)
 
 
 def stratified_split(frame: pd.DataFrame, label_column: str, config: SplitConfig) -> dict[str, pd.DataFrame]:
@@ -38,6 +49,10 @@ def stratified_split(frame: pd.DataFrame, label_column: str, config: SplitConfig
             f"column '{label_column}': classes {too_rare.to_dict()} have fewer than 3 rows, so a stratified "
             f"train/validation/test split is impossible; add rows or merge the classes"
         )
+    if config.test == 0:  # the test set comes from an explicit test source
+        train, validation = train_test_split(frame, train_size=config.train / (config.train + config.validation),
+                                             stratify=labels, random_state=config.seed)
+        return {"train": train, "validation": validation}
     train, rest = train_test_split(frame, train_size=config.train, stratify=labels, random_state=config.seed)
     test_share_of_rest = config.test / (config.validation + config.test)
     validation, test = train_test_split(
@@ -70,13 +85,21 @@ def class_counts(frame: pd.DataFrame, label_column: str) -> dict[str, int]:
     return {str(k): int(v) for k, v in frame[label_column].value_counts().sort_index().items()}
 
 
-def make_splits(frame: pd.DataFrame, text_column: str, label_column: str, config: SplitConfig) -> SplitResult:
+def make_splits(frame: pd.DataFrame, text_column: str | list[str], label_column: str, config: SplitConfig,
+                test: pd.DataFrame | None = None) -> SplitResult:
+    """`text_column`: the input column, or the feature columns of a tabular lab (dedupe key).
+    With `test`, that frame is the test split and its rows are removed from the main source first."""
     distributions = {"raw": class_counts(frame, label_column)}
-    removed = conflicting = 0
+    removed = conflicting = overlap = 0
+    if test is not None:
+        frame, overlap = remove_test_overlap(frame, test)
+        distributions["without test overlap"] = class_counts(frame, label_column)
     if config.dedupe:
         frame, removed, conflicting = drop_duplicate_texts(frame, text_column, label_column)
         distributions["deduplicated"] = class_counts(frame, label_column)
     frames = stratified_split(frame, label_column, config)
+    if test is not None:
+        frames["test"] = test
     distributions["train (natural)"] = class_counts(frames["train"], label_column)
     if config.balance == "undersample":
         frames["train"] = undersample(frames["train"], label_column, config.minority_share, config.seed)
@@ -87,7 +110,7 @@ def make_splits(frame: pd.DataFrame, text_column: str, label_column: str, config
     for name in ("validation", "test"):
         distributions[name] = class_counts(frames[name], label_column)
     frames = {name: f.reset_index(drop=True) for name, f in frames.items()}
-    return SplitResult(frames, removed, conflicting, distributions)
+    return SplitResult(frames, removed, conflicting, distributions, test_overlap_removed=overlap)
 
 
 def group_split(frame: pd.DataFrame, group_column: str, config: SplitConfig) -> SplitResult:

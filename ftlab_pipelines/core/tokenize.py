@@ -41,22 +41,30 @@ def tokenize_splits(
     template: str,
     max_length: int,
     out_dir: Path,
+    render=None,
+    input_columns: list[str] | None = None,
 ) -> dict:
-    """Tokenize every split with batched `datasets.map` and save a DatasetDict; return length stats."""
+    """Tokenize every split with batched `datasets.map` and save a DatasetDict; return length stats.
+
+    `render(batch) -> texts` builds the input text from `input_columns` (tabular labs) instead of `text_column`;
+    it runs per batch, so no list of all rows is ever built.
+    """
     import datasets
 
     label_ids = {label: i for i, label in enumerate(labels)}
+    columns = input_columns or [text_column]
 
     def encode(batch: dict) -> dict:
-        encoded = tokenizer(render_prompts(pd.Series(batch[text_column]), template),
-                            truncation=True, max_length=max_length)
+        texts = render(batch) if render else batch[text_column]
+        encoded = tokenizer(render_prompts(pd.Series(texts), template), truncation=True, max_length=max_length)
         encoded["labels"] = [label_ids[str(v)] for v in batch[label_column]]
         encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
         return encoded
 
     splits = {}
     for name, frame in frames.items():
-        ds = datasets.Dataset.from_pandas(frame[[text_column, label_column]].astype(str), preserve_index=False)
+        keep = frame[[*columns, label_column]]
+        ds = datasets.Dataset.from_pandas(keep if render else keep.astype(str), preserve_index=False)
         splits[name] = ds.map(encode, batched=True, batch_size=1000, remove_columns=ds.column_names,
                               desc=f"tokenize {name}")
     dataset = datasets.DatasetDict(splits)

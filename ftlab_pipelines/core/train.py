@@ -124,7 +124,26 @@ def classification_trainer(model, tokenizer, dataset, config: TrainConfig, check
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
         processing_class=tokenizer,
         callbacks=callbacks,
+        compute_loss_func=weighted_loss(dataset["train"]["labels"], model.config.num_labels)
+        if config.class_weighted_loss else None,
     )
+
+
+def inverse_frequency_weights(labels, n_classes: int) -> torch.Tensor:
+    """n / (K * count_k): every class contributes equally to the loss (absent classes get weight 0)."""
+    counts = torch.bincount(torch.as_tensor(list(labels)), minlength=n_classes).float()
+    weights = counts.sum() / (n_classes * counts.clamp(min=1))
+    return torch.where(counts > 0, weights, torch.zeros_like(weights))
+
+
+def weighted_loss(labels, n_classes: int):
+    weights = inverse_frequency_weights(labels, n_classes)
+
+    def loss(outputs, targets, num_items_in_batch=None):
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
+        return torch.nn.functional.cross_entropy(logits.float(), targets, weight=weights.to(logits.device))
+
+    return loss
 
 
 def sft_trainer(model, tokenizer, dataset, config: TrainConfig, checkpoint_dir: Path, bf16: bool,

@@ -38,7 +38,26 @@ def collect_probabilities(lab: LabConfig, splits_manifest: dict, tokenized: dict
             {s: frames[s][text].astype(str).tolist() for s in ("validation", "test")},
             n_classes=len(lab.labels), seed=lab.split.seed,
         )
+    for kind in ("logreg_features", "hist_gradient_boosting"):
+        if kind in lab.eval.baselines:
+            probs[kind] = _feature_baseline(kind, lab, load_split_frames(splits_manifest))
     return {"probs": probs, "y": {s: np.asarray(dataset[s]["labels"]) for s in ("validation", "test")}}
+
+
+def feature_columns(lab: LabConfig, frame) -> list[str]:
+    """Every numeric column but the label: the classical models see all raw features, not only the rendered."""
+    return [c for c in frame.select_dtypes("number").columns if c != lab.source.label_column]
+
+
+def _feature_baseline(kind: str, lab: LabConfig, frames: dict) -> dict[str, np.ndarray]:
+    columns = feature_columns(lab, frames["train"])
+    if not columns:
+        raise ValueError(f"eval.baselines has {kind}, but the data has no numeric columns; remove it")
+    ids = {name: i for i, name in enumerate(lab.labels)}
+    y = [ids[str(v)] for v in frames["train"][lab.source.label_column]]
+    return baselines.feature_baseline(kind, frames["train"][columns].to_numpy(), y,
+                                      {s: frames[s][columns].to_numpy() for s in ("validation", "test")},
+                                      n_classes=len(lab.labels), seed=lab.split.seed)
 
 
 def score_models(lab: LabConfig, probs: dict, y: dict) -> dict[str, dict]:
@@ -79,12 +98,14 @@ def evaluate(lab: LabConfig, splits_manifest: dict, tokenized: dict, adapter: di
     key = stable_hash({"adapter": adapter["key"], "eval": lab.eval.model_dump(mode="json")})
     collected = collect_probabilities(lab, splits_manifest, tokenized, adapter)
     results = score_models(lab, collected["probs"], collected["y"])
+    table_rows = {**results, **{f"{name} (reported, not measured)": values
+                                for name, values in lab.eval.reference.items()}}
     out = artifacts.stage_dir(lab.name, "evaluation", key)
     with artifacts.atomic_dir(out) as tmp:
         plot_files = write_plots(lab, collected["probs"], collected["y"], results, tmp)
         artifacts.write_json(tmp / "metrics.json", results)
         (tmp / "classification_report.txt").write_text(results[FINE_TUNED]["report"], encoding="utf-8")
-        table = metrics.comparison_markdown(results)
+        table = metrics.comparison_markdown(table_rows)
         (tmp / "comparison.md").write_text(table, encoding="utf-8")
     plot_files = {k: str(out / f"{k}.png") for k in plot_files}
     fine = results[FINE_TUNED]

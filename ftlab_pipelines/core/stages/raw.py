@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 from ftlab_pipelines.core import artifacts, sources
-from ftlab_pipelines.core.labs import LabConfig
+from ftlab_pipelines.core.labs import LabConfig, stable_hash
 from ftlab_pipelines.core.stages import Markdown, StageResult
 from ftlab_pipelines.core.tracking import AssetRun
 
 
 def build_raw_dataset(lab: LabConfig, run: AssetRun) -> StageResult:
     frame, origin = sources.load_raw(lab.source)
+    test, test_origin = None, None
+    if lab.source.has_test_source:
+        test, test_origin = sources.load_test(lab.source, list(frame.columns), origin)
     data_hash = sources.content_hash(frame)
+    if test is not None:
+        data_hash = stable_hash({"data": data_hash, "test": sources.content_hash(test)})
     out = artifacts.stage_dir(lab.name, "raw_dataset", data_hash)
     if not artifacts.is_complete(out):
         with artifacts.atomic_dir(out) as tmp:
             frame.to_parquet(tmp / "data.parquet", index=False)
-            artifacts.write_json(tmp / "manifest.json", {"origin": origin, "data_hash": data_hash})
+            if test is not None:
+                test.to_parquet(tmp / "test.parquet", index=False)
+            artifacts.write_json(tmp / "manifest.json", {"origin": origin, "data_hash": data_hash,
+                                                         "test_origin": test_origin})
     counts = sources.label_counts(frame, lab.source.label_column)
     manifest = {
         "path": str(out / "data.parquet"),
@@ -24,6 +32,8 @@ def build_raw_dataset(lab: LabConfig, run: AssetRun) -> StageResult:
         "rows": len(frame),
         "columns": list(map(str, frame.columns)),
     }
+    if test is not None:
+        manifest.update(test_path=str(out / "test.parquet"), test_origin=test_origin, test_rows=len(test))
     run.set_tags({"data_hash": data_hash})
     run.log_params({"source": lab.source.model_dump(mode="json")})
     run.log_metrics({"rows": len(frame), **{f"count_{k}": v for k, v in counts.items()}})
@@ -34,6 +44,8 @@ def build_raw_dataset(lab: LabConfig, run: AssetRun) -> StageResult:
         "label_counts": counts,
         "data_hash": data_hash,
         "preview": Markdown(frame.head(10).to_markdown(index=False)),
+        **({"test_source": test_origin, "test_rows": len(test),
+            "test_label_counts": sources.label_counts(test, lab.source.label_column)} if test is not None else {}),
         "path": out,
     }
     return StageResult(manifest, metadata, data_version=data_hash)

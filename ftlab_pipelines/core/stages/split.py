@@ -24,7 +24,7 @@ def split_inputs(lab: LabConfig) -> dict:
     if lab.is_generative:
         return {"split": lab.split.model_dump(mode="json"), "group": lab.prompt.user_column}
     return {"split": lab.split.model_dump(mode="json"), "text": lab.source.text_column,
-            "label": lab.source.label_column}
+            "label": lab.source.label_column, **({"render": lab.render.columns} if lab.render else {})}
 
 
 def build_splits(lab: LabConfig, validated: dict, run: AssetRun) -> StageResult:
@@ -34,7 +34,9 @@ def build_splits(lab: LabConfig, validated: dict, run: AssetRun) -> StageResult:
     if lab.is_generative:
         result = splits.group_split(frame, lab.prompt.user_column, lab.split)
     else:
-        result = splits.make_splits(frame, lab.source.text_column, lab.source.label_column, lab.split)
+        test = pd.read_parquet(validated["test_path"]) if validated.get("test_path") else None
+        inputs = lab.render.columns if lab.render else lab.source.text_column
+        result = splits.make_splits(frame, inputs, lab.source.label_column, lab.split, test=test)
     out = artifacts.stage_dir(lab.name, "splits", key)
     with artifacts.atomic_dir(out) as tmp:
         for name, part in result.frames.items():
@@ -45,6 +47,7 @@ def build_splits(lab: LabConfig, validated: dict, run: AssetRun) -> StageResult:
     run.set_tags({"data_hash": key})
     run.log_params({"split": lab.split.model_dump(mode="json")})
     run.log_metrics({"duplicates_removed": result.duplicates_removed,
+                     "test_overlap_removed": result.test_overlap_removed,
                      "conflicting_duplicates": result.conflicting_duplicates,
                      **{f"rows_{n}": len(f) for n, f in result.frames.items()}})
     run.log_artifact(out / "class_distribution.png")
@@ -55,10 +58,12 @@ def build_splits(lab: LabConfig, validated: dict, run: AssetRun) -> StageResult:
         "rows": {name: len(f) for name, f in result.frames.items()},
         "distributions": result.distributions,
         "duplicates_removed": result.duplicates_removed,
+        "test_overlap_removed": result.test_overlap_removed,
     }
     metadata = {
         "rows": manifest["rows"],
         "duplicates_removed": result.duplicates_removed,
+        "test_overlap_removed": result.test_overlap_removed,
         "conflicting_duplicates": result.conflicting_duplicates,
         "balance": (f"split by {lab.prompt.user_column} (no prompt in two splits)" if lab.is_generative else
                     f"{lab.split.balance} (train only; validation and test keep the natural distribution)"),

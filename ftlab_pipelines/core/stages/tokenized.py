@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ftlab_pipelines.core import artifacts, models, plots, prompts, tokenize
+from ftlab_pipelines.core import artifacts, models, plots, prompts, sources, tokenize
 from ftlab_pipelines.core.labs import LabConfig
 from ftlab_pipelines.core.stages import Markdown, StageResult
 from ftlab_pipelines.core.stages.split import load_split_frames
@@ -14,7 +14,8 @@ from ftlab_pipelines.core.tracking import AssetRun
 def _cache_key(lab: LabConfig, splits_key: str, tokenizer) -> str:
     if lab.is_generative:
         return tokenize.sft_cache_key(splits_key, tokenizer, lab.prompt.model_dump(mode="json"), lab.model.max_length)
-    return tokenize.cache_key(splits_key, tokenizer, lab.model.template, lab.model.max_length, lab.labels)
+    template = lab.model.template + (lab.render.model_dump_json() if lab.render else "")
+    return tokenize.cache_key(splits_key, tokenizer, template, lab.model.max_length, lab.labels)
 
 
 def sft_renderer(lab: LabConfig, tokenizer):
@@ -36,9 +37,11 @@ def _tokenize(lab: LabConfig, splits_manifest: dict, tokenizer, out) -> dict:
             frames, tokenizer, render=sft_renderer(lab, tokenizer), max_length=lab.model.max_length,
             prompt_special_tokens=lab.prompt.format == "instruction", out_dir=out,
         )
+    render = (lambda batch: sources.render_rows(batch, lab.render)) if lab.render else None
     return tokenize.tokenize_splits(
         frames, tokenizer, text_column=lab.source.text_column, label_column=lab.source.label_column,
         labels=lab.labels, template=lab.model.template, max_length=lab.model.max_length, out_dir=out,
+        render=render, input_columns=lab.render.columns if lab.render else None,
     )
 
 
@@ -51,6 +54,9 @@ def example_prompts(lab: LabConfig, splits_manifest: dict, tokenizer, n: int = 3
             user = str(row[lab.prompt.user_column])
             text = (prompts.render_prompt(lab.prompt, tokenizer, user)
                     + prompts.render_completion(lab.prompt, tokenizer, user, str(row[lab.prompt.response_column])))
+        elif lab.render:
+            rendered = sources.render_rows({c: [row[c]] for c in lab.render.columns}, lab.render)[0]
+            text = lab.model.template.replace("{text}", rendered)
         else:
             text = lab.model.template.replace("{text}", str(row[lab.source.text_column]))
         blocks.append("```\n" + text.replace("```", "'''") + "\n```")

@@ -24,7 +24,12 @@ def contract_path(lab: LabConfig):
 def validate_dataset(lab: LabConfig, raw: dict, run: AssetRun) -> StageResult:
     """Validate; the manifest records the verdict so no later stage can train on failed data."""
     frame = pd.read_parquet(raw["path"])
-    report = contracts.run_contract(frame, contract_path(lab), source=raw["origin"])
+    spec = contracts.load_contract(contract_path(lab))
+    reports = [contracts.run_contract(frame, spec, source=raw["origin"])]
+    if raw.get("test_path"):
+        reports.append(contracts.run_contract(pd.read_parquet(raw["test_path"]), contracts.for_test_source(spec),
+                                              source=raw["test_origin"]))
+    report = combined(reports)
     out = artifacts.stage_dir(lab.name, "validated_dataset", raw["data_hash"])
     with artifacts.atomic_dir(out) as tmp:
         (tmp / "contract_report.md").write_text(report.to_markdown(), encoding="utf-8")
@@ -40,6 +45,25 @@ def validate_dataset(lab: LabConfig, raw: dict, run: AssetRun) -> StageResult:
     check = CheckOutcome(CONTRACT_CHECK, report.success, None if report.success else report.error_message()[:2000],
                          Markdown(report.to_markdown()), len(report.failures))
     return StageResult(manifest, metadata, data_version=raw["data_hash"], check=check)
+
+
+class CombinedReport:
+    """The contract verdicts of the main and the test source, read as one."""
+
+    def __init__(self, reports: list):
+        self.reports = reports
+        self.success = all(r.success for r in reports)
+        self.failures = [f for r in reports for f in r.failures]
+
+    def to_markdown(self) -> str:
+        return "\n\n".join(r.to_markdown() for r in self.reports)
+
+    def error_message(self) -> str:
+        return "\n".join(r.error_message() for r in self.reports if not r.success)
+
+
+def combined(reports: list):
+    return reports[0] if len(reports) == 1 else CombinedReport(reports)
 
 
 def require_valid(validated: dict) -> None:
