@@ -74,19 +74,31 @@ def run_lab(lab: str) -> dict:
     if "base_model" in metrics and "eval_loss" in metrics["base_model"]:
         return generation_result(home, lab, metrics, rows, wall)
     pick = lambda m: {k: round(m[k], 4) for k in ("f1", "accuracy", "macro_f1", "precision", "recall",  # noqa: E731
-                                                   "average_precision") if m.get(k) is not None}
+                                                   "average_precision", "roc_auc") if m.get(k) is not None}
+    baseline_name = next(n for n in ("hist_gradient_boosting", "tfidf_logreg", "logreg_features") if n in metrics)
+    extra = {}
+    from ftlab_pipelines.core.labs import load_lab
+
+    threshold = load_lab(REPO / "labs" / f"{lab}.yaml").eval.threshold
+    if threshold.mode == "target_recall":
+        extra["target_recall"] = threshold.target_recall
+        extra["test"] = {**pick(metrics["fine_tuned"]),
+                         "precision_at_target_recall": round(metrics["fine_tuned"]["precision"], 4)}
     return {
         "test": pick(metrics["fine_tuned"]),
-        "baseline": pick(metrics["tfidf_logreg"]),
-        "baseline_name": "tfidf_logreg",
+        "baseline": pick(metrics[baseline_name]),
+        "baseline_name": baseline_name,
+        "other_baselines": {n: pick(m) for n, m in metrics.items()
+                            if n not in ("fine_tuned", "base_model", baseline_name)},
         "base": pick(metrics["base_model"]),
         "threshold": metrics["fine_tuned"].get("threshold"),
         "per_class": {label: {k: round(v, 4) for k, v in stats.items()}
                       for label, stats in metrics["fine_tuned"]["per_class"].items()},
         "baseline_per_class": {label: {k: round(v, 4) for k, v in stats.items()}
-                               for label, stats in metrics["tfidf_logreg"]["per_class"].items()},
+                               for label, stats in metrics[baseline_name]["per_class"].items()},
         "rows": rows,
         "wall_seconds": round(wall, 1),
+        **extra,
     }
 
 

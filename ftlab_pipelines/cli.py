@@ -97,7 +97,14 @@ def cmd_predict(args) -> int:
     if release is None:
         return 1
     classifier = Classifier(release)
-    for pred in classifier.predict(args.texts):
+    texts = list(args.texts)
+    if args.csv:
+        from ftlab_pipelines.core.sources import read_table
+
+        texts += classifier.render_rows(read_table(Path(args.csv), dtype="infer"))
+    if not texts:
+        raise ValueError("give texts to classify, or --csv FILE with the lab's columns")
+    for pred in classifier.predict(texts):
         print(json.dumps({"label": pred.label, "score": round(pred.score, 4), "probabilities": pred.probabilities,
                           "text": pred.text}))
     return 0
@@ -159,9 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("lab")
     run.add_argument("--only", nargs="+", metavar="ASSET", help="materialize only these assets (e.g. raw_dataset)")
     run.set_defaults(func=cmd_run)
-    predict = sub.add_parser("predict", help="classify texts with a lab's champion release")
+    predict = sub.add_parser("predict", help="classify texts (or CSV rows) with a lab's champion release")
     predict.add_argument("lab")
-    predict.add_argument("texts", nargs="+")
+    predict.add_argument("texts", nargs="*")
+    predict.add_argument("--csv", help="a CSV of tabular rows, rendered with the lab's row template")
     predict.add_argument("--release", help="a release directory instead of the lab's champion")
     predict.set_defaults(func=cmd_predict)
     chat = sub.add_parser("chat", help="talk to a generation lab's champion release (streams the reply)")

@@ -126,3 +126,9 @@ def test_fraud_chain_materializes_with_baselines_reference_and_threshold(fraud_r
     prediction = json.loads(capsys.readouterr().out.strip())
     assert prediction["label"] in {"legit", "fraud"}
     assert (prediction["label"] == "fraud") == (prediction["probabilities"]["fraud"] >= threshold)
+
+    rows = fraud_run["home"] / "rows.csv"
+    pd.read_parquet(split["paths"]["test"]).head(3).to_csv(rows, index=False)
+    assert main(["predict", "creditcard_fraud", "--csv", str(rows)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(lines) == 3 and lines[0]["text"].startswith("V14 ")

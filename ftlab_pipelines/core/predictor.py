@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ftlab_pipelines.core import inference, models
-from ftlab_pipelines.core.labs import ModelConfig
+from ftlab_pipelines.core import inference, models, sources
+from ftlab_pipelines.core.labs import ModelConfig, RenderConfig
 
 
 @dataclass
@@ -32,6 +32,7 @@ class Classifier:
             raise ValueError(f"{self.release_dir}: lab {info.get('lab')!r} is a generation (sft) lab; "
                              f"use `ftlab chat` for it")
         self.model_config = ModelConfig.model_validate(info["model"])
+        self.render = RenderConfig.model_validate(info["render"]) if info.get("render") else None
         labels = self._read("labels.json")
         self.labels: list[str] = labels["labels"]
         self.positive_label: str | None = labels.get("positive_label")
@@ -50,6 +51,15 @@ class Classifier:
             pos = self.labels.index(self.positive_label)
             return np.where(probs[:, pos] >= self.threshold, pos, 1 - pos)
         return probs.argmax(axis=1)
+
+    def render_rows(self, frame) -> list[str]:
+        """Tabular rows -> the texts the model was trained on (the lab's row template)."""
+        if self.render is None:
+            raise ValueError(f"{self.release_dir}: this release classifies texts; it has no row template for a CSV")
+        missing = [c for c in self.render.columns if c not in frame.columns]
+        if missing:
+            raise ValueError(f"the CSV lacks the columns {missing} that the row template needs")
+        return sources.render_rows({c: frame[c].tolist() for c in self.render.columns}, self.render)
 
     def predict(self, texts: list[str]) -> list[Prediction]:
         probs = inference.predict_texts(self.model, self.tokenizer, texts, self.model_config.template,

@@ -34,8 +34,9 @@ def write_release_dir(lab: LabConfig, adapter_dir: Path, evaluation: dict, token
     artifacts.write_json(out / "labels.json", {"labels": lab.labels, "positive_label": lab.positive_label})
     artifacts.write_json(out / "threshold.json", {"threshold": evaluation["threshold"],
                                                   "mode": lab.eval.threshold.mode})
-    artifacts.write_json(out / "ftlab_model.json", {"lab": lab.name, "task": lab.task,
-                                                    "model": lab.model.model_dump(mode="json")})
+    artifacts.write_json(out / "ftlab_model.json", {
+        "lab": lab.name, "task": lab.task, "model": lab.model.model_dump(mode="json"),
+        "render": lab.render.model_dump(mode="json") if lab.render else None})
     (out / "README.md").write_text(model_card(lab, evaluation), encoding="utf-8")
 
 
