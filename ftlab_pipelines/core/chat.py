@@ -37,7 +37,8 @@ class Chatbot:
 
     def _inputs(self, message: str):
         text = prompts.render_prompt(self.prompt, self.tokenizer, message)
-        return self.tokenizer(text, return_tensors="pt", add_special_tokens=self.prompt.format == "instruction")
+        inputs = self.tokenizer(text, return_tensors="pt", add_special_tokens=self.prompt.format == "instruction")
+        return inputs.to(self.model.device)
 
     def _generate_kwargs(self, inputs) -> dict:
         return dict(**inputs, max_new_tokens=self.generation.get("max_new_tokens", 64), do_sample=False,
@@ -50,11 +51,13 @@ class Chatbot:
         import torch
         from transformers import TextIteratorStreamer
 
+        from ftlab_pipelines.core import generation
+
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=False)
         kwargs = self._generate_kwargs(self._inputs(message)) | {"streamer": streamer}
 
         def run():
-            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            with torch.no_grad(), generation.autocast(self.bf16):
                 self.model.generate(**kwargs)
 
         thread = threading.Thread(target=run, daemon=True)

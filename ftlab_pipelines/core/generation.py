@@ -13,7 +13,8 @@ from ftlab_pipelines.core import prompts, tokenize
 from ftlab_pipelines.core.labs import PromptConfig
 
 
-def _autocast(bf16: bool):
+def autocast(bf16: bool):
+    """bf16 autocast on the device the models run on, or nothing."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
@@ -42,7 +43,7 @@ def completion_logprobs(model, input_ids: list[list[int]], completion_mask: list
             attention[row, :n] = 1
             mask[row, :n] = torch.tensor(completion_mask[i])
         ids, attention, mask = ids.to(device), attention.to(device), mask.to(device)
-        with _autocast(bf16):
+        with autocast(bf16):
             logits = model(input_ids=ids, attention_mask=attention).logits
         # Token t is predicted from position t-1; only completion positions are normalised (not the prompt).
         scored = mask[:, 1:].bool()
@@ -93,7 +94,7 @@ def generate(model, tokenizer, prompt_texts: list[str], *, max_new_tokens: int, 
         for start in range(0, len(prompt_texts), batch_size):
             batch = tokenizer(prompt_texts[start:start + batch_size], return_tensors="pt", padding=True,
                               add_special_tokens=add_special_tokens).to(device)
-            with _autocast(bf16):
+            with autocast(bf16):
                 out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                      repetition_penalty=repetition_penalty, pad_token_id=tokenizer.pad_token_id,
                                      stop_strings=stop_strings or None, tokenizer=tokenizer)

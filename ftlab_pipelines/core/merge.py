@@ -37,7 +37,7 @@ def full_precision_base(config: ModelConfig):
 
 @torch.no_grad()
 def _logits(model, batch) -> torch.Tensor:
-    return model(**batch).logits.float()
+    return model(**batch.to(model.device)).logits.float().cpu()
 
 
 def merge_adapter(config: ModelConfig, adapter_dir: Path, tokenizer, probe_prompts: list[str], out_dir: Path,
@@ -55,7 +55,7 @@ def merge_adapter(config: ModelConfig, adapter_dir: Path, tokenizer, probe_promp
     tokenizer.save_pretrained(str(out_dir))
     reloaded = AutoModelForCausalLM.from_pretrained(str(out_dir), dtype=torch.float32, use_safetensors=True).eval()
     actual = _logits(reloaded, batch)
-    real = batch["attention_mask"].bool()
+    real = batch["attention_mask"].bool().cpu()
     diff = (expected - actual).abs()[real].max().item()
     log.info("merged model parity: max |logit diff| %.2e (tolerance %.0e)", diff, tolerance)
     return Parity(round(diff, 8), tolerance, int(real.sum()))

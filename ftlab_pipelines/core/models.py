@@ -139,6 +139,8 @@ def load_causal_lm(config: ModelConfig, *, quantize: bool = True):
         ) from None
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = model.config.eos_token_id
+    if torch.cuda.is_available() and not getattr(model, "is_loaded_in_4bit", False):
+        model.to(device())  # evaluation, merge and chat run where training ran
     return model
 
 

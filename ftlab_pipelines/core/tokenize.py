@@ -69,17 +69,20 @@ def tokenize_splits(
                               desc=f"tokenize {name}")
     dataset = datasets.DatasetDict(splits)
     dataset.save_to_disk(str(out_dir))
-    stats = {}
-    for name, ds in dataset.items():
-        lengths = np.asarray(ds["length"])
-        stats[name] = {
-            "rows": int(len(ds)),
-            "tokens": int(lengths.sum()),
-            "mean_length": round(float(lengths.mean()), 1),
-            "max_length": int(lengths.max()),
-            "truncated_share": round(float((lengths >= max_length).mean()), 4),
-        }
-    return stats
+    return {name: length_stats(np.asarray(ds["length"]), max_length) for name, ds in dataset.items()}
+
+
+def length_stats(lengths: np.ndarray, max_length: int) -> dict:
+    """Rows, tokens and the length distribution of one tokenized split."""
+    if not len(lengths):
+        return {"rows": 0, "tokens": 0, "mean_length": 0.0, "max_length": 0, "truncated_share": 0.0}
+    return {
+        "rows": int(len(lengths)),
+        "tokens": int(lengths.sum()),
+        "mean_length": round(float(lengths.mean()), 1),
+        "max_length": int(lengths.max()),
+        "truncated_share": round(float((lengths >= max_length).mean()), 4),
+    }
 
 
 def load_tokenized(path: Path):
@@ -133,17 +136,7 @@ def tokenize_sft_splits(frames: dict[str, pd.DataFrame], tokenizer, *, render, m
         splits[name] = kept
     dataset = datasets.DatasetDict(splits)
     dataset.save_to_disk(str(out_dir))
-    stats = {}
-    for name, ds in dataset.items():
-        lengths = np.asarray(ds["length"])
-        completion_tokens = int(sum(sum(m) for m in ds["completion_mask"]))
-        stats[name] = {
-            "rows": int(len(ds)),
-            "tokens": int(lengths.sum()),
-            "completion_tokens": completion_tokens,
-            "mean_length": round(float(lengths.mean()), 1) if len(lengths) else 0.0,
-            "max_length": int(lengths.max()) if len(lengths) else 0,
-            "truncated_share": round(float((lengths >= max_length).mean()), 4) if len(lengths) else 0.0,
-            "dropped_prompt_too_long": dropped[name],
-        }
-    return stats
+    return {name: {**length_stats(np.asarray(ds["length"]), max_length),
+                   "completion_tokens": int(sum(sum(m) for m in ds["completion_mask"])),
+                   "dropped_prompt_too_long": dropped[name]}
+            for name, ds in dataset.items()}
