@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "quality.json"
 LABS = sys.argv[1:] or ["sms_spam", "financial_sentiment", "financial_sentiment_allagree", "sms_spam_smollm2",
-                        "persona_chat", "psychology_instruct"]
+                        "creditcard_fraud", "persona_chat", "psychology_instruct"]
 GENERATION_KEYS = ("eval_loss", "perplexity", "persona_score", "preference_accuracy", "loss_reduction")
 
 
