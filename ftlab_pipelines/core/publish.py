@@ -144,11 +144,14 @@ def register_mlflow(client, name: str, source_uri: str, run_id: str, metric: str
         current_value = float(current.tags.get(f"test_{metric}", "nan"))
     except MlflowException:
         current, current_value = None, None
-    if greater_is_better:
-        beats = value is not None and current_value is not None and value > current_value + min_improvement
+    if value is None:
+        better = False
+    elif current_value is None or current_value != current_value:  # no champion, or one without this metric
+        better = True
+    elif greater_is_better:
+        better = value > current_value + min_improvement
     else:
-        beats = value is not None and current_value is not None and value < current_value - min_improvement
-    better = value is not None and (current_value is None or current_value != current_value or beats)
+        better = value < current_value - min_improvement
     if better:
         client.set_registered_model_alias(name, CHAMPION, version.version)
     return {"version": int(version.version), "promoted": better,

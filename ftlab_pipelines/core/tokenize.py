@@ -19,11 +19,14 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def cache_key(data_hash: str, tokenizer, template: str, max_length: int, labels: list[str]) -> str:
-    """Everything that changes the token ids: a stale cache can never match a new key."""
+def cache_key(data_hash: str, tokenizer, template: str, max_length: int, labels: list[str],
+              extra: dict | None = None) -> str:
+    """Everything that changes the token ids: a stale cache can never match a new key.
+
+    `extra`: further inputs of a lab (its prompt section, its row template)."""
     return stable_hash(
         {"data": data_hash, "tokenizer": tokenizer_fingerprint(tokenizer), "template": template,
-         "max_length": max_length, "labels": labels}
+         "max_length": max_length, "labels": labels, **(extra or {})}
     )
 
 
@@ -89,11 +92,6 @@ def load_tokenized(path: Path):
     import datasets
 
     return datasets.load_from_disk(str(path))
-
-
-def sft_cache_key(data_hash: str, tokenizer, prompt_config: dict, max_length: int) -> str:
-    return stable_hash({"data": data_hash, "tokenizer": tokenizer_fingerprint(tokenizer), "prompt": prompt_config,
-                        "max_length": max_length, "format": "prompt-completion"})
 
 
 def encode_prompt_completion(tokenizer, prompts: list[str], completions: list[str], max_length: int,

@@ -15,7 +15,7 @@ from ftlab_pipelines.core.stages.evaluation import evaluate
 from ftlab_pipelines.core.stages.raw import build_raw_dataset
 from ftlab_pipelines.core.stages.release import MERGE_PARITY_CHECK, publish_adapter
 from ftlab_pipelines.core.stages.split import build_splits, split_inputs
-from ftlab_pipelines.core.stages.tokenized import build_tokenized
+from ftlab_pipelines.core.stages.tokenized import build_tokenized, tokenized_inputs
 from ftlab_pipelines.core.stages.validate import CONTRACT_CHECK, contract_path, validate_dataset
 from ftlab_pipelines.defs.metadata import to_dagster
 from ftlab_pipelines.defs.resources import MlflowTrackerResource
@@ -28,10 +28,7 @@ def stage_code_versions(lab: LabConfig) -> dict[str, str]:
         "raw_dataset": lab.section_hash("source"),
         "validated_dataset": stable_hash({"contract": lab.contract, "text": contract_text}),
         "splits": stable_hash(split_inputs(lab)),
-        "tokenized": stable_hash({"name": lab.model.name, "template": lab.model.template,
-                                  "max_length": lab.model.max_length, "labels": lab.labels,
-                                  **({"prompt": lab.prompt.model_dump(mode="json")} if lab.is_generative else {}),
-                                  **({"render": lab.render.model_dump(mode="json")} if lab.render else {})}),
+        "tokenized": stable_hash(tokenized_inputs(lab)),
         "adapter": lab.section_hash("model", "peft", "train"),
         "evaluation": lab.section_hash("eval", "labels", "positive_label", *(["prompt"] if lab.is_generative else [])),
         "published_adapter": lab.section_hash("publish"),
@@ -49,7 +46,7 @@ def run_stage(context, tracker: MlflowTrackerResource, lab: LabConfig, asset: st
         check = result.check
         yield dg.AssetCheckResult(
             check_name=check.name, passed=check.passed,
-            severity=dg.AssetCheckSeverity.ERROR if check.name == CONTRACT_CHECK else dg.AssetCheckSeverity.WARN,
+            severity=dg.AssetCheckSeverity.ERROR if check.blocks_downstream else dg.AssetCheckSeverity.WARN,
             description=check.description,
             metadata={"report": dg.MetadataValue.md(str(check.report)), "failed_expectations": check.failures},
         )

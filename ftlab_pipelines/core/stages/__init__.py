@@ -23,6 +23,7 @@ class CheckOutcome:
     description: str | None
     report: Markdown
     failures: int
+    blocks_downstream: bool = False  # an error that stops the run (data contract), else a warning
 
 
 @dataclass

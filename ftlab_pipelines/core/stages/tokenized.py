@@ -11,11 +11,22 @@ from ftlab_pipelines.core.stages.split import load_split_frames
 from ftlab_pipelines.core.tracking import AssetRun
 
 
-def _cache_key(lab: LabConfig, splits_key: str, tokenizer) -> str:
+def tokenized_inputs(lab: LabConfig) -> dict:
+    """The config the tokenized stage reads: part of its cache key and its code_version."""
+    inputs = {"name": lab.model.name, "template": lab.model.template, "max_length": lab.model.max_length,
+              "labels": lab.labels}
     if lab.is_generative:
-        return tokenize.sft_cache_key(splits_key, tokenizer, lab.prompt.model_dump(mode="json"), lab.model.max_length)
-    template = lab.model.template + (lab.render.model_dump_json() if lab.render else "")
-    return tokenize.cache_key(splits_key, tokenizer, template, lab.model.max_length, lab.labels)
+        inputs["prompt"] = lab.prompt.model_dump(mode="json")
+    if lab.render:
+        inputs["render"] = lab.render.model_dump(mode="json")
+    return inputs
+
+
+def _cache_key(lab: LabConfig, splits_key: str, tokenizer) -> str:
+    """Data + tokenizer content + every config input: a stale cache can never match."""
+    inputs = tokenized_inputs(lab)
+    extra = {k: v for k, v in inputs.items() if k in ("prompt", "render")}  # the tokenizer itself is fingerprinted
+    return tokenize.cache_key(splits_key, tokenizer, lab.model.template, lab.model.max_length, lab.labels, extra)
 
 
 def sft_renderer(lab: LabConfig, tokenizer):

@@ -43,7 +43,7 @@ def validate_dataset(lab: LabConfig, raw: dict, run: AssetRun) -> StageResult:
     metadata = {"contract": lab.contract, "passed": report.success, "failed_expectations": len(report.failures),
                 "report": Markdown(report.to_markdown())}
     check = CheckOutcome(CONTRACT_CHECK, report.success, None if report.success else report.error_message()[:2000],
-                         Markdown(report.to_markdown()), len(report.failures))
+                         Markdown(report.to_markdown()), len(report.failures), blocks_downstream=True)
     return StageResult(manifest, metadata, data_version=raw["data_hash"], check=check)
 
 
