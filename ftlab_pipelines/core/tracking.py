@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -20,6 +19,7 @@ log = logging.getLogger(__name__)
 
 PARENT_TAG = "ftlab.role"
 MAX_PARAM_CHARS = 6000
+DATABASE_SCHEMES = {"sqlite", "postgresql", "mysql", "mssql"}
 
 
 def flatten(prefix: str, value: object) -> dict[str, str]:
@@ -97,7 +97,9 @@ class Tracker:
         if found is not None:
             return found.experiment_id
         location = None
-        if self.tracking_uri.startswith("sqlite:") and "MLFLOW_TRACKING_URI" not in os.environ:
+        # A database store (sqlite, postgresql, ...) has no server to pick an artifact root; MLflow would
+        # default to ./mlruns in the working directory. An http server decides for itself.
+        if self.tracking_uri.split(":", 1)[0].split("+")[0] in DATABASE_SCHEMES:
             location = f"{settings.mlflow_artifact_root()}/{lab}"
         try:
             return self.client.create_experiment(name, artifact_location=location, tags={"lab": lab})
