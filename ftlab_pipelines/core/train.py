@@ -8,6 +8,7 @@ the lab config mapping, throughput and memory accounting, and a metrics hook for
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import time
 from collections.abc import Callable
@@ -44,6 +45,13 @@ def optimizer_name(config: TrainConfig, quantized: bool) -> str:
     return "paged_adamw_8bit" if quantized and torch.cuda.is_available() else "adamw_torch"
 
 
+def ddp_backend() -> str | None:
+    """gloo for DDP on CPU (accelerate would pick MPI when torch has it); None: NCCL on GPUs, or no DDP at all
+    (accelerate fails on a backend without a process group)."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return "gloo" if distributed and not torch.cuda.is_available() else None
+
+
 def training_arguments(config: TrainConfig, checkpoint_dir: Path, bf16: bool, has_eval: bool,
                        quantized: bool = False, args_class=None, **extra):
     from transformers import TrainingArguments
@@ -63,6 +71,7 @@ def training_arguments(config: TrainConfig, checkpoint_dir: Path, bf16: bool, ha
         data_seed=config.seed,
         bf16=bf16,
         use_cpu=not torch.cuda.is_available(),
+        ddp_backend=ddp_backend(),
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         eval_strategy=("steps" if config.keep_best else "epoch") if has_eval else "no",
         eval_steps=config.save_steps if config.keep_best else None,
@@ -175,6 +184,17 @@ def cpu_sft_trainer_class():
     return CpuSFTTrainer
 
 
+def watch_train_batches(trainer, on_batch: Callable[[dict], None]) -> None:
+    """Call `on_batch(inputs)` before each training step; the data collator would also see evaluation batches."""
+    step = trainer.training_step
+
+    def training_step(model, inputs, *args, **kwargs):
+        on_batch(inputs)
+        return step(model, inputs, *args, **kwargs)
+
+    trainer.training_step = training_step
+
+
 def is_quantized(model) -> bool:
     return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_quantized", False))
 
@@ -188,11 +208,14 @@ def train_adapter(
     checkpoint_dir: Path,
     out_dir: Path,
     on_log: Callable[[dict, int], None] | None = None,
+    on_train_batch: Callable[[dict], None] | None = None,
     sft_max_length: int | None = None,
 ) -> TrainResult:
     """Train (resuming from the newest checkpoint in `checkpoint_dir`) and save the adapter to `out_dir`.
 
     With `sft_max_length` the model is a causal LM trained on replies only (TRL); otherwise a classifier.
+    `on_train_batch` sees every collated train batch of this process (not evaluation batches). Under a
+    distributed launch only the main process writes `out_dir` (the Trainer saves on world rank 0 only).
     """
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
@@ -203,6 +226,8 @@ def train_adapter(
         trainer = sft_trainer(model, tokenizer, dataset, config, checkpoint_dir, bf16, callbacks, sft_max_length)
     else:
         trainer = classification_trainer(model, tokenizer, dataset, config, checkpoint_dir, bf16, callbacks)
+    if on_train_batch:
+        watch_train_batches(trainer, on_train_batch)
     rss_before_train = current_rss_mb()
     resume_from = last_checkpoint(checkpoint_dir)
     if resume_from:
@@ -214,6 +239,7 @@ def train_adapter(
 
     steps_done = trainer.state.global_step
     epochs_done = trainer.state.epoch or config.epochs
+    # Every process holds the whole train set (the sampler shards it), so this is all processes' tokens.
     real_tokens = float(sum(train_set["length"])) * epochs_done
     metrics = {
         "train_loss": float(output.training_loss),
@@ -221,6 +247,7 @@ def train_adapter(
         "train_steps": int(steps_done),
         "epochs": float(epochs_done),
         "tokens_per_s": round(real_tokens / seconds, 1) if seconds > 0 else 0.0,
+        "world_size": float(trainer.args.world_size),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "rss_before_train_mb": round(rss_before_train, 1),
         "bf16": float(bf16),

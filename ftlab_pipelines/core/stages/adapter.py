@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 
-from ftlab_pipelines.core import artifacts, models, plots, settings, tokenize, train
+from ftlab_pipelines.core import artifacts, distributed, models, plots, settings, tokenize, train
 from ftlab_pipelines.core.labs import LabConfig, stable_hash
 from ftlab_pipelines.core.stages import Markdown, StageResult
 from ftlab_pipelines.core.tracking import AssetRun
@@ -22,7 +23,9 @@ def checkpoint_dir(lab: LabConfig, key: str):
     return settings.ftlab_home() / "work" / lab.name / "adapter" / key / "checkpoints"
 
 
-def _train(lab: LabConfig, tokenized: dict, key: str, run: AssetRun, tmp) -> dict:
+def fit(lab: LabConfig, tokenized_path, checkpoints: Path, out_dir: Path, **hooks) -> train.TrainResult:
+    """Build the tokenizer and LoRA model as the lab says and train them; every process of a distributed run
+    does exactly this. `hooks`: `on_log` / `on_train_batch` of `train.train_adapter`."""
     tokenizer = models.load_tokenizer(lab.model)
     if lab.is_generative:
         from transformers import set_seed
@@ -31,16 +34,28 @@ def _train(lab: LabConfig, tokenized: dict, key: str, run: AssetRun, tmp) -> dic
         model = models.attach_lora(models.load_causal_lm(lab.model), lab.peft, task_type="CAUSAL_LM")
     else:
         model = models.attach_lora(models.load_classifier(lab.model, lab.labels, seed=lab.train.seed), lab.peft)
-    result = train.train_adapter(
-        model, tokenizer, tokenize.load_tokenized(tokenized["path"]), lab.train,
-        checkpoint_dir=checkpoint_dir(lab, key), out_dir=tmp,
-        on_log=lambda metrics, step: run.log_metrics(metrics, step=step),
-        sft_max_length=lab.model.max_length if lab.is_generative else None,
+    return train.train_adapter(
+        model, tokenizer, tokenize.load_tokenized(tokenized_path), lab.train,
+        checkpoint_dir=checkpoints, out_dir=out_dir,
+        sft_max_length=lab.model.max_length if lab.is_generative else None, **hooks,
     )
-    artifacts.write_json(tmp / "log_history.json", result.log_history)
-    plots.loss_curves_png(result.log_history, tmp / "loss_curves.png")
-    artifacts.write_json(tmp / "manifest.json", {"metrics": result.metrics, "key": key})
-    return result.metrics
+
+
+def write_outputs(result: train.TrainResult, out_dir: Path, key: str, num_processes: int) -> None:
+    artifacts.write_json(out_dir / "log_history.json", result.log_history)
+    plots.loss_curves_png(result.log_history, out_dir / "loss_curves.png")
+    artifacts.write_json(out_dir / "manifest.json",
+                         {"metrics": result.metrics, "key": key, "num_processes": num_processes})
+
+
+def _train(lab: LabConfig, tokenized: dict, key: str, run: AssetRun, tmp: Path) -> None:
+    if lab.train.num_processes > 1:
+        # The workers stream metrics to `run` (rank 0) and write the outputs into tmp themselves.
+        distributed.launch(lab, tokenized["path"], key, checkpoint_dir(lab, key), tmp, run)
+        return
+    result = fit(lab, tokenized["path"], checkpoint_dir(lab, key), tmp,
+                 on_log=lambda metrics, step: run.log_metrics(metrics, step=step))
+    write_outputs(result, tmp, key, 1)
 
 
 def build_adapter(lab: LabConfig, tokenized: dict, run: AssetRun) -> StageResult:
@@ -67,7 +82,8 @@ def build_adapter(lab: LabConfig, tokenized: dict, run: AssetRun) -> StageResult
         "reused": reused,
         "trainable_params": int(metrics["trainable_params"]),
         "train_steps": int(metrics["train_steps"]),
-        "tokens_per_s": metrics["tokens_per_s"],
+        "tokens_per_s": metrics["tokens_per_s"],  # all processes together
+        "world_size": int(metrics.get("world_size", 1)),
         "peak_rss_mb": metrics["peak_rss_mb"],
         "train_loss": metrics["train_loss"],
         "loss_curves": Markdown(plots.markdown_image(out / "loss_curves.png", "loss curves")),

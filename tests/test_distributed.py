@@ -1,0 +1,105 @@
+"""train.num_processes: 2 -> two DDP ranks on gloo through accelerate, on disjoint shards; rank 0 logs and saves."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from conftest import materialized_labs, requires_data, tiny_lab
+from ftlab_pipelines.core import artifacts, distributed, inference, models, settings, tokenize
+from ftlab_pipelines.core.labs import LabConfig
+from ftlab_pipelines.core.stages.adapter import adapter_key, build_adapter, checkpoint_dir
+from ftlab_pipelines.core.tracking import AssetRun, Tracker
+
+LABELS = ["ham", "spam"]
+TRAIN_ROWS = 32  # 2 ranks x batch 4 x 4 steps: no example is repeated to even out a last batch
+
+
+def lab_config(**train) -> LabConfig:
+    raw = tiny_lab("sms_spam")
+    raw["train"].update({"num_processes": 2, "batch_size": 4, "epochs": 1, "max_steps": -1, "save_steps": 2,
+                         "logging_steps": 1, **train})
+    return LabConfig.model_validate({**raw, "name": "sms_spam"})
+
+
+@pytest.fixture(scope="module")
+def tokenized(tmp_path_factory) -> dict:
+    half = TRAIN_ROWS // 2
+    frame = pd.DataFrame({"text": [f"see you at {i} pm" for i in range(half)] + [f"WIN £{i}00 now!!" for i in range(half)],
+                          "label": ["ham"] * half + ["spam"] * half})
+    out = tmp_path_factory.mktemp("tok") / "dataset"
+    tokenize.tokenize_splits({"train": frame}, models.load_tokenizer(lab_config().model), text_column="text",
+                             label_column="label", labels=LABELS, template="{text}", max_length=32, out_dir=out)
+    return {"key": "tiny", "path": str(out)}
+
+
+def rank_shards(out: Path) -> list[dict]:
+    return [json.loads((out / distributed.RANK_EXAMPLES / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def test_two_ranks_train_disjoint_shards_resume_and_rank0_saves(tokenized, tmp_path):
+    """An interrupted first attempt (2 of 4 steps, checkpointed) and the adapter stage resuming it."""
+    lab = lab_config()
+    key = adapter_key(lab, tokenized)
+    client = Tracker().client
+    run = AssetRun(client, client.create_run(Tracker().experiment_id(lab.name)).info.run_id, tmp_path)
+    distributed.launch(lab_config(max_steps=2), tokenized["path"], "partial", checkpoint_dir(lab, key),
+                       tmp_path / "partial", run)
+    result = build_adapter(lab, tokenized, run)
+    out = Path(result.manifest["path"])
+
+    runs = rank_shards(tmp_path / "partial") + rank_shards(out)
+    assert [(r["rank"], r["world_size"], r["examples"]) for r in runs] == [(0, 2, 8), (1, 2, 8)] * 2
+    shards = [set(r["fingerprints"]) for r in runs]
+    train_set = {distributed.fingerprint(ids) for ids in tokenize.load_tokenized(tokenized["path"])["train"]["input_ids"]}
+    assert len(train_set) == TRAIN_ROWS and all(len(shard) == 8 for shard in shards)
+    assert set().union(*shards) == train_set  # 4 x 8 distinct of 32: pairwise disjoint, resume repeats nothing
+
+    manifest = artifacts.read_json(out / "manifest.json")
+    assert manifest["num_processes"] == 2 and manifest["metrics"]["world_size"] == 2.0
+    assert manifest["metrics"]["resumed"] == 1.0 and manifest["metrics"]["train_steps"] == 4
+    assert result.metadata["world_size"] == 2
+    for name in ("adapter_model.safetensors", "adapter_config.json", "log_history.json", "loss_curves.png"):
+        assert (out / name).is_file(), name
+    assert not checkpoint_dir(lab, key).exists()
+
+    # Rank 0 alone streamed the loss: one point per step, not one per rank.
+    history = client.get_metric_history(run.run_id, "loss")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]
+
+    model = models.load_adapter_classifier(out, lab.model, LABELS)
+    probs = inference.predict_texts(model, models.load_tokenizer(lab.model), ["see you at 3 pm", "WIN £500 now!!"],
+                                    lab.model.template, lab.model.max_length)
+    assert probs.shape == (2, 2) and abs(probs.sum(axis=1) - 1).max() < 1e-4
+
+
+def test_failed_launch_raises_with_the_tail_of_its_output():
+    command = [sys.executable, "-c", "import sys; print('loading'); sys.exit('worker: no such dataset')"]
+    with pytest.raises(distributed.DistributedTrainingError, match="exit code 1") as failure:
+        distributed.run_streaming(command, dict(os.environ), 2)
+    assert "loading\nworker: no such dataset" in str(failure.value)
+
+
+@requires_data
+def test_two_process_lab_through_dagster(tmp_path):
+    lab = tiny_lab("sms_spam", train__num_processes=2)
+    with materialized_labs(tmp_path, {"sms_spam": lab}) as run:
+        result = run["result"]
+        assert result.success, [e.message for e in result.all_events if e.is_failure]
+        published = Path(result.output_for_node("sms_spam__published_adapter")["path"])
+        assert (published / "adapter_model.safetensors").is_file()
+        adapter = result.output_for_node("sms_spam__adapter")
+        assert (Path(adapter["path"]) / distributed.RANK_EXAMPLES / "rank1.json").is_file()
+        client = MlflowClient(settings.mlflow_tracking_uri())
+        runs = client.search_runs([client.get_experiment_by_name("ftlab/sms_spam").experiment_id],
+                                  filter_string="tags.asset = 'adapter'")
+        metrics = runs[0].data.metrics
+        assert metrics["world_size"] == 2.0 and metrics["train_steps"] == 12 and metrics["tokens_per_s"] > 0
+        losses = client.get_metric_history(runs[0].info.run_id, "loss")
+        assert sorted(m.step for m in losses) == [3, 6, 9, 12]
