@@ -1,4 +1,5 @@
-"""`ftlab`: list labs, run a lab through Dagster, predict with a published adapter, list releases."""
+"""`ftlab`: list labs, run a lab through Dagster, predict or chat with a published adapter, list and promote
+model versions."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def cmd_run(args) -> int:
     known = sorted(job.name.removesuffix("_pipeline") for job in defs.jobs or [])
     if args.lab not in known:
         raise ValueError(f"no lab {args.lab!r} in {settings.labs_dir()}; known labs: {', '.join(known)}")
-    job = defs.get_job_def(f"{args.lab}_pipeline")
+    job = defs.resolve_job_def(f"{args.lab}_pipeline")
     selection = [dg.AssetKey([args.lab, a]) for a in args.only] if args.only else None
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(instance=instance, raise_on_error=False, asset_selection=selection)
@@ -146,15 +147,57 @@ def cmd_chat(args) -> int:
     return 0
 
 
+def registry_client_and_name(lab: str):
+    from ftlab_pipelines.core.labs import load_labs
+    from ftlab_pipelines.core.tracking import Tracker
+
+    labs = load_labs()
+    if lab not in labs:
+        raise ValueError(f"no lab {lab!r} in {settings.labs_dir()}; known labs: {', '.join(labs)}")
+    return Tracker().client, labs[lab].registry_name
+
+
 def cmd_models(args) -> int:
-    path = settings.ftlab_home() / "registry" / f"{args.lab}.json"
-    if not path.is_file():
-        print(f"ftlab: no releases of {args.lab!r} yet", file=sys.stderr)
+    """The registered versions in MLflow, with their metric, aliases and promotion record."""
+    from ftlab_pipelines.core import registry
+
+    client, name = registry_client_and_name(args.lab)
+    rows = registry.describe_versions(client, name)
+    if not rows:
+        print(f"ftlab: no registered versions of {name!r} in {settings.mlflow_tracking_uri()}; "
+              f"run `ftlab run {args.lab}` first", file=sys.stderr)
         return 1
-    for entry in json.loads(path.read_text()):
-        flag = "champion" if entry.get("champion") else ""
-        metrics = {k: v for k, v in entry.items() if k.startswith("test_")}
-        print(f"v{entry.get('mlflow_version')} {flag:9s} {metrics} {entry['path']}")
+    local = local_releases(args.lab)
+    print(f"{name}  ({settings.mlflow_tracking_uri()})")
+    print(f"{'version':8s} {'aliases':10s} {'metric':22s} {'created (UTC)':26s} {'promotion':22s} release")
+    for row in rows:
+        metric = f"{row['metric']}={float(row['value']):.4f}" if row["value"] not in (None, "None") else row["metric"]
+        promotion = f"{row['promotion']} {row['promoted_at'][:10]}" if row["promotion"] else ""
+        print(f"v{row['version']:<7d} {','.join(row['aliases']) or '-':10s} {metric:22s} {row['created']:26s} "
+              f"{promotion:22s} {local.get(row['version'], '-')}")
+    return 0
+
+
+def local_releases(lab: str) -> dict[int, str]:
+    path = settings.ftlab_home() / "registry" / f"{lab}.json"
+    entries = json.loads(path.read_text()) if path.is_file() else []
+    return {e["mlflow_version"]: e["path"] for e in entries if e.get("mlflow_version") is not None}
+
+
+def cmd_promote(args) -> int:
+    """Move the champion alias by hand; the version's tags record who, when and why."""
+    from ftlab_pipelines.core import publish, registry
+
+    client, name = registry_client_and_name(args.lab)
+    moved = registry.promote(client, name, args.version, args.reason)
+    local = publish.set_local_champion(args.lab, args.version)
+    previous = f"v{moved['previous_champion']}" if moved["previous_champion"] else "none"
+    print(f"ftlab: {name} champion is now v{moved['version']} (was {previous}); recorded on the version's tags")
+    if local is None:
+        print(f"  note: v{args.version} has no release directory on this machine; `ftlab predict/chat` keep "
+              f"using the previous local champion", file=sys.stderr)
+    else:
+        print(f"  release: {local['path']}")
     return 0
 
 
@@ -179,9 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-new-tokens", type=int, help="reply length budget (default: the lab's)")
     chat.add_argument("--no-stream", action="store_true", help="print each reply when it is complete")
     chat.set_defaults(func=cmd_chat)
-    models = sub.add_parser("models", help="list a lab's published releases")
+    models = sub.add_parser("models", help="list a lab's registered model versions (MLflow) with metrics and aliases")
     models.add_argument("lab")
     models.set_defaults(func=cmd_models)
+    promote = sub.add_parser("promote", help="move a lab's champion alias to a version by hand (recorded)")
+    promote.add_argument("lab")
+    promote.add_argument("version", type=lambda v: int(v.lstrip("v")), help="model version, e.g. 3 or v3")
+    promote.add_argument("--reason", default="", help="why; stored on the version's tags")
+    promote.set_defaults(func=cmd_promote)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""Dagster entry point: one asset chain, contract check and job preset per `labs/*.yaml`."""
+"""Dagster entry point: per `labs/*.yaml` an asset chain with its checks, a job preset, a retraining schedule
+(when the lab has one) and an inbox sensor."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import dagster as dg
 
 from ftlab_pipelines.core.labs import load_labs
 from ftlab_pipelines.defs.assets import build_lab_assets, lab_job
+from ftlab_pipelines.defs.automation import inbox_sensor, retrain_schedule
 from ftlab_pipelines.defs.resources import default_resources
 
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
@@ -16,7 +18,10 @@ logging.getLogger("great_expectations").setLevel(logging.WARNING)
 def build_definitions(labs_dir: str | None = None) -> dg.Definitions:
     labs = load_labs(labs_dir)
     assets = [asset for lab in labs.values() for asset in build_lab_assets(lab)]
-    return dg.Definitions(assets=assets, jobs=[lab_job(lab) for lab in labs.values()],
+    jobs = {name: lab_job(lab) for name, lab in labs.items()}
+    schedules = [s for name, lab in labs.items() if (s := retrain_schedule(lab, jobs[name])) is not None]
+    sensors = [inbox_sensor(lab, jobs[name]) for name, lab in labs.items()]
+    return dg.Definitions(assets=assets, jobs=list(jobs.values()), schedules=schedules, sensors=sensors,
                           resources=default_resources())
 
 

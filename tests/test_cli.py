@@ -27,7 +27,7 @@ def test_readme_commands_exist_in_makefile():
     assert "make test" in (REPO / ".ci" / "run").read_text()
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["predict"], ["models"], ["labs"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["predict"], ["chat"], ["models"], ["promote"], ["labs"]])
 def test_every_command_has_help(command):
     out = run(f"{BIN}/ftlab", *command, "--help")
     assert out.returncode == 0 and "usage: ftlab" in out.stdout

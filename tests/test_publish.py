@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mlflow import MlflowClient
 
-from ftlab_pipelines.core import publish, settings
+from ftlab_pipelines.core import publish, registry, settings
 
 
 def _client():
@@ -17,19 +17,30 @@ def test_champion_moves_only_on_improvement(tmp_path):
     experiment = client.create_experiment("promo", artifact_location=(tmp_path / "art").as_uri())
     source = (tmp_path / "release").as_uri()
 
-    def release(value, margin=0.0):
+    def release(value, margin=0.0, key=None, greater_is_better=True, name="ftlab-promo"):
         run = client.create_run(experiment)
-        return publish.register_mlflow(client, "ftlab-promo", source, run.info.run_id, "f1", value, margin)
+        return registry.register_and_gate(client, name, source, run.info.run_id, "f1", value, margin,
+                                          greater_is_better, release_key=key or f"release-{value}")
 
     first = release(0.90)
-    assert first["promoted"] and first["version"] == 1
+    assert first.promoted and first.passed and first.version == 1
     worse = release(0.85)
-    assert not worse["promoted"] and worse["champion_version"] == 1
+    assert not worse.promoted and not worse.passed and worse.champion_version == 1
+    assert "the champion is unchanged" in worse.reason
     better = release(0.93)
-    assert better["promoted"] and better["previous_champion_value"] == 0.90
+    assert better.promoted and better.previous_champion_value == 0.90
     not_enough = release(0.935, margin=0.01)
-    assert not not_enough["promoted"]
+    assert not not_enough.promoted
     assert str(client.get_model_version_by_alias("ftlab-promo", "champion").version) == "3"
+    again = release(0.93, key="release-0.93")  # the same release published again: no new version
+    assert again.version == 3 and again.reused_version and again.passed and not again.promoted
+    assert len(registry.versions(client, "ftlab-promo")) == 4
+    moved = client.get_model_version("ftlab-promo", "3")
+    assert moved.tags["promotion"] == "gate" and "beats" in moved.tags["promotion_reason"]
+
+    assert release(2.0, name="ftlab-loss", greater_is_better=False).promoted
+    assert not release(2.1, name="ftlab-loss", greater_is_better=False).promoted
+    assert release(1.5, name="ftlab-loss", greater_is_better=False).promoted
 
 
 def test_local_registry_tracks_one_champion(monkeypatch):

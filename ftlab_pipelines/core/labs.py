@@ -184,6 +184,10 @@ class TrainConfig(_Strict):
         False, description="Evaluate on validation at every checkpoint and end with the one of lowest validation "
                            "loss (small SFT sets overfit after a few epochs)."
     )
+    num_processes: int = Field(
+        1, ge=1, description="Data-parallel training processes launched through accelerate (torchrun underneath): "
+                             "DDP on gloo on CPU, NCCL on GPUs (one process per GPU). Rank 0 logs and saves."
+    )
 
 
 class ThresholdConfig(_Strict):
@@ -252,6 +256,42 @@ class PublishConfig(_Strict):
                                                             "base + adapter.")
 
 
+class ScheduleConfig(_Strict):
+    """Retraining on a clock: a Dagster schedule of the lab's whole chain."""
+
+    cron: str = Field(description="Cron expression of the retraining run, e.g. '0 3 * * 1' (Mondays 03:00).")
+    timezone: str = Field("UTC", description="IANA timezone the cron is read in, e.g. Europe/Berlin.")
+    enabled: bool = Field(False, description="Start the schedule running; otherwise it is defined but stopped "
+                                             "until switched on in the UI.")
+
+    @model_validator(mode="after")
+    def _valid(self) -> ScheduleConfig:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        if len(self.cron.split()) != 5:
+            raise ValueError(f"schedule.cron must have 5 fields (minute hour day month weekday), got {self.cron!r}")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"schedule.timezone {self.timezone!r} is not an IANA timezone (e.g. UTC, Europe/Paris)")
+        return self
+
+
+class InboxConfig(_Strict):
+    """New-data drops: files in $FTLAB_HOME/inbox/<lab>/ trigger a retraining run (a Dagster sensor)."""
+
+    enabled: bool = Field(True, description="Run the inbox sensor (it is cheap: it hashes new files only).")
+    mode: Literal["replace", "append"] = Field(
+        "replace", description="replace: the dropped file is the lab's new dataset snapshot; append: its rows are "
+                               "added to the configured source."
+    )
+    patterns: list[str] = Field(
+        default_factory=lambda: ["*.csv", "*.tsv", "*.json", "*.jsonl", "*.parquet"],
+        description="File name patterns the sensor picks up (other files are ignored).",
+    )
+    interval_seconds: int = Field(30, ge=5, description="How often the sensor looks at the folder.")
+
+
 class LabConfig(_Strict):
     """One fine-tuning job, from raw data to a published adapter."""
 
@@ -272,6 +312,8 @@ class LabConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    schedule: ScheduleConfig | None = Field(None, description="Retrain on a cron schedule (stopped unless enabled).")
+    inbox: InboxConfig = Field(default_factory=InboxConfig)
 
     @model_validator(mode="after")
     def _task_consistent(self) -> LabConfig:

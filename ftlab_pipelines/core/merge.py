@@ -26,6 +26,13 @@ class Parity:
     def passed(self) -> bool:
         return self.max_abs_diff <= self.tolerance
 
+    @classmethod
+    def from_json(cls, path: Path) -> Parity:
+        import json
+
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls(float(raw["max_abs_diff"]), float(raw["tolerance"]), int(raw["tokens"]))
+
 
 def full_precision_base(config: ModelConfig):
     """The base in fp32. A 4-bit trained adapter is merged into the dequantized NF4 weights it was trained on."""

@@ -13,7 +13,6 @@ from ftlab_pipelines.core.labs import LabConfig
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
 
@@ -128,35 +127,17 @@ def local_champion(lab: str) -> dict | None:
     return champions[-1] if champions else (entries[-1] if entries else None)
 
 
-def register_mlflow(client, name: str, source_uri: str, run_id: str, metric: str, value: float | None,
-                    min_improvement: float, greater_is_better: bool = True) -> dict:
-    """Create a model version; move the champion alias only if it beats the current champion."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.create_registered_model(name, tags={"ftlab": "true"})
-    except MlflowException:
-        pass  # already registered
-    version = client.create_model_version(name, source_uri, run_id=run_id,
-                                          tags={f"test_{metric}": str(value), "primary_metric": metric})
-    try:
-        current = client.get_model_version_by_alias(name, CHAMPION)
-        current_value = float(current.tags.get(f"test_{metric}", "nan"))
-    except MlflowException:
-        current, current_value = None, None
-    if value is None:
-        better = False
-    elif current_value is None or current_value != current_value:  # no champion, or one without this metric
-        better = True
-    elif greater_is_better:
-        better = value > current_value + min_improvement
-    else:
-        better = value < current_value - min_improvement
-    if better:
-        client.set_registered_model_alias(name, CHAMPION, version.version)
-    return {"version": int(version.version), "promoted": better,
-            "champion_version": int(version.version) if better else (int(current.version) if current else None),
-            "previous_champion_value": current_value}
+def set_local_champion(lab: str, mlflow_version: int) -> dict | None:
+    """Mark the local release of an MLflow version as champion (after a manual promotion); None if not here."""
+    path = settings.ftlab_home() / "registry" / f"{lab}.json"
+    entries = json.loads(path.read_text()) if path.is_file() else []
+    target = [e for e in entries if e.get("mlflow_version") == mlflow_version]
+    if not target:
+        return None
+    for e in entries:
+        e["champion"] = e is target[-1]
+    artifacts.write_json(path, entries)
+    return target[-1]
 
 
 def push_to_hub(release_dir: Path, repo: str | None) -> str:

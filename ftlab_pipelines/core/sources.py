@@ -81,22 +81,42 @@ def load_from_hub(source: SourceConfig, split: str | None = None) -> pd.DataFram
     return data.to_pandas()
 
 
-def load_raw(source: SourceConfig) -> tuple[pd.DataFrame, str]:
-    """Return the raw frame (renamed, labels named, optionally subsampled) and where it came from."""
-    local = resolve_local_path(source)
-    if local is not None:
-        frame, origin = read_table(local, source.format, source.encoding, source.dtype), str(local)
-    elif source.hub_id:
-        frame, origin = load_from_hub(source), describe_source(source)
+def load_raw(source: SourceConfig, inbox_file: Path | None = None,
+             inbox_mode: str = "replace") -> tuple[pd.DataFrame, str]:
+    """Return the raw frame (renamed, labels named, optionally subsampled) and where it came from.
+
+    An inbox file (a new-data drop) replaces the configured source, or with inbox_mode append adds its rows.
+    """
+    if inbox_file is not None and inbox_mode == "replace":
+        frame, origin = read_table(inbox_file, "auto", source.encoding, source.dtype), str(inbox_file)
     else:
-        raise SourceError(
-            f"local mirror {source.local_path!r} not found under FTLAB_DATA_DIR={settings.data_dir()}; "
-            f"set FTLAB_DATA_DIR to the folder that holds it, or give source.hub_id"
-        )
+        frame, origin = _read_source(source)
     frame = _prepare(frame, source)
+    if inbox_file is not None and inbox_mode == "append":
+        frame, origin = _append(frame, origin, _prepare(read_table(inbox_file, "auto", source.encoding,
+                                                                   source.dtype), source), inbox_file)
     if source.max_rows and len(frame) > source.max_rows:
         frame = stratified_sample(frame, source.label_column, source.max_rows, seed=0)
     return frame.reset_index(drop=True), origin
+
+
+def _read_source(source: SourceConfig) -> tuple[pd.DataFrame, str]:
+    local = resolve_local_path(source)
+    if local is not None:
+        return read_table(local, source.format, source.encoding, source.dtype), str(local)
+    if source.hub_id:
+        return load_from_hub(source), describe_source(source)
+    raise SourceError(
+        f"local mirror {source.local_path!r} not found under FTLAB_DATA_DIR={settings.data_dir()}; "
+        f"set FTLAB_DATA_DIR to the folder that holds it, or give source.hub_id"
+    )
+
+
+def _append(frame: pd.DataFrame, origin: str, new: pd.DataFrame, new_path: Path) -> tuple[pd.DataFrame, str]:
+    if sorted(map(str, new.columns)) != sorted(map(str, frame.columns)):
+        raise SourceError(f"{new_path}: columns {list(new.columns)} differ from the lab's source {origin} "
+                          f"{list(frame.columns)}; an appended inbox file needs the same columns")
+    return pd.concat([frame, new[list(frame.columns)]], ignore_index=True), f"{origin} + {new_path}"
 
 
 def load_test(source: SourceConfig, train_columns: list[str], train_origin: str) -> tuple[pd.DataFrame, str]:

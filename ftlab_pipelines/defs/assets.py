@@ -4,21 +4,37 @@ Assets are thin: open an MLflow run, call the plain-Python stage, hand back mani
 """
 
 
+import functools
 from collections.abc import Callable, Iterator
 
 import dagster as dg
+from pydantic import Field
 
 from ftlab_pipelines.core.labs import LabConfig, stable_hash
 from ftlab_pipelines.core.stages import StageResult
 from ftlab_pipelines.core.stages.adapter import build_adapter
 from ftlab_pipelines.core.stages.evaluation import evaluate
 from ftlab_pipelines.core.stages.raw import build_raw_dataset
-from ftlab_pipelines.core.stages.release import MERGE_PARITY_CHECK, publish_adapter
+from ftlab_pipelines.core.stages.release import MERGE_PARITY_CHECK, PROMOTION_GATE_CHECK, publish_adapter
 from ftlab_pipelines.core.stages.split import build_splits, split_inputs
 from ftlab_pipelines.core.stages.tokenized import build_tokenized, tokenized_inputs
 from ftlab_pipelines.core.stages.validate import CONTRACT_CHECK, contract_path, validate_dataset
 from ftlab_pipelines.defs.metadata import to_dagster
 from ftlab_pipelines.defs.resources import MlflowTrackerResource
+
+TRAINING_POOL = "ftlab_training"  # dagster.yaml limits it to 1: one training at a time per machine
+
+
+class RawDatasetConfig(dg.Config):
+    """Set by the inbox sensor: materialize the lab on a dropped file instead of (or on top of) its source."""
+
+    inbox_file: str | None = Field(None, description="A data file from $FTLAB_HOME/inbox/<lab>/.")
+    inbox_sha256: str | None = Field(None, description="Content hash the sensor saw; the run refuses a changed file.")
+
+
+def raw_dataset_op_name(lab: str) -> str:
+    return dg.AssetKey([lab, "raw_dataset"]).to_python_identifier()
+
 
 def stage_code_versions(lab: LabConfig) -> dict[str, str]:
     """Each stage's code_version hashes only the config it reads, so an edit marks exactly those assets stale."""
@@ -42,8 +58,7 @@ def run_stage(context, tracker: MlflowTrackerResource, lab: LabConfig, asset: st
         result = stage(lab, *upstream, run)
     yield dg.Output(result.manifest, metadata=to_dagster(result.metadata),
                     data_version=dg.DataVersion(result.data_version) if result.data_version else None)
-    if result.check is not None:
-        check = result.check
+    for check in result.checks:
         yield dg.AssetCheckResult(
             check_name=check.name, passed=check.passed,
             severity=dg.AssetCheckSeverity.ERROR if check.blocks_downstream else dg.AssetCheckSeverity.WARN,
@@ -65,8 +80,9 @@ def build_lab_assets(lab: LabConfig) -> list[dg.AssetsDefinition]:
 
     @dg.asset(**spec("raw_dataset", f"Raw rows of {lab.source.local_path or lab.source.hub_id}, as Parquet.",
                      kinds={"pandas", "parquet"}))
-    def raw_dataset(context: dg.AssetExecutionContext, mlflow_tracker: MlflowTrackerResource):
-        yield from run_stage(context, mlflow_tracker, lab, "raw_dataset", versions["raw_dataset"], build_raw_dataset)
+    def raw_dataset(context: dg.AssetExecutionContext, config: RawDatasetConfig, mlflow_tracker: MlflowTrackerResource):
+        stage = functools.partial(build_raw_dataset, inbox_file=config.inbox_file, inbox_sha256=config.inbox_sha256)
+        yield from run_stage(context, mlflow_tracker, lab, "raw_dataset", versions["raw_dataset"], stage)
 
     @dg.asset(**spec("validated_dataset", f"Raw data checked against data_contracts/{lab.contract}.yaml (GX).",
                      {"raw": "raw_dataset"}, {"great_expectations"}),
@@ -87,7 +103,7 @@ def build_lab_assets(lab: LabConfig) -> list[dg.AssetsDefinition]:
         yield from run_stage(context, mlflow_tracker, lab, "tokenized", versions["tokenized"], build_tokenized, split_sets)
 
     @dg.asset(**spec("adapter", f"LoRA adapter on {lab.model.name} (checkpoints + resume).",
-                     {"tokens": "tokenized"}, {"pytorch", "peft"}))
+                     {"tokens": "tokenized"}, {"pytorch", "peft"}), pool=TRAINING_POOL)
     def adapter(context: dg.AssetExecutionContext, mlflow_tracker: MlflowTrackerResource, tokens: dict):
         yield from run_stage(context, mlflow_tracker, lab, "adapter", versions["adapter"], build_adapter, tokens)
 
@@ -98,12 +114,17 @@ def build_lab_assets(lab: LabConfig) -> list[dg.AssetsDefinition]:
         yield from run_stage(context, mlflow_tracker, lab, "evaluation", versions["evaluation"], evaluate,
                          split_sets, tokens, trained)
 
-    merge_checks = [dg.AssetCheckSpec(MERGE_PARITY_CHECK, asset=key("published_adapter"),
-                                      description="Merged model logits match base + adapter within tolerance")]
+    release_checks = [dg.AssetCheckSpec(
+        PROMOTION_GATE_CHECK, asset=key("published_adapter"),
+        description=f"Challenger beats the MLflow champion on test {lab.eval.primary_metric} by "
+                    f"{lab.publish.min_improvement:g}: passes and moves the alias, else warns and keeps the champion")]
+    if lab.is_generative and lab.publish.merge:
+        release_checks.append(dg.AssetCheckSpec(MERGE_PARITY_CHECK, asset=key("published_adapter"),
+                                                description="Merged model logits match base + adapter within tolerance"))
 
     @dg.asset(**spec("published_adapter", f"Release directory, MLflow model {lab.registry_name}, champion alias.",
                      {"trained": "adapter", "report": "evaluation"}, {"mlflow"}),
-              check_specs=merge_checks if lab.is_generative and lab.publish.merge else None)
+              check_specs=release_checks)
     def published_adapter(context: dg.AssetExecutionContext, mlflow_tracker: MlflowTrackerResource, trained: dict,
                           report: dict):
         yield from run_stage(context, mlflow_tracker, lab, "published_adapter", versions["published_adapter"],

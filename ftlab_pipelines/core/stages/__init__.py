@@ -31,4 +31,4 @@ class StageResult:
     manifest: dict
     metadata: dict = field(default_factory=dict)
     data_version: str | None = None
-    check: CheckOutcome | None = None
+    checks: list[CheckOutcome] = field(default_factory=list)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from ftlab_pipelines.core import artifacts, baselines, inference, metrics, models, plots, tokenize
@@ -9,6 +11,8 @@ from ftlab_pipelines.core.labs import LabConfig, stable_hash
 from ftlab_pipelines.core.stages import Markdown, StageResult
 from ftlab_pipelines.core.stages.split import load_split_frames
 from ftlab_pipelines.core.tracking import AssetRun
+
+log = logging.getLogger(__name__)
 
 FINE_TUNED = "fine_tuned"
 
@@ -90,24 +94,33 @@ def write_plots(lab: LabConfig, probs: dict, y: dict, results: dict, out) -> dic
     return {k: str(v) for k, v in written.items()}
 
 
+def write_evaluation(lab: LabConfig, splits_manifest: dict, tokenized: dict, adapter: dict, out) -> None:
+    collected = collect_probabilities(lab, splits_manifest, tokenized, adapter)
+    results = score_models(lab, collected["probs"], collected["y"])
+    table_rows = {**results, **{f"{name} (reported, not measured)": values
+                                for name, values in lab.eval.reference.items()}}
+    with artifacts.atomic_dir(out) as tmp:
+        write_plots(lab, collected["probs"], collected["y"], results, tmp)
+        artifacts.write_json(tmp / "metrics.json", results)
+        (tmp / "classification_report.txt").write_text(results[FINE_TUNED]["report"], encoding="utf-8")
+        (tmp / "comparison.md").write_text(metrics.comparison_markdown(table_rows), encoding="utf-8")
+
+
 def evaluate(lab: LabConfig, splits_manifest: dict, tokenized: dict, adapter: dict, run: AssetRun) -> StageResult:
     if lab.is_generative:
         from ftlab_pipelines.core.stages.generation_eval import evaluate_generation
 
         return evaluate_generation(lab, splits_manifest, tokenized, adapter, run)
     key = stable_hash({"adapter": adapter["key"], "eval": lab.eval.model_dump(mode="json")})
-    collected = collect_probabilities(lab, splits_manifest, tokenized, adapter)
-    results = score_models(lab, collected["probs"], collected["y"])
-    table_rows = {**results, **{f"{name} (reported, not measured)": values
-                                for name, values in lab.eval.reference.items()}}
     out = artifacts.stage_dir(lab.name, "evaluation", key)
-    with artifacts.atomic_dir(out) as tmp:
-        plot_files = write_plots(lab, collected["probs"], collected["y"], results, tmp)
-        artifacts.write_json(tmp / "metrics.json", results)
-        (tmp / "classification_report.txt").write_text(results[FINE_TUNED]["report"], encoding="utf-8")
-        table = metrics.comparison_markdown(table_rows)
-        (tmp / "comparison.md").write_text(table, encoding="utf-8")
-    plot_files = {k: str(out / f"{k}.png") for k in plot_files}
+    reused = artifacts.is_complete(out, "comparison.md")  # same adapter (hence data) and eval config
+    if reused:
+        log.info("evaluation %s already done for this adapter and eval config: reusing it", key)
+    else:
+        write_evaluation(lab, splits_manifest, tokenized, adapter, out)
+    results = artifacts.read_json(out / "metrics.json")
+    table = (out / "comparison.md").read_text(encoding="utf-8")
+    plot_files = {png.stem: str(png) for png in sorted(out.glob("*.png"))}
     fine = results[FINE_TUNED]
     run.set_tags({"data_hash": tokenized["key"], "adapter_key": adapter["key"]})
     run.log_params({"eval": lab.eval.model_dump(mode="json")})
@@ -126,6 +139,7 @@ def evaluate(lab: LabConfig, splits_manifest: dict, tokenized: dict, adapter: di
         "comparison": Markdown(table),
         "classification_report": Markdown(f"```\n{fine['report']}\n```"),
         **{name: Markdown(plots.markdown_image(path, name)) for name, path in plot_files.items()},
+        "reused": reused,
         "path": out,
     }
     return StageResult(manifest, metadata, data_version=key)

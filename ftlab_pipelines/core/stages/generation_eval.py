@@ -57,11 +57,8 @@ def generations_table(samples: pd.DataFrame, results: dict[str, dict]) -> str:
     return table.map(lambda s: str(s).replace("\n", " ").replace("|", "\\|")).to_markdown(index=False)
 
 
-def evaluate_generation(lab: LabConfig, splits_manifest: dict, tokenized: dict, adapter: dict,
-                        run: AssetRun) -> StageResult:
+def write_generation_eval(lab: LabConfig, splits_manifest: dict, tokenized: dict, adapter: dict, out) -> None:
     gen = lab.eval.generation
-    key = stable_hash({"adapter": adapter["key"], "eval": lab.eval.model_dump(mode="json"),
-                       "prompt": lab.prompt.model_dump(mode="json")})
     test_set = tokenize.load_tokenized(tokenized["path"])["test"]
     test_pairs = prompts.sft_pairs(load_split_frames(splits_manifest)["test"], lab.prompt)
     if gen.max_eval_rows:
@@ -79,13 +76,28 @@ def evaluate_generation(lab: LabConfig, splits_manifest: dict, tokenized: dict, 
     base_loss, fine_loss = metrics[BASE]["eval_loss"], metrics[FINE_TUNED]["eval_loss"]
     metrics[FINE_TUNED]["loss_reduction"] = round(1 - fine_loss / base_loss, 4) if base_loss else None
     table, samples_md = comparison_table(results), generations_table(samples, results)
-    out = artifacts.stage_dir(lab.name, "evaluation", key)
     with artifacts.atomic_dir(out) as tmp:
         artifacts.write_json(tmp / "metrics.json", metrics)
         artifacts.write_json(tmp / "generations.json", {"samples": samples.to_dict("records"),
                                                         **{n: r["generations"] for n, r in results.items()}})
         (tmp / "comparison.md").write_text(table, encoding="utf-8")
         (tmp / "generations.md").write_text(samples_md, encoding="utf-8")
+
+
+def evaluate_generation(lab: LabConfig, splits_manifest: dict, tokenized: dict, adapter: dict,
+                        run: AssetRun) -> StageResult:
+    key = stable_hash({"adapter": adapter["key"], "eval": lab.eval.model_dump(mode="json"),
+                       "prompt": lab.prompt.model_dump(mode="json")})
+    out = artifacts.stage_dir(lab.name, "evaluation", key)
+    reused = artifacts.is_complete(out, "comparison.md")  # same adapter (hence data), eval and prompt config
+    if reused:
+        log.info("evaluation %s already done for this adapter and eval config: reusing it", key)
+    else:
+        write_generation_eval(lab, splits_manifest, tokenized, adapter, out)
+    metrics = artifacts.read_json(out / "metrics.json")
+    base_loss, fine_loss = metrics[BASE]["eval_loss"], metrics[FINE_TUNED]["eval_loss"]
+    table = (out / "comparison.md").read_text(encoding="utf-8")
+    samples_md = (out / "generations.md").read_text(encoding="utf-8")
     fine = metrics[FINE_TUNED]
     run.set_tags({"data_hash": tokenized["key"], "adapter_key": adapter["key"]})
     run.log_params({"eval": lab.eval.model_dump(mode="json")})
@@ -104,6 +116,7 @@ def evaluate_generation(lab: LabConfig, splits_manifest: dict, tokenized: dict, 
         "loss_reduction": fine["loss_reduction"],
         "comparison": Markdown(table),
         "generations": Markdown(samples_md),
+        "reused": reused,
         "path": out,
     }
     if loss_png.is_file():

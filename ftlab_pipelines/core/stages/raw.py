@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from ftlab_pipelines.core import artifacts, sources
+from pathlib import Path
+
+from ftlab_pipelines.core import artifacts, inbox, sources
 from ftlab_pipelines.core.labs import LabConfig, stable_hash
 from ftlab_pipelines.core.stages import Markdown, StageResult
 from ftlab_pipelines.core.tracking import AssetRun
 
 
-def build_raw_dataset(lab: LabConfig, run: AssetRun) -> StageResult:
-    frame, origin = sources.load_raw(lab.source)
+def build_raw_dataset(lab: LabConfig, run: AssetRun, inbox_file: str | None = None,
+                      inbox_sha256: str | None = None) -> StageResult:
+    """Read the lab's source; with `inbox_file` (from the new-data sensor) that file's rows instead or as well."""
+    new_data = Path(inbox_file) if inbox_file else None
+    if new_data is not None and inbox_sha256:
+        inbox.verify(new_data, inbox_sha256)
+    frame, origin = sources.load_raw(lab.source, new_data, lab.inbox.mode)
     test, test_origin = None, None
     if lab.source.has_test_source:
         test, test_origin = sources.load_test(lab.source, list(frame.columns), origin)
@@ -34,7 +41,7 @@ def build_raw_dataset(lab: LabConfig, run: AssetRun) -> StageResult:
     }
     if test is not None:
         manifest.update(test_path=str(out / "test.parquet"), test_origin=test_origin, test_rows=len(test))
-    run.set_tags({"data_hash": data_hash})
+    run.set_tags({"data_hash": data_hash, **({"inbox_file": inbox_file} if inbox_file else {})})
     run.log_params({"source": lab.source.model_dump(mode="json")})
     run.log_metrics({"rows": len(frame), **{f"count_{k}": v for k, v in counts.items()}})
     metadata = {

@@ -1,4 +1,4 @@
-"""published_adapter: the release directory, local + MLflow registry, champion alias, optional Hub push."""
+"""published_adapter: the release directory, local + MLflow registry, the promotion gate, optional Hub push."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 from pathlib import Path
 
-from ftlab_pipelines.core import artifacts, merge, models, prompts, publish
+from ftlab_pipelines.core import artifacts, merge, models, prompts, publish, registry
 from ftlab_pipelines.core.labs import LabConfig, stable_hash
 from ftlab_pipelines.core.stages import CheckOutcome, Markdown, StageResult
 from ftlab_pipelines.core.tracking import AssetRun
@@ -15,7 +15,10 @@ log = logging.getLogger(__name__)
 
 
 MERGE_PARITY_CHECK = "merge_parity"
+PROMOTION_GATE_CHECK = "promotion_gate"
 MERGED_DIR = "merged"
+PARITY_FILE = "merge_parity.json"
+RELEASE_MARKER = "release.json"  # written last: its presence means the release directory is complete
 
 
 def parity_outcome(parity: merge.Parity) -> CheckOutcome:
@@ -31,18 +34,33 @@ def write_merged(lab: LabConfig, adapter_dir: Path, tokenizer, out: Path) -> mer
     return merge.merge_adapter(lab.model, adapter_dir, tokenizer, probes, out, lab.publish.parity_tolerance)
 
 
-def publish_adapter(lab: LabConfig, adapter: dict, evaluation: dict, run: AssetRun) -> StageResult:
-    key = stable_hash({"adapter": adapter["key"], "evaluation": evaluation["key"],
-                       "merge": lab.publish.merge, "tolerance": lab.publish.parity_tolerance})
-    out = artifacts.stage_dir(lab.name, "published_adapter", key)
-    parity = None
-    tokenizer = models.load_tokenizer(lab.model)
+def gate_outcome(verdict: registry.GateVerdict) -> CheckOutcome:
+    """A warning, never an error: a challenger that loses is still a valid, registered release."""
+    return CheckOutcome(PROMOTION_GATE_CHECK, verdict.passed, None if verdict.passed else verdict.reason,
+                        Markdown(verdict.reason), 0 if verdict.passed else 1)
+
+
+def write_release(lab: LabConfig, adapter: dict, evaluation: dict, tokenizer, out: Path, key: str) -> None:
     with artifacts.atomic_dir(out) as tmp:
         publish.write_release_dir(lab, Path(adapter["path"]), evaluation, tokenizer, tmp)
         if lab.is_generative and lab.publish.merge:
             parity = write_merged(lab, Path(adapter["path"]), tokenizer, tmp / MERGED_DIR)
-            artifacts.write_json(tmp / "merge_parity.json", vars(parity) | {"passed": parity.passed})
-    run.set_tags({"adapter_key": adapter["key"], "data_hash": adapter["tokenized_key"]})
+            artifacts.write_json(tmp / PARITY_FILE, vars(parity) | {"passed": parity.passed})
+        artifacts.write_json(tmp / RELEASE_MARKER, {"key": key, "adapter_key": adapter["key"]})
+
+
+def publish_adapter(lab: LabConfig, adapter: dict, evaluation: dict, run: AssetRun) -> StageResult:
+    key = stable_hash({"adapter": adapter["key"], "evaluation": evaluation["key"],
+                       "merge": lab.publish.merge, "tolerance": lab.publish.parity_tolerance})
+    out = artifacts.stage_dir(lab.name, "published_adapter", key)
+    tokenizer = models.load_tokenizer(lab.model)
+    reused = artifacts.is_complete(out, RELEASE_MARKER)
+    if reused:
+        log.info("release %s already written for this adapter and evaluation: reusing it", key)
+    else:
+        write_release(lab, adapter, evaluation, tokenizer, out, key)
+    parity = merge.Parity.from_json(out / PARITY_FILE) if (out / PARITY_FILE).is_file() else None
+    run.set_tags({"adapter_key": adapter["key"], "data_hash": adapter["tokenized_key"], "release_key": key})
     run.log_params({"publish": lab.publish.model_dump(mode="json"), "registry_name": lab.registry_name})
     metric, value = evaluation["primary_metric"], evaluation["primary_value"]
     run.log_metrics({f"test_{metric}": value})
@@ -51,31 +69,38 @@ def publish_adapter(lab: LabConfig, adapter: dict, evaluation: dict, run: AssetR
     for path in sorted(out.iterdir()):  # the merged weights stay in the release dir, not in every MLflow run
         if path.name != MERGED_DIR:
             run.log_artifact(path, "adapter")
-    registered = publish.register_mlflow(run.client, lab.registry_name, run.artifact_uri("adapter"), run.run_id,
-                                         metric, value, lab.publish.min_improvement, lab.eval.greater_is_better)
-    run.set_tags({"model_version": registered["version"], "promoted": registered["promoted"]})
+    verdict = registry.register_and_gate(run.client, lab.registry_name, run.artifact_uri("adapter"), run.run_id,
+                                         metric, value, lab.publish.min_improvement, lab.eval.greater_is_better,
+                                         release_key=key)
+    log.info("promotion gate: %s", verdict.reason)
+    run.set_tags({"model_version": verdict.version, "promoted": verdict.promoted, "promotion_gate": verdict.reason})
     hub = publish.push_to_hub(out, lab.publish.hub_repo)
     log.info("Hugging Face Hub: %s", hub)
     run.set_tags({"hub": hub})
+    is_champion = verdict.champion_version == verdict.version
     entries = publish.update_local_registry(lab.name, {
-        "path": str(out), "mlflow_version": registered["version"], "champion": registered["promoted"],
+        "path": str(out), "mlflow_version": verdict.version, "champion": is_champion,
         f"test_{metric}": value, "threshold": evaluation["threshold"],
         "published_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     })
-    manifest = {"key": key, "path": str(out), **registered, "hub": hub}
+    manifest = {"key": key, "path": str(out), **verdict.as_dict(), "hub": hub}
     metadata = {
         "release_dir": out,
+        "reused": reused,
         "registered_model": lab.registry_name,
-        "version": registered["version"],
-        "champion": f"v{registered['champion_version']}" + (" (this release)" if registered["promoted"] else ""),
+        "version": verdict.version,
+        "champion": f"v{verdict.champion_version}" + (" (this release)" if is_champion else ""),
+        "promotion_gate": verdict.reason,
         f"test_{metric}": value,
-        "previous_champion": registered["previous_champion_value"],
+        "previous_champion": verdict.previous_champion_value,
         "hub": hub,
         "releases": len(entries),
         "model_card": Markdown((out / "README.md").read_text(encoding="utf-8")),
     }
+    checks = [gate_outcome(verdict)]
     if parity is not None:
         manifest["merged_dir"] = str(out / MERGED_DIR)
         metadata["merged_model"] = out / MERGED_DIR
         metadata["merge_max_abs_logit_diff"] = parity.max_abs_diff
-    return StageResult(manifest, metadata, data_version=key, check=parity_outcome(parity) if parity else None)
+        checks.append(parity_outcome(parity))
+    return StageResult(manifest, metadata, data_version=key, checks=checks)

@@ -44,7 +44,7 @@ def validate_dataset(lab: LabConfig, raw: dict, run: AssetRun) -> StageResult:
                 "report": Markdown(report.to_markdown())}
     check = CheckOutcome(CONTRACT_CHECK, report.success, None if report.success else report.error_message()[:2000],
                          Markdown(report.to_markdown()), len(report.failures), blocks_downstream=True)
-    return StageResult(manifest, metadata, data_version=raw["data_hash"], check=check)
+    return StageResult(manifest, metadata, data_version=raw["data_hash"], checks=[check])
 
 
 class CombinedReport:
