@@ -55,3 +55,13 @@ def test_hub_push_is_skipped_with_reason(monkeypatch, tmp_path):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     assert publish.push_to_hub(tmp_path, None).startswith("skipped: publish.hub_repo is not set")
     assert "HF_TOKEN is not set" in publish.push_to_hub(tmp_path, "me/repo")
+
+
+def test_release_without_the_metric_is_registered_but_never_promoted(tmp_path):
+    client = _client()
+    experiment = client.create_experiment("nometric", artifact_location=(tmp_path / "art").as_uri())
+    run = client.create_run(experiment)
+    verdict = registry.register_and_gate(client, "ftlab-nometric", (tmp_path / "r").as_uri(), run.info.run_id,
+                                         "f1", None, 0.0, release_key="k")
+    assert verdict.version == 1 and not verdict.promoted and verdict.champion_version is None
+    assert "no test_f1 value" in verdict.reason and registry.champion(client, "ftlab-nometric") is None

@@ -93,12 +93,14 @@ def register_and_gate(client, name: str, source_uri: str, run_id: str, metric: s
         reason = (f"v{number} promoted: test_{metric} {value:.4f} vs champion "
                   + (f"v{current.version} {current_value:.4f}" if current else "(none)")
                   + f", {direction} is better, min_improvement {min_improvement:g}")
+    elif current is None:
+        reason = f"v{number} not promoted: it has no test_{metric} value to compare; there is no champion yet"
     else:
         reason = (f"v{number} not promoted: test_{metric} {value} does not beat champion v{current.version} "
                   f"{current_value:.4f} by min_improvement {min_improvement:g} ({direction} is better); "
                   f"the champion is unchanged")
-    return GateVerdict(number, better, better, number if better else int(current.version), current_value,
-                       bool(same), reason)
+    champion_version = number if better else (int(current.version) if current else None)
+    return GateVerdict(number, better, better, champion_version, current_value, bool(same), reason)
 
 
 def move_alias(client, name: str, version: int, how: str, why: str) -> None:
