@@ -13,7 +13,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 STAMP := $(VENV)/.ftlab-installed
 
-.PHONY: install demo test test-slow ui bench-quality bench-perf bench-quick dagster-home clean
+.PHONY: install demo test test-slow ui screenshots bench-quality bench-perf bench-quick dagster-home clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ ui: install dagster-home
 	@trap 'kill 0' EXIT; \
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(FTLAB_HOME)/mlflow.db" --host 127.0.0.1 --port 5000 & \
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+## make screenshots: rerun the browser tests and keep their screenshots in docs/img (the README shows them)
+screenshots: install
+	FTLAB_SCREENSHOT_DIR=docs/img $(BIN)/pytest tests/test_browser.py
 
 ## make bench-quality: both classification labs in full; writes bench/results/quality.json
 bench-quality: install dagster-home

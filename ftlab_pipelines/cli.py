@@ -201,6 +201,21 @@ def cmd_promote(args) -> int:
     return 0
 
 
+def cmd_new_lab(args) -> int:
+    """Infer a lab and its data contract from the user's file; print what was inferred and how to run it."""
+    from ftlab_pipelines.core.new_lab import write_new_lab
+
+    lab_path, contract_path, found = write_new_lab(args.name, Path(args.csv), args.text, args.label, args.model,
+                                                   force=args.force)
+    shares = ", ".join(f"{name} {share:.1%}" for name, share in found.shares.items())
+    print(f"ftlab: wrote {lab_path}\n       and {contract_path}")
+    print(f"  task: {found.task} classification, {found.rows} rows; classes: {shares}")
+    print(f"  texts: {found.text_chars[0]}..{found.text_chars[1]} characters; model.max_length: {found.max_tokens}")
+    print(f"  run it:     ftlab run {args.name}        (or materialize the {args.name} group in `make ui`)")
+    print(f"  then:       ftlab predict {args.name} \"<some text>\"")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ftlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -230,6 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("version", type=lambda v: int(v.lstrip("v")), help="model version, e.g. 3 or v3")
     promote.add_argument("--reason", default="", help="why; stored on the version's tags")
     promote.set_defaults(func=cmd_promote)
+    new_lab = sub.add_parser("new-lab", help="write a lab and its data contract for your own CSV (task, labels and "
+                                             "lengths inferred)")
+    new_lab.add_argument("name", help="lab id: lower-case letters, digits and _")
+    new_lab.add_argument("--csv", required=True, metavar="PATH", help="your data (CSV, TSV, JSON, JSONL or Parquet)")
+    new_lab.add_argument("--text", required=True, metavar="COL", help="column holding the input text")
+    new_lab.add_argument("--label", required=True, metavar="COL", help="column holding the class label")
+    new_lab.add_argument("--model", default="all-minilm-l6-v2", help="base model (offline alias, directory or hub id)")
+    new_lab.add_argument("--force", action="store_true", help="overwrite an existing lab or contract of that name")
+    new_lab.set_defaults(func=cmd_new_lab)
     return parser
 
 

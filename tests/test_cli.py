@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
+import shlex
 import subprocess
 import sys
 
@@ -27,7 +30,32 @@ def test_readme_commands_exist_in_makefile():
     assert "make test" in (REPO / ".ci" / "run").read_text()
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["predict"], ["chat"], ["models"], ["promote"], ["labs"]])
+def readme_commands() -> list[str]:
+    """Every command line in the README's ```bash blocks, comments dropped, `a && b` split."""
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    lines = [line.split("  #")[0].split(" # ")[0].strip() for block in blocks for line in block.splitlines()]
+    return [part.strip() for line in lines if line and not line.startswith("#") for part in line.split("&&")]
+
+
+def test_every_readme_command_exists_in_the_cli_or_makefile():
+    from ftlab_pipelines.cli import build_parser
+
+    subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    targets = set(re.findall(r"^([a-z][\w-]*):", (REPO / "Makefile").read_text(), flags=re.M))
+    commands = readme_commands()
+    assert any(c.startswith(".venv/bin/ftlab new-lab") for c in commands), "the README shows how to bring a CSV"
+    for command in commands:
+        words = shlex.split(command)
+        if words[0] in ("ftlab", ".venv/bin/ftlab"):
+            assert words[1] in subcommands, f"README: {command!r}: no `ftlab {words[1]}`"
+        elif words[0] == "make":
+            assert all(w in targets or "=" in w for w in words[1:]), f"README: {command!r}: no such make target"
+        else:
+            pytest.fail(f"README: {command!r} is neither an ftlab nor a make command")
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["predict"], ["chat"], ["models"], ["promote"], ["labs"],
+                                     ["new-lab"]])
 def test_every_command_has_help(command):
     out = run(f"{BIN}/ftlab", *command, "--help")
     assert out.returncode == 0 and "usage: ftlab" in out.stdout
@@ -72,6 +100,12 @@ def test_run_only_some_assets(tmp_path):
     assert "assets raw_dataset, validated_dataset of lab sms_spam materialized" in out.stdout
     assert list((tmp_path / "artifacts" / "sms_spam").iterdir())
     assert not (tmp_path / "artifacts" / "sms_spam" / "splits").exists()
+
+
+def test_new_lab_with_a_missing_file_fails_nonzero(tmp_path):
+    out = run(f"{BIN}/ftlab", "new-lab", "mine", "--csv", str(tmp_path / "nope.csv"), "--text", "t", "--label", "l",
+              env={"FTLAB_LABS_DIR": str(tmp_path), "FTLAB_CONTRACTS_DIR": str(tmp_path)})
+    assert out.returncode == 2 and "nope.csv" in out.stderr and not list(tmp_path.glob("*.yaml"))
 
 
 def test_run_unknown_lab_fails_nonzero(tmp_path):

@@ -7,7 +7,7 @@ import contextlib
 import numpy as np
 import torch
 
-from ftlab_pipelines.core import models
+from ftlab_pipelines.core import models, progress
 
 
 def _autocast(bf16: bool):
@@ -17,13 +17,16 @@ def _autocast(bf16: bool):
 
 
 @torch.inference_mode()
-def predict_proba(model, tokenizer, input_ids: list[list[int]], batch_size: int = 128, bf16: bool = False) -> np.ndarray:
-    """Class probabilities in the input order; batches are built from length-sorted rows to cut padding."""
+def predict_proba(model, tokenizer, input_ids: list[list[int]], batch_size: int = 128, bf16: bool = False,
+                  desc: str | None = None) -> np.ndarray:
+    """Class probabilities in the input order; batches are built from length-sorted rows to cut padding.
+    With `desc`, a progress bar and log lines (see core/progress.py)."""
     model.eval()
     dev = next(model.parameters()).device
     order = np.argsort([len(ids) for ids in input_ids], kind="stable")
     out: np.ndarray | None = None
-    for start in range(0, len(order), batch_size):
+    starts = range(0, len(order), batch_size)
+    for start in progress.track(starts, desc, unit="batches") if desc else starts:
         rows = order[start : start + batch_size]
         batch = tokenizer.pad({"input_ids": [input_ids[i] for i in rows]}, return_tensors="pt")
         batch = {k: v.to(dev) for k, v in batch.items()}

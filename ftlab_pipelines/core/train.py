@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ftlab_pipelines.core import models
+from ftlab_pipelines.core import models, progress
 from ftlab_pipelines.core.labs import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -221,7 +221,7 @@ def train_adapter(
         torch.set_num_threads(config.num_threads)
     bf16 = models.use_bf16(config.bf16)
     train_set = dataset["train"]
-    callbacks = [metrics_callback(on_log)] if on_log else None
+    callbacks = [progress.training_callback(train_set), *([metrics_callback(on_log)] if on_log else [])]
     if sft_max_length:
         trainer = sft_trainer(model, tokenizer, dataset, config, checkpoint_dir, bf16, callbacks, sft_max_length)
     else:

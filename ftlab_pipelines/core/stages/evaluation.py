@@ -17,10 +17,11 @@ log = logging.getLogger(__name__)
 FINE_TUNED = "fine_tuned"
 
 
-def _model_probs(model, tokenizer, dataset, lab: LabConfig) -> dict[str, np.ndarray]:
+def _model_probs(model, tokenizer, dataset, lab: LabConfig, name: str) -> dict[str, np.ndarray]:
     bf16 = models.use_bf16(lab.train.bf16)
     return {split: inference.predict_proba(model, tokenizer, dataset[split]["input_ids"],
-                                           batch_size=lab.train.eval_batch_size, bf16=bf16)
+                                           batch_size=lab.train.eval_batch_size, bf16=bf16,
+                                           desc=f"evaluate {name} on {split}")
             for split in ("validation", "test")}
 
 
@@ -29,10 +30,10 @@ def collect_probabilities(lab: LabConfig, splits_manifest: dict, tokenized: dict
     dataset = tokenize.load_tokenized(tokenized["path"])
     tokenizer = models.load_tokenizer(lab.model)
     probs = {FINE_TUNED: _model_probs(models.load_adapter_classifier(adapter["path"], lab.model, lab.labels),
-                                      tokenizer, dataset, lab)}
+                                      tokenizer, dataset, lab, FINE_TUNED)}
     if "base_model" in lab.eval.baselines:
         base = models.load_classifier(lab.model, lab.labels, seed=lab.train.seed)
-        probs["base_model"] = _model_probs(base, tokenizer, dataset, lab)
+        probs["base_model"] = _model_probs(base, tokenizer, dataset, lab, "base_model")
     if "tfidf_logreg" in lab.eval.baselines:
         frames = load_split_frames(splits_manifest)
         text, label = lab.source.text_column, lab.source.label_column

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ftlab_pipelines.core import artifacts, inbox, sources
+from ftlab_pipelines.core import artifacts, inbox, progress, sources
 from ftlab_pipelines.core.labs import LabConfig, stable_hash
 from ftlab_pipelines.core.stages import Markdown, StageResult
 from ftlab_pipelines.core.tracking import AssetRun
@@ -16,7 +16,8 @@ def build_raw_dataset(lab: LabConfig, run: AssetRun, inbox_file: str | None = No
     new_data = Path(inbox_file) if inbox_file else None
     if new_data is not None and inbox_sha256:
         inbox.verify(new_data, inbox_sha256)
-    frame, origin = sources.load_raw(lab.source, new_data, lab.inbox.mode)
+    with progress.step(f"loading {new_data or sources.describe_source(lab.source)}"):
+        frame, origin = sources.load_raw(lab.source, new_data, lab.inbox.mode)
     test, test_origin = None, None
     if lab.source.has_test_source:
         test, test_origin = sources.load_test(lab.source, list(frame.columns), origin)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ftlab_pipelines.core import artifacts, models, plots, prompts, sources, tokenize
+from ftlab_pipelines.core import artifacts, models, plots, progress, prompts, sources, tokenize
 from ftlab_pipelines.core.labs import LabConfig
 from ftlab_pipelines.core.stages import Markdown, StageResult
 from ftlab_pipelines.core.stages.split import load_split_frames
@@ -81,7 +81,9 @@ def build_tokenized(lab: LabConfig, splits_manifest: dict, run: AssetRun) -> Sta
     reused = artifacts.is_complete(out)
     if not reused:
         with artifacts.atomic_dir(out) as tmp:
-            stats = _tokenize(lab, splits_manifest, tokenizer, tmp / "dataset")
+            with progress.step(f"tokenizing {sum(splits_manifest['rows'].values())} rows for {lab.model.name} "
+                               f"(max_length {lab.model.max_length})"):
+                stats = _tokenize(lab, splits_manifest, tokenizer, tmp / "dataset")
             lengths = np.asarray(tokenize.load_tokenized(tmp / "dataset")["train"]["length"])
             plots.token_lengths_png(lengths, lab.model.max_length, tmp / "token_lengths.png")
             artifacts.write_json(tmp / "manifest.json", {"stats": stats})
