@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +28,8 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     A reader never sees a half-written directory, and a crash leaves the previous result intact.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    remove_orphans(final)
+    tmp = final.parent / f"{_tmp_prefix(final)}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         yield tmp
@@ -40,6 +43,33 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _tmp_prefix(final: Path) -> str:
+    return f".tmp-{final.name}-{socket.gethostname()}-"
+
+
+def remove_orphans(final: Path) -> list[Path]:
+    """Delete temp dirs for `final` left by killed processes of this host, so a re-run starts clean.
+
+    The temp name carries host and pid; a temp dir of a live process (a concurrent writer) is left alone."""
+    prefix, removed = _tmp_prefix(final), []
+    for tmp in final.parent.glob(f"{glob.escape(prefix)}*"):
+        pid = tmp.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def write_json(path: Path, payload: object) -> Path:

@@ -388,7 +388,9 @@ def load_lab(path: str | Path) -> LabConfig:
     try:
         lab = LabConfig.model_validate(raw)
     except ValidationError as exc:
-        raise LabConfigError(format_validation_errors(path, exc)) from None
+        raise LabConfigError(format_validation_errors(
+            path, exc, hint=f"Fix these keys in {path}; each key and its type is documented in "
+                            f"ftlab_pipelines/core/labs.py (LabConfig).")) from None
     if lab.name != path.stem:
         raise LabConfigError(f"{path}: key 'name' is {lab.name!r} but must match the file name {path.stem!r}")
     contract = settings.contracts_dir() / f"{lab.contract}.yaml"

@@ -187,5 +187,6 @@ def load_adapter_classifier(adapter_dir: str | Path, config: ModelConfig, labels
     try:
         model = PeftModel.from_pretrained(base, str(adapter_dir))
     except Exception as exc:  # noqa: BLE001 - safetensors/peft raise many types for a corrupt file
-        raise ModelError(f"{adapter_dir}: the adapter cannot be loaded ({exc}); re-materialize the adapter") from None
+        raise ModelError(f"{adapter_dir}: the adapter cannot be loaded ({exc}); delete {adapter_dir} and "
+                         f"re-materialize the adapter") from None
     return model.eval()

@@ -16,6 +16,10 @@ log = logging.getLogger(__name__)
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
 
+class PublishError(RuntimeError):
+    """A release that could not be pushed; the message never contains the token."""
+
+
 def write_release_dir(lab: LabConfig, adapter_dir: Path, evaluation: dict, tokenizer, out: Path) -> None:
     """Everything `ftlab predict` / `ftlab chat` need, with no access to the lab file or the pipeline."""
     for name in ADAPTER_FILES:
@@ -150,6 +154,11 @@ def push_to_hub(release_dir: Path, repo: str | None) -> str:
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
-    api.create_repo(repo, exist_ok=True, private=True)
-    api.upload_folder(folder_path=str(release_dir), repo_id=repo, commit_message="ftlab release")
+    try:
+        api.create_repo(repo, exist_ok=True, private=True)
+        api.upload_folder(folder_path=str(release_dir), repo_id=repo, commit_message="ftlab release")
+    except Exception as exc:  # noqa: BLE001 - network, auth and offline errors all get the same advice
+        reason = f"{type(exc).__name__}: {exc}".replace(token, "***")  # never echo the token
+        raise PublishError(f"publish.hub_repo {repo!r}: push of {release_dir} failed ({reason}); the champion is "
+                           f"unchanged. Check HF_TOKEN, the network and HF_HUB_OFFLINE, or unset publish.hub_repo") from None
     return f"pushed to https://huggingface.co/{repo}"

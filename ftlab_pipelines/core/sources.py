@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ftlab_pipelines.core import settings
+from ftlab_pipelines.core import file_checks, settings
 from ftlab_pipelines.core.labs import SourceConfig
 
 FORMATS_BY_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
@@ -45,6 +45,8 @@ def read_table(path: Path, fmt: str = "auto", encoding: str = "utf-8", dtype: st
     fmt = FORMATS_BY_SUFFIX.get(path.suffix.lower(), "csv") if fmt == "auto" else fmt
     if path.stat().st_size == 0:
         raise SourceError(f"{path}: the file is empty; point the lab at a file with a header row and data rows")
+    if problem := file_checks.binary_problem(path, fmt) or file_checks.delimiter_problem(path, fmt, encoding):
+        raise SourceError(problem)
     try:
         if fmt in ("csv", "tsv"):
             frame = pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", encoding=encoding,
@@ -57,10 +59,10 @@ def read_table(path: Path, fmt: str = "auto", encoding: str = "utf-8", dtype: st
         else:
             frame = pd.read_parquet(path)
     except UnicodeDecodeError as exc:
-        raise SourceError(
+        raise SourceError(file_checks.decode_problem(path, encoding) or (
             f"{path}: bytes at offset {exc.start} are not valid {encoding}; re-save the file as UTF-8 "
             f"or set source.encoding in the lab (e.g. latin-1)"
-        ) from None
+        )) from None
     except (pd.errors.ParserError, ValueError, OSError) as exc:
         raise SourceError(f"{path}: cannot be parsed as {fmt}: {exc}. Check the file format and delimiter") from None
     if frame.empty:

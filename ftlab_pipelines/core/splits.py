@@ -13,6 +13,10 @@ from ftlab_pipelines.core.labs import SplitConfig
 SPLIT_NAMES = ("train", "validation", "test")
 
 
+class SplitError(ValueError):
+    """Data that cannot be split into a usable train set; the stage adds the file name."""
+
+
 @dataclass
 class SplitResult:
     frames: dict[str, pd.DataFrame]
@@ -45,7 +49,7 @@ def stratified_split(frame: pd.DataFrame, label_column: str, config: SplitConfig
     too_rare = labels.value_counts()
     too_rare = too_rare[too_rare < 3]
     if not too_rare.empty:
-        raise ValueError(
+        raise SplitError(
             f"column '{label_column}': classes {too_rare.to_dict()} have fewer than 3 rows, so a stratified "
             f"train/validation/test split is impossible; add rows or merge the classes"
         )
@@ -85,6 +89,17 @@ def class_counts(frame: pd.DataFrame, label_column: str) -> dict[str, int]:
     return {str(k): int(v) for k, v in frame[label_column].value_counts().sort_index().items()}
 
 
+def require_classes(frame: pd.DataFrame, label_column: str, when: str, dropped: int) -> None:
+    """A classifier needs rows of at least two classes; fail here, before any model is loaded."""
+    present = frame[label_column].dropna().unique() if label_column in frame.columns else []
+    if len(frame) == 0:
+        raise SplitError(f"no rows left {when} ({dropped} dropped): the train split would be empty; add rows, or "
+                         f"point source.test_local_path at a file that is not a copy of the training data")
+    if len(present) < 2:
+        raise SplitError(f"column '{label_column}': only class {list(map(str, present))} {when}, a classifier needs "
+                         f"at least 2; add rows of the other classes")
+
+
 def make_splits(frame: pd.DataFrame, text_column: str | list[str], label_column: str, config: SplitConfig,
                 test: pd.DataFrame | None = None) -> SplitResult:
     """`text_column`: the input column, or the feature columns of a tabular lab (dedupe key).
@@ -97,6 +112,8 @@ def make_splits(frame: pd.DataFrame, text_column: str | list[str], label_column:
     if config.dedupe:
         frame, removed, conflicting = drop_duplicate_texts(frame, text_column, label_column)
         distributions["deduplicated"] = class_counts(frame, label_column)
+    require_classes(frame, label_column, "after removing duplicates and test-set overlap" if test is not None
+                    else "after removing duplicates", removed + overlap)
     frames = stratified_split(frame, label_column, config)
     if test is not None:
         frames["test"] = test
@@ -107,6 +124,7 @@ def make_splits(frame: pd.DataFrame, text_column: str | list[str], label_column:
         frames["train"] = upsample(frames["train"], label_column, config.minority_share, config.seed)
     if config.balance != "none":
         distributions[f"train ({config.balance}d)"] = class_counts(frames["train"], label_column)
+        require_classes(frames["train"], label_column, f"in the train split after split.balance {config.balance}", 0)
     for name in ("validation", "test"):
         distributions[name] = class_counts(frames[name], label_column)
     frames = {name: f.reset_index(drop=True) for name, f in frames.items()}

@@ -89,7 +89,17 @@ class Tracker:
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri or settings.mlflow_tracking_uri()
-        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        if not self.tracking_uri.startswith("sqlite:"):
+            self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            return
+        from filelock import FileLock
+
+        # The first client creates the tables of a new sqlite store; two processes doing it at once (two labs in
+        # parallel on a fresh FTLAB_HOME) fail in MLflow's schema migration, so they take turns.
+        locks = settings.ftlab_home() / "locks"
+        locks.mkdir(exist_ok=True)
+        with FileLock(str(locks / "mlflow-store.lock")):
+            self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def experiment_id(self, lab: str) -> str:
         name = f"ftlab/{lab}"

@@ -228,8 +228,11 @@ def train_adapter(
         trainer = classification_trainer(model, tokenizer, dataset, config, checkpoint_dir, bf16, callbacks)
     if on_train_batch:
         watch_train_batches(trainer, on_train_batch)
+    from ftlab_pipelines.core import guards
+
+    guards.stop_on_nonfinite_loss(trainer, checkpoint_dir)
     rss_before_train = current_rss_mb()
-    resume_from = last_checkpoint(checkpoint_dir)
+    resume_from = guards.resumable_checkpoint(checkpoint_dir)  # set aside a half-written one, refuse a corrupt one
     if resume_from:
         log.info("resuming from checkpoint %s", resume_from)
     started = time.perf_counter()

@@ -6,7 +6,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from ftlab_pipelines.core import artifacts, distributed, models, plots, settings, tokenize, train
+from ftlab_pipelines.core import artifacts, distributed, guards, models, plots, settings, tokenize, train
 from ftlab_pipelines.core.labs import LabConfig, stable_hash
 from ftlab_pipelines.core.stages import Markdown, StageResult
 from ftlab_pipelines.core.tracking import AssetRun
@@ -64,7 +64,10 @@ def build_adapter(lab: LabConfig, tokenized: dict, run: AssetRun) -> StageResult
     reused = artifacts.is_complete(out)
     if reused:
         log.info("adapter %s already trained with this exact config and data: reusing it", key)
+        guards.require_safetensors(out, "adapter_model", "adapter")
     else:
+        guards.check_memory(lab.model.name, models.resolve_model(lab.model.name), lab.model.quantization,
+                            lab.train.num_processes)
         with artifacts.atomic_dir(out) as tmp:
             _train(lab, tokenized, key, run, tmp)
         # The finished adapter is in place, so the checkpoints are no longer the only copy.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ftlab_pipelines.core import artifacts, generation, models, plots, prompts, tokenize
+from ftlab_pipelines.core import artifacts, generation, guards, models, plots, prompts, tokenize
 from ftlab_pipelines.core.labs import LabConfig, stable_hash
 from ftlab_pipelines.core.stages import Markdown, StageResult
 from ftlab_pipelines.core.stages.split import load_split_frames
@@ -22,6 +22,7 @@ BASE, FINE_TUNED = "base_model", "fine_tuned"
 def load_fine_tuned(base, adapter_dir):
     from peft import PeftModel
 
+    guards.require_safetensors(Path(adapter_dir), "adapter_model", "adapter")  # never a pickled .bin
     try:
         return PeftModel.from_pretrained(base, str(adapter_dir)).eval()
     except Exception as exc:  # noqa: BLE001 - safetensors/peft raise many types for a corrupt file

@@ -51,7 +51,9 @@ def build_raw_dataset(lab: LabConfig, run: AssetRun, inbox_file: str | None = No
         "columns": ", ".join(manifest["columns"]),
         "label_counts": counts,
         "data_hash": data_hash,
-        "preview": Markdown(frame.head(10).to_markdown(index=False)),
+        # Cells clipped: one megabyte text must not be copied into every event log and UI page.
+        "preview": Markdown(frame.head(10).map(lambda v: v[:200] + "…" if isinstance(v, str) and len(v) > 200 else v)
+                            .to_markdown(index=False)),
         **({"test_source": test_origin, "test_rows": len(test),
             "test_label_counts": sources.label_counts(test, lab.source.label_column)} if test is not None else {}),
         "path": out,

@@ -69,14 +69,15 @@ def publish_adapter(lab: LabConfig, adapter: dict, evaluation: dict, run: AssetR
     for path in sorted(out.iterdir()):  # the merged weights stay in the release dir, not in every MLflow run
         if path.name != MERGED_DIR:
             run.log_artifact(path, "adapter")
+    # Push before registering: a push that fails must leave the champion alias where it was.
+    hub = publish.push_to_hub(out, lab.publish.hub_repo)
+    log.info("Hugging Face Hub: %s", hub)
+    run.set_tags({"hub": hub})
     verdict = registry.register_and_gate(run.client, lab.registry_name, run.artifact_uri("adapter"), run.run_id,
                                          metric, value, lab.publish.min_improvement, lab.eval.greater_is_better,
                                          release_key=key)
     log.info("promotion gate: %s", verdict.reason)
     run.set_tags({"model_version": verdict.version, "promoted": verdict.promoted, "promotion_gate": verdict.reason})
-    hub = publish.push_to_hub(out, lab.publish.hub_repo)
-    log.info("Hugging Face Hub: %s", hub)
-    run.set_tags({"hub": hub})
     is_champion = verdict.champion_version == verdict.version
     entries = publish.update_local_registry(lab.name, {
         "path": str(out), "mlflow_version": verdict.version, "champion": is_champion,

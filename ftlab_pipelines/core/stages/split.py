@@ -36,7 +36,10 @@ def build_splits(lab: LabConfig, validated: dict, run: AssetRun) -> StageResult:
     else:
         test = pd.read_parquet(validated["test_path"]) if validated.get("test_path") else None
         inputs = lab.render.columns if lab.render else lab.source.text_column
-        result = splits.make_splits(frame, inputs, lab.source.label_column, lab.split, test=test)
+        try:
+            result = splits.make_splits(frame, inputs, lab.source.label_column, lab.split, test=test)
+        except splits.SplitError as exc:
+            raise splits.SplitError(f"{validated['origin']}: {exc}") from None
     out = artifacts.stage_dir(lab.name, "splits", key)
     with artifacts.atomic_dir(out) as tmp:
         for name, part in result.frames.items():

@@ -70,6 +70,7 @@ def example_prompts(lab: LabConfig, splits_manifest: dict, tokenizer, n: int = 3
             text = lab.model.template.replace("{text}", rendered)
         else:
             text = lab.model.template.replace("{text}", str(row[lab.source.text_column]))
+        text = text if len(text) <= 2000 else text[:2000] + f"… ({len(text)} characters in all)"
         blocks.append("```\n" + text.replace("```", "'''") + "\n```")
     return "\n\n".join(blocks)
 
