@@ -103,6 +103,7 @@ def test_failed_evaluation_or_publish_keeps_the_champion_and_no_secret_leaks(tmp
     assert CANARY not in printed.out + printed.err
     assert not [e for e in events if CANARY in e]
     assert not [t for t in mlflow_texts(home) if CANARY in t]
+    assert not list(home.rglob(".tmp-*")) and not list(home.rglob(".old-*"))  # failed stages left no temp dirs
     # Every file ftlab or Dagster wrote: MLflow artifacts and store, releases, registry, event log, compute logs.
     assert not files_containing(home, CANARY.encode()) and not files_containing(tmp_path / "dagster", CANARY.encode())
 
@@ -139,6 +140,7 @@ def test_two_labs_in_parallel_with_the_multiprocess_executor_share_no_path(tmp_p
         assert len(list((home / "artifacts" / name / "published_adapter").iterdir())) == 1
         assert (home / "registry" / f"{name}.json").is_file()
     assert shared_paths(home, set(labs)) == []
+    assert not list(home.rglob(".tmp-*")) and not list(home.rglob(".old-*"))
     written = {name: {p.relative_to(home / "artifacts" / name) for p in (home / "artifacts" / name).rglob("*")}
                for name in labs}
     print(f"\nparallel labs: {len(written['spam_a'])} + {len(written['spam_b'])} artifact paths, none shared; "
