@@ -180,6 +180,8 @@ class TrainConfig(_Strict):
         False, description="Weight the loss by inverse class frequency in train: an alternative to upsampling."
     )
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory (large models).")
+    torch_compile: bool = Field(False, description="torch.compile the model: pays a compile per new batch shape, "
+                                                   "so it wins on GPUs with long runs; measure before turning on.")
     keep_best: bool = Field(
         False, description="Evaluate on validation at every checkpoint and end with the one of lowest validation "
                            "loss (small SFT sets overfit after a few epochs)."

@@ -89,6 +89,7 @@ def training_arguments(config: TrainConfig, checkpoint_dir: Path, bf16: bool, ha
         length_column_name="length",
         optim=optimizer_name(config, quantized),
         gradient_checkpointing=config.gradient_checkpointing,
+        torch_compile=config.torch_compile,
         **extra,
     )
 
