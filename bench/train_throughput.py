@@ -122,7 +122,19 @@ def validation_metric(lab, model, tokenizer, data, rows: int | None) -> dict:
     return {"f1": round(scores["f1"], 4), "accuracy": round(scores["accuracy"], 4)}
 
 
-def run_variant(variant: str, lab_name: str, data_path: str, steps: int, eval_rows: int | None) -> dict:
+def parse_overrides(pairs: list[str]) -> dict:
+    """train.key=value pairs (YAML values) for lever experiments on the ftlab variant."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        out[key.removeprefix("train.")] = yaml.safe_load(value)
+    return out
+
+
+def run_variant(variant: str, lab_name: str, data_path: str, steps: int, eval_rows: int | None,
+                overrides: dict | None = None) -> dict:
     """In this process: build the model, train `steps` steps the `variant` way, score on validation."""
     import torch
 
@@ -130,6 +142,8 @@ def run_variant(variant: str, lab_name: str, data_path: str, steps: int, eval_ro
     from ftlab_pipelines.core.labs import load_lab
 
     lab = load_lab(REPO / "labs" / f"{lab_name}.yaml")
+    if overrides:
+        lab = lab.model_copy(update={"train": lab.train.model_copy(update=overrides)})
     tokenizer = models.load_tokenizer(lab.model)
     data = tokenize.load_tokenized(data_path)
     model = build_model(lab)
@@ -175,9 +189,12 @@ def main() -> None:
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--eval-rows", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--set", nargs="*", default=[], metavar="train.KEY=VALUE",
+                        help="with --variant ftlab: change the lab's train config (lever experiments)")
     args = parser.parse_args()
     if args.variant:
-        print(json.dumps(run_variant(args.variant, args.lab, args.data, args.steps, args.eval_rows or None)))
+        print(json.dumps(run_variant(args.variant, args.lab, args.data, args.steps, args.eval_rows or None,
+                                     parse_overrides(args.set))))
         return
     started = time.perf_counter()
     cases = {case: run_case(case, args.quick) for case in args.cases}

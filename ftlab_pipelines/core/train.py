@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ftlab_pipelines.core import models, progress
+from ftlab_pipelines.core import models, progress, sampling
 from ftlab_pipelines.core.labs import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,23 @@ def metrics_callback(on_log: Callable[[dict, int], None]):
     return ForwardLogs()
 
 
+def reset_peak_rss() -> None:
+    """Linux: start a new high-water mark, so the peak measured is training's, not the stages run before it in
+    the same process (e.g. `ftlab run` materializes every asset in one process)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
 def peak_rss_mb() -> float:
+    """Peak resident memory since `reset_peak_rss` (VmHWM), else since the process started."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -126,7 +142,7 @@ def classification_trainer(model, tokenizer, dataset, config: TrainConfig, check
     from transformers import DataCollatorWithPadding, Trainer
 
     eval_set = dataset["validation"] if "validation" in dataset else None
-    return Trainer(
+    return sampling.with_length_window(Trainer, config.length_group_batches)(
         model=model,
         args=training_arguments(config, checkpoint_dir, bf16, eval_set is not None, is_quantized(model)),
         train_dataset=dataset["train"],
@@ -167,6 +183,7 @@ def sft_trainer(model, tokenizer, dataset, config: TrainConfig, checkpoint_dir: 
                               args_class=SFTConfig, max_length=max_length, completion_only_loss=True,
                               packing=False, pad_to_multiple_of=8, dataset_num_proc=None)
     trainer_class = SFTTrainer if torch.cuda.is_available() else cpu_sft_trainer_class()
+    trainer_class = sampling.with_length_window(trainer_class, config.length_group_batches)
     return trainer_class(model=model, args=args, train_dataset=dataset["train"], eval_dataset=eval_set,
                          processing_class=tokenizer, callbacks=callbacks)
 
@@ -233,6 +250,7 @@ def train_adapter(
 
     guards.stop_on_nonfinite_loss(trainer, checkpoint_dir)
     rss_before_train = current_rss_mb()
+    reset_peak_rss()
     resume_from = guards.resumable_checkpoint(checkpoint_dir)  # set aside a half-written one, refuse a corrupt one
     if resume_from:
         log.info("resuming from checkpoint %s", resume_from)
