@@ -23,7 +23,7 @@ def header(result: dict) -> str:
 
 
 def throughput(r: dict) -> list[str]:
-    lines = [f"## Training throughput (target: ftlab >= 3x the seed-style loop at equal or better metric)", "",
+    lines = ["## Training throughput (target: ftlab >= 3x the seed-style loop at equal or better metric)", "",
              header(r), "", "| case | baseline real tok/s | ftlab real tok/s | speedup | s/epoch baseline -> ftlab "
              "| validation metric baseline -> ftlab |", "|---|---|---|---|---|---|"]
     for case, c in r["cases"].items():

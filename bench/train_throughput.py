@@ -198,6 +198,8 @@ def main() -> None:
         return
     started = time.perf_counter()
     cases = {case: run_case(case, args.quick) for case in args.cases}
+    if RESULTS.is_file() and set(args.cases) != set(CASES):  # a subset re-run keeps the other cases' results
+        cases = {**json.loads(RESULTS.read_text())["cases"], **cases}
     payload = {"benchmark": "train_throughput", "machine": machine(), "date": dt.date.today().isoformat(),
                "command": "python bench/train_throughput.py", "cases": cases,
                "wall_seconds": round(time.perf_counter() - started, 1)}

@@ -170,9 +170,10 @@ class TrainConfig(_Strict):
         "auto", description="bf16 autocast: auto turns it on when the CPU (AMX/avx512_bf16) or GPU supports it."
     )
     group_by_length: bool = Field(True, description="Batch similar lengths together to cut padding.")
-    length_group_batches: int = Field(
-        4, ge=1, description="With group_by_length: how many batches are sorted by length, then trained in that "
-                             "order. Few avoids long streaks of long (often one-label) batches; many cuts more padding."
+    length_group_batches: int | None = Field(
+        None, ge=1, description="With group_by_length: how many batches are sorted by length, then trained in that "
+                                "order. Few avoids long streaks of long (often one-label) batches; many cuts more "
+                                "padding. Default: 4 for classification, 50 (the HF Trainer's) for SFT."
     )
     save_steps: int = Field(100, ge=1, description="Write a resumable checkpoint every N optimizer steps.")
     logging_steps: int = Field(10, ge=1, description="Log loss every N steps.")

@@ -5,9 +5,13 @@ order, so 50 consecutive steps go from the longest to the shortest texts. When l
 (spam is longer than ham) that is a long streak of spam-heavy steps, then of ham-heavy ones, and early
 training suffers: on sms_spam, 70 steps reach validation F1 0.879 with a window of 50 and 0.955 with a
 window of 4, which still cuts most padding (2,145 vs 1,453 real tokens/s; seed-style loop 337).
+SFT replies carry no label, and there the wide window's padding savings win (SmolLM2: 312 vs 182 tok/s).
 """
 
 from __future__ import annotations
+
+CLASSIFICATION_WINDOW = 4
+SFT_WINDOW = 50  # the HF Trainer's own
 
 
 def windowed_sampler(sampler, batches_per_window: int):

@@ -90,6 +90,9 @@ def training_arguments(config: TrainConfig, checkpoint_dir: Path, bf16: bool, ha
         optim=optimizer_name(config, quantized),
         gradient_checkpointing=config.gradient_checkpointing,
         torch_compile=config.torch_compile,
+        # Evaluation during training needs only the loss; without this the Trainer gathers every logit of the
+        # validation set (rows x length x vocab for an LM: ~1 GB for 43 short SmolLM2 replies) before scoring.
+        prediction_loss_only=True,
         **extra,
     )
 
@@ -142,7 +145,7 @@ def classification_trainer(model, tokenizer, dataset, config: TrainConfig, check
     from transformers import DataCollatorWithPadding, Trainer
 
     eval_set = dataset["validation"] if "validation" in dataset else None
-    return sampling.with_length_window(Trainer, config.length_group_batches)(
+    return sampling.with_length_window(Trainer, config.length_group_batches or sampling.CLASSIFICATION_WINDOW)(
         model=model,
         args=training_arguments(config, checkpoint_dir, bf16, eval_set is not None, is_quantized(model)),
         train_dataset=dataset["train"],
@@ -183,7 +186,7 @@ def sft_trainer(model, tokenizer, dataset, config: TrainConfig, checkpoint_dir: 
                               args_class=SFTConfig, max_length=max_length, completion_only_loss=True,
                               packing=False, pad_to_multiple_of=8, dataset_num_proc=None)
     trainer_class = SFTTrainer if torch.cuda.is_available() else cpu_sft_trainer_class()
-    trainer_class = sampling.with_length_window(trainer_class, config.length_group_batches)
+    trainer_class = sampling.with_length_window(trainer_class, config.length_group_batches or sampling.SFT_WINDOW)
     return trainer_class(model=model, args=args, train_dataset=dataset["train"], eval_dataset=eval_set,
                          processing_class=tokenizer, callbacks=callbacks)
 
