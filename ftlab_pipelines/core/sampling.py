@@ -11,7 +11,7 @@ SFT replies carry no label, and there the wide window's padding savings win (Smo
 from __future__ import annotations
 
 CLASSIFICATION_WINDOW = 4
-SFT_WINDOW = 50  # the HF Trainer's own
+SFT_WINDOW = 50  # the HF Trainer's cap (its default is min(batches // 4, 50))
 
 
 def windowed_sampler(sampler, batches_per_window: int):
