@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -39,3 +40,10 @@ def timed(command: list[str], env: dict) -> float:
 
 def ftlab_run(lab: str, root: Path) -> float:
     return timed([sys.executable, "-m", "ftlab_pipelines.cli", "run", lab], lab_env(root))
+
+
+def save(payload: dict, path: Path, quick: bool) -> None:
+    """Write a result file (committed with the code), unless this was a --quick smoke run."""
+    if not quick:
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {path}")

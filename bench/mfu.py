@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import save  # noqa: E402
 from quality import machine  # noqa: E402
 from train_throughput import prepare  # noqa: E402
 
@@ -82,9 +83,7 @@ def main() -> None:
                "tokens_per_s": run["tokens_per_s"], "achieved_gflops": round(achieved, 1),
                "mfu_bf16": round(achieved / peak_bf16, 4), "mfu_fp32": round(achieved / peak_fp32, 4), "train": run}
     print(json.dumps({k: v for k, v in payload.items() if k != "train"}, indent=1))
-    if not args.quick:
-        RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"wrote {RESULTS}")
+    save(payload, RESULTS, args.quick)
 
 
 if __name__ == "__main__":

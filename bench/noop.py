@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, ftlab_run, write_lab  # noqa: E402
+from common import REPO, ftlab_run, save, write_lab  # noqa: E402
 from quality import machine  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "noop.json"
@@ -59,9 +59,7 @@ def main() -> None:
                "first_run": {"seconds": round(first, 1), "logged_training_steps": first_steps}, "reruns": reruns,
                "note": "seconds: whole `ftlab run` process, Python start-up and imports included"}
     print(json.dumps(payload, indent=1))
-    if not args.quick:
-        RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"wrote {RESULTS}")
+    save(payload, RESULTS, args.quick)
 
 
 if __name__ == "__main__":

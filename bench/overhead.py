@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, ftlab_run, lab_env, timed, write_lab  # noqa: E402
+from common import REPO, ftlab_run, lab_env, save, timed, write_lab  # noqa: E402
 from quality import machine  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "overhead.json"
@@ -90,9 +90,7 @@ def main() -> None:
                "script_seconds": script, "dagster_seconds": dagster,
                "overhead_fraction": round((dagster - script) / script, 4), "runs": pairs}
     print(json.dumps(payload, indent=1))
-    if not args.quick:
-        RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"wrote {RESULTS}")
+    save(payload, RESULTS, args.quick)
 
 
 if __name__ == "__main__":

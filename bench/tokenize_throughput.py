@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import save  # noqa: E402
 from quality import machine  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,9 +90,7 @@ def main() -> None:
     payload = {"benchmark": "tokenize", "machine": machine(), "date": dt.date.today().isoformat(),
                "command": "python bench/tokenize_throughput.py", "lab": "sms_spam", "tokenizer": "all-minilm-l6-v2",
                "sizes": results}
-    if not args.quick:
-        RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"wrote {RESULTS}")
+    save(payload, RESULTS, args.quick)
 
 
 if __name__ == "__main__":

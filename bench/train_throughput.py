@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import save  # noqa: E402
 from quality import machine  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -205,9 +206,7 @@ def main() -> None:
                "wall_seconds": round(time.perf_counter() - started, 1)}
     print(json.dumps({c: {k: v for k, v in r.items() if k not in ("baseline", "ftlab")} for c, r in cases.items()},
                      indent=1))
-    if not args.quick:
-        RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"wrote {RESULTS}")
+    save(payload, RESULTS, args.quick)
 
 
 if __name__ == "__main__":
