@@ -118,26 +118,26 @@ def reset_peak_rss() -> None:
         pass
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory since `reset_peak_rss` (VmHWM), else since the process started."""
+def _proc_status_mb(field: str) -> float | None:
+    """A memory line of /proc/self/status (Linux) in MB, or None where unavailable."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory since `reset_peak_rss` (VmHWM), else since the process started."""
+    peak = _proc_status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def current_rss_mb() -> float:
-    """Resident memory now (Linux /proc), e.g. right after the model is loaded; 0 where unavailable."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    """Resident memory now, e.g. right after the model is loaded; 0 where unavailable."""
+    return _proc_status_mb("VmRSS") or 0.0
 
 
 def classification_trainer(model, tokenizer, dataset, config: TrainConfig, checkpoint_dir: Path, bf16: bool,
