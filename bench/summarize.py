@@ -30,6 +30,11 @@ def throughput(r: dict) -> list[str]:
         metric = ", ".join(f"{k} {c['baseline_metric'][k]} -> {c['ftlab_metric'][k]}" for k in c["ftlab_metric"])
         lines.append(f"| {case} | {c['baseline_tokens_per_s']} | {c['ftlab_tokens_per_s']} | **{c['speedup']}x** | "
                      f"{c['baseline_seconds_per_epoch']} -> {c['ftlab_seconds_per_epoch']} | {metric} |")
+    fp32 = [(case, c) for case, c in r["cases"].items() if "ftlab_fp32" in c]
+    if fp32:
+        lines += ["", "ftlab with bf16 autocast off (`--set train.bf16=off`), same steps and batches:", ""]
+        lines += [f"- {case}: {c['ftlab_fp32_tokens_per_s']} real tok/s (**{c['ftlab_fp32_speedup']}x**), "
+                  + ", ".join(f"{k} {v}" for k, v in c["ftlab_fp32_metric"].items()) for case, c in fp32]
     return lines
 
 
@@ -37,9 +42,20 @@ def mfu(r: dict) -> list[str]:
     return ["## MFU (target: >= 25% of the bf16 matmul peak for SmolLM2 LoRA)", "", header(r), "",
             f"- matmul peak ({r['threads']} threads, 2048^2): bf16 **{r['peak_bf16_gflops']}** GFLOP/s, "
             f"fp32 **{r['peak_fp32_gflops']}** GFLOP/s",
-            f"- SmolLM2-135M LoRA training: {r['tokens_per_s']} real tok/s x 4N (N = {r['matmul_parameters']:,} "
-            f"matmul weights) = **{r['achieved_gflops']} GFLOP/s** = **{r['mfu_bf16']:.1%}** of the bf16 peak "
-            f"({r['mfu_fp32']:.1%} of fp32)"]
+            *mfu_training(r)]
+
+
+def mfu_training(r: dict) -> list[str]:
+    if "lm_head_parameters" not in r:  # result files written before the reply-only LM head
+        return [f"- SmolLM2-135M LoRA training: {r['tokens_per_s']} real tok/s x 4N (N = {r['matmul_parameters']:,} "
+                f"matmul weights) = **{r['achieved_gflops']} GFLOP/s** = **{r['mfu_bf16']:.1%}** of the bf16 peak "
+                f"({r['mfu_fp32']:.1%} of fp32)"]
+    body = r["matmul_parameters"] - r["lm_head_parameters"]
+    return [f"- SmolLM2-135M LoRA training: {r['tokens_per_s']} real tok/s x 4 x (N_body {body:,} + N_head "
+            f"{r['lm_head_parameters']:,} x reply share {r['reply_token_share']:.2f}) = **{r['achieved_gflops']} "
+            f"GFLOP/s** = **{r['mfu_bf16']:.1%}** of the bf16 peak ({r['mfu_fp32']:.1%} of fp32). The LM head runs "
+            f"on reply tokens only; counted the conventional way (4N for every token) it is "
+            f"{r['conventional_4n_gflops']} GFLOP/s = {r['conventional_4n_mfu_bf16']:.1%}."]
 
 
 def overhead(r: dict) -> list[str]:
@@ -58,8 +74,12 @@ def noop(r: dict) -> list[str]:
 
 def tokenize(r: dict) -> list[str]:
     lines = ["## Tokenize (target: >= 50k rows/s for short texts, RSS flat in rows)", "", header(r), "",
-             "| rows | rows/s | seconds | peak RSS MB |", "|---|---|---|---|"]
-    lines += [f"| {s['rows']:,} | {s['rows_per_s']:,.0f} | {s['seconds']} | {s['peak_rss_mb']} |" for s in r["sizes"]]
+             "| rows | texts | rows/s | seconds | peak RSS MB |", "|---|---|---|---|---|"]
+    lines += [f"| {s['rows']:,} | {s.get('texts', 'upsampled')} | {s['rows_per_s']:,.0f} | {s['seconds']} | "
+              f"{s['peak_rss_mb']} |" for s in r["sizes"]]
+    lines += ["", "upsampled: drawn with replacement from sms_spam's 5,574 messages, as a rebalanced split repeats "
+              "rows (each distinct text is tokenized once); distinct: every row made unique, so every row is "
+              "tokenized."]
     return lines
 
 

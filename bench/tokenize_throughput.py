@@ -1,7 +1,11 @@
 """Raw -> tokenized Arrow: rows/s and peak RSS at 10k, 100k and 300k rows of (upsampled) sms_spam.
 
+Two datasets per size: `upsampled` (rows drawn with replacement from sms_spam's 5,574 messages, as a
+rebalanced train split repeats rows; the tokenizer sees each distinct text once) and `distinct` (the same
+rows, each made unique by a row-number suffix, so every row is tokenized: the tokenizer's own speed).
+
 Each size runs in its own process (peak RSS is per process) through the code the tokenized asset uses:
-`tokenize.tokenize_splits` (batched `datasets.map`, written to Arrow on disk, then memory-mapped).
+`tokenize.tokenize_splits` (the fast tokenizer in chunks of 50k rows, Arrow written to disk, then memory-mapped).
 Medians over --repeats runs. Writes bench/results/tokenize.json.
 
     python bench/tokenize_throughput.py [--sizes 10000 100000 300000] [--repeats 3] [--quick]
@@ -28,13 +32,16 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "tokenize.json"
 
 
-def make_frame(rows: int, out: Path) -> None:
+def make_frame(rows: int, out: Path, distinct: bool) -> None:
     import pandas as pd
 
     from ftlab_pipelines.core import settings
 
     base = pd.read_csv(settings.data_dir() / "sms_spam" / "sms_spam.csv", dtype=str)
-    base.sample(n=rows, replace=True, random_state=0).to_parquet(out, index=False)
+    frame = base.sample(n=rows, replace=True, random_state=0).reset_index(drop=True)
+    if distinct:
+        frame["text"] = frame["text"] + " #" + frame.index.astype(str)
+    frame.to_parquet(out, index=False)
 
 
 def measure(path: Path) -> dict:
@@ -75,18 +82,20 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for rows in sizes:
-            data = Path(tmp) / f"sms_{rows}.parquet"
-            make_frame(rows, data)
-            runs = []
-            for _ in range(repeats):
-                proc = subprocess.run([sys.executable, __file__, "--measure", str(data)], capture_output=True,
-                                      text=True, env={**os.environ, "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"})
-                if proc.returncode != 0:
-                    raise SystemExit(proc.stderr[-3000:])
-                runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            median = {k: statistics.median(r[k] for r in runs) for k in ("seconds", "rows_per_s", "peak_rss_mb")}
-            results.append({"rows": rows, **median, "tokens": runs[0]["tokens"], "repeats": repeats})
-            print(results[-1], flush=True)
+            for kind in ("upsampled", "distinct"):
+                data = Path(tmp) / f"sms_{kind}_{rows}.parquet"
+                make_frame(rows, data, distinct=kind == "distinct")
+                runs = []
+                for _ in range(repeats):
+                    proc = subprocess.run([sys.executable, __file__, "--measure", str(data)], capture_output=True,
+                                          text=True, env={**os.environ, "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"})
+                    if proc.returncode != 0:
+                        raise SystemExit(proc.stderr[-3000:])
+                    runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                median = {k: statistics.median(r[k] for r in runs) for k in ("seconds", "rows_per_s", "peak_rss_mb")}
+                results.append({"rows": rows, "texts": kind, **median, "tokens": runs[0]["tokens"],
+                                "repeats": repeats})
+                print(results[-1], flush=True)
     payload = {"benchmark": "tokenize", "machine": machine(), "date": dt.date.today().isoformat(),
                "command": "python bench/tokenize_throughput.py", "lab": "sms_spam", "tokenizer": "all-minilm-l6-v2",
                "sizes": results}

@@ -173,7 +173,20 @@ class TrainConfig(_Strict):
     length_group_batches: int | None = Field(
         None, ge=1, description="With group_by_length: how many batches are sorted by length, then trained in that "
                                 "order. Few avoids long streaks of long (often one-label) batches; many cuts more "
-                                "padding. Default: 4 for classification, 50 (the HF Trainer's) for SFT."
+                                "padding. Default: 4 for classification; none for SFT (random batches)."
+    )
+    packing: bool = Field(
+        False, description="SFT: pack whole prompt+reply rows into bins (TRL best-fit decreasing) instead of padding "
+                          "batches. Position ids restart at every row, so attention never crosses rows; a step "
+                          "carries about batch_size rows' tokens (see packing_tokens)."
+    )
+    packing_tokens: int | None = Field(
+        None, ge=8, description="SFT with packing: tokens per micro-batch (one bin). Default: batch_size x the mean "
+                                "train row length, rounded up to 64 and at least model.max_length."
+    )
+    attention: Literal["auto", "eager", "sdpa"] = Field(
+        "auto", description="Attention kernel while training a causal LM. auto: eager on CPU (torch's CPU "
+                            "flash-attention backward is slower in bf16 here), sdpa on GPU."
     )
     save_steps: int = Field(100, ge=1, description="Write a resumable checkpoint every N optimizer steps.")
     logging_steps: int = Field(10, ge=1, description="Log loss every N steps.")

@@ -64,7 +64,7 @@ def training_callback(train_set):
     (train.logging_steps) and the validation loss at each evaluation; the Trainer draws its own tqdm bar."""
     from transformers import TrainerCallback
 
-    mean_tokens = (sum(train_set["length"]) / max(len(train_set), 1)) if "length" in train_set.column_names else 0.0
+    total_tokens = float(sum(train_set["length"])) if "length" in train_set.column_names else 0.0
 
     class TrainingProgress(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
@@ -84,8 +84,9 @@ def training_callback(train_set):
         def line(self, args, state, loss: float) -> str:
             # Steps of this process only: after a resume the rate must not count the checkpoint's steps.
             steps_per_s = (state.global_step - self.first_step) / max(time.perf_counter() - self.started, 1e-9)
-            examples_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-            tokens_per_s = steps_per_s * examples_per_step * mean_tokens  # real tokens, not padding
+            # Real tokens (not padding) per step, whether a step is a batch of rows or of packed bins.
+            tokens_per_step = total_tokens * args.num_train_epochs / max(state.max_steps, 1)
+            tokens_per_s = steps_per_s * tokens_per_step
             return progress_line("train step", state.global_step, state.max_steps, steps_per_s, unit="steps",
                                  loss=f"loss {loss:.4f}", tokens=f"{tokens_per_s:,.0f} tokens/s")
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ftlab_pipelines.core.labs import stable_hash
 
@@ -34,6 +38,9 @@ def render_prompts(texts: pd.Series, template: str) -> list[str]:
     return [template.replace("{text}", str(t)) for t in texts]
 
 
+CHUNK_ROWS = 50_000  # rows rendered and tokenized at a time: memory stays flat in the number of rows
+
+
 def tokenize_splits(
     frames: dict[str, pd.DataFrame],
     tokenizer,
@@ -47,35 +54,88 @@ def tokenize_splits(
     render=None,
     input_columns: list[str] | None = None,
 ) -> dict:
-    """Tokenize every split with batched `datasets.map` and save a DatasetDict; return length stats.
+    """Tokenize every split into an Arrow DatasetDict on disk (`input_ids`, `labels`, `length`); return length stats.
 
     `render(batch) -> texts` builds the input text from `input_columns` (tabular labs) instead of `text_column`;
-    it runs per batch, so no list of all rows is ever built.
+    it runs per chunk of rows, so no list of all rows is ever built. Each distinct text is tokenized once:
+    rebalanced train splits repeat their upsampled rows many times.
     """
     import datasets
 
     label_ids = {label: i for i, label in enumerate(labels)}
     columns = input_columns or [text_column]
-
-    def encode(batch: dict) -> dict:
-        texts = render(batch) if render else batch[text_column]
-        # Only ids: the collator builds attention masks per batch, and BERT-style models default
-        # token_type_ids to zeros; skipping both halves the per-row Python conversion work.
-        encoded = tokenizer(render_prompts(pd.Series(texts), template), truncation=True, max_length=max_length,
-                            return_attention_mask=False, return_token_type_ids=False)
-        encoded["labels"] = [label_ids[str(v)] for v in batch[label_column]]
-        encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
-        return encoded
-
+    encoder = TextEncoder(tokenizer, max_length)
     splits = {}
     for name, frame in frames.items():
-        keep = frame[[*columns, label_column]]
-        ds = datasets.Dataset.from_pandas(keep if render else keep.astype(str), preserve_index=False)
-        splits[name] = ds.map(encode, batched=True, batch_size=1000, remove_columns=ds.column_names,
-                              desc=f"tokenize {name}")
+        chunks = []
+        for start in range(0, len(frame), CHUNK_ROWS):
+            part = frame.iloc[start:start + CHUNK_ROWS]
+            batch = {c: part[c].tolist() for c in columns} if render else None
+            texts = render(batch) if render else part[text_column].astype(str).tolist()
+            ids, lengths = encoder.encode(render_prompts(pd.Series(texts), template))
+            label_array = np.fromiter((label_ids[str(v)] for v in part[label_column]), dtype=np.int64, count=len(part))
+            chunks.append(pa.table({"input_ids": ids, "labels": label_array, "length": lengths}))
+        table = pa.concat_tables(chunks) if chunks else pa.table(
+            {"input_ids": pa.array([], pa.list_(pa.int32())), "labels": pa.array([], pa.int64()),
+             "length": pa.array([], pa.int32())})
+        splits[name] = datasets.Dataset(table)
     dataset = datasets.DatasetDict(splits)
     dataset.save_to_disk(str(out_dir))
     return {name: length_stats(lengths_of(ds), max_length) for name, ds in dataset.items()}
+
+
+@contextlib.contextmanager
+def tokenizer_threads():
+    """Let the Rust tokenizer use every core for this call only. ftlab's commands turn its thread pool off
+    (TOKENIZERS_PARALLELISM=false) to keep forked processes quiet; the variable is read at each call."""
+    previous = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = previous
+
+
+class TextEncoder:
+    """Texts -> (Arrow list array of token ids, lengths), truncated to max_length, special tokens added.
+
+    A fast (Rust) tokenizer is called directly without offsets (`encode_batch_fast`, parallel across cores);
+    transformers' own call builds a Python dict per row first. Each distinct text is encoded once. Other
+    tokenizers go through their regular `__call__`. Both give the same ids (tests/test_tokenize.py).
+    """
+
+    def __init__(self, tokenizer, max_length: int):
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.backend = None
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is not None and hasattr(backend, "encode_batch_fast"):
+            from tokenizers import Tokenizer
+
+            self.backend = Tokenizer.from_str(backend.to_str())  # a copy: truncation settings stay ours
+            self.backend.no_padding()
+            self.backend.enable_truncation(max_length)
+
+    def encode(self, texts: list[str]) -> tuple[pa.Array, np.ndarray]:
+        codes, uniques = pd.factorize(pd.Series(texts, dtype=object), sort=False)
+        unique_ids = self._encode_unique(list(uniques))
+        lengths = np.fromiter(map(len, unique_ids), dtype=np.int32, count=len(unique_ids))
+        offsets = np.zeros(len(unique_ids) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        values = np.fromiter(itertools.chain.from_iterable(unique_ids), dtype=np.int32, count=int(offsets[-1]))
+        unique_array = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+        if len(uniques) == len(texts):
+            return unique_array, lengths
+        return unique_array.take(pa.array(codes)), lengths[codes]
+
+    def _encode_unique(self, texts: list[str]) -> list[list[int]]:
+        if self.backend is not None:
+            with tokenizer_threads():
+                return [encoding.ids for encoding in self.backend.encode_batch_fast(texts)]
+        return self.tokenizer(texts, truncation=True, max_length=self.max_length, return_attention_mask=False,
+                              return_token_type_ids=False)["input_ids"]
 
 
 def lengths_of(dataset) -> np.ndarray:

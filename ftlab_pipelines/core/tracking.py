@@ -74,8 +74,10 @@ class AssetRun:
         self.log_artifact(target, str(Path(name).parent) if Path(name).parent != Path(".") else None)
 
     def set_tags(self, tags: Mapping[str, object]) -> None:
-        for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, str(value))
+        from mlflow.entities import RunTag
+
+        if tags:  # one store round-trip, not one per tag
+            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def artifact_uri(self, artifact_path: str = "") -> str:
         base = self.client.get_run(self.run_id).info.artifact_uri

@@ -175,31 +175,68 @@ def weighted_loss(labels, n_classes: int):
     return loss
 
 
+def packing_tokens(lengths, batch_size: int, max_length: int) -> int:
+    """Bin size for packed SFT: about `batch_size` rows' tokens, so a packed step weighs what a padded batch of
+    the same `batch_size` did (same learning-rate semantics), and never shorter than a row may be."""
+    mean = float(sum(lengths)) / max(len(lengths), 1)
+    return max(max_length, int(-(-batch_size * mean // 64) * 64))
+
+
+def attention_for_training(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    return "sdpa" if torch.cuda.is_available() else "eager"
+
+
 def sft_trainer(model, tokenizer, dataset, config: TrainConfig, checkpoint_dir: Path, bf16: bool,
                 callbacks: list, max_length: int):
     """TRL's SFTTrainer on our pre-tokenized prompt-completion sets: it builds the labels (-100 on prompt
-    tokens, from `completion_mask`) and pads per batch, so no hand-written masking."""
+    tokens, from `completion_mask`), and either packs rows into bins (best-fit decreasing, padding-free: one
+    flat sequence per step whose position ids restart at every row, from which transformers builds a
+    block-diagonal causal mask) or pads per batch. No hand-written masking either way."""
     from trl import SFTConfig, SFTTrainer
 
     eval_set = dataset["validation"] if "validation" in dataset and len(dataset["validation"]) else None
+    if not config.length_group_batches:  # SFT default: plain random batches (see core/sampling.py)
+        config = config.model_copy(update={"group_by_length": False})
+    if config.packing:
+        bin_tokens = config.packing_tokens or packing_tokens(dataset["train"]["length"], config.batch_size, max_length)
+        log.info("packing: bins of %d tokens (about %d rows) per micro-batch", bin_tokens, config.batch_size)
+        # One bin per micro-batch: padding-free batches are flattened into one sequence anyway.
+        config = config.model_copy(update={"group_by_length": False, "batch_size": 1, "eval_batch_size": 1})
+        batching = dict(max_length=bin_tokens, packing=True, packing_strategy="bfd", padding_free=True,
+                        pad_to_multiple_of=None)
+    else:
+        batching = dict(max_length=max_length, packing=False, pad_to_multiple_of=8)
     args = training_arguments(config, checkpoint_dir, bf16, eval_set is not None, is_quantized(model),
-                              args_class=SFTConfig, max_length=max_length, completion_only_loss=True,
-                              packing=False, pad_to_multiple_of=8, dataset_num_proc=None)
-    trainer_class = SFTTrainer if torch.cuda.is_available() else cpu_sft_trainer_class()
-    trainer_class = sampling.with_length_window(trainer_class, config.length_group_batches or sampling.SFT_WINDOW)
+                              args_class=SFTConfig, completion_only_loss=True, dataset_num_proc=None, **batching)
+    trainer_class = SFTTrainer if torch.cuda.is_available() else cpu_sft_trainer_class(model, bf16)
+    if config.group_by_length:
+        trainer_class = sampling.with_length_window(trainer_class, config.length_group_batches)
     return trainer_class(model=model, args=args, train_dataset=dataset["train"], eval_dataset=eval_set,
                          processing_class=tokenizer, callbacks=callbacks)
 
 
-def cpu_sft_trainer_class():
-    """SFTTrainer with the model's own loss. TRL 1.x computes the loss through a tiled "fused LM head" kernel
-    that saves GPU memory but runs ~8x slower per step on CPU (20 s vs 2.5 s for SmolLM2, batch 8x112, measured
-    here). Labels, masking and collation stay TRL's; the model's loss ignores the same -100 labels."""
+def cpu_sft_trainer_class(model, bf16: bool):
+    """SFTTrainer with a CPU-friendly loss. TRL 1.x computes the loss through a tiled "fused LM head" kernel that
+    saves GPU memory but runs ~8x slower per step on CPU (20 s vs 2.5 s for SmolLM2, batch 8x112, measured
+    here). Instead the LM head runs on the reply tokens only (core/reply_loss.py), or, where the model's
+    outputs do not allow that (checked now, before the Trainer wraps the forward in autocast), the model's own
+    loss is used. Labels, masking and collation stay TRL's."""
     from transformers import Trainer
     from trl import SFTTrainer
 
+    from ftlab_pipelines.core import reply_loss
+
+    reply_only = reply_loss.compute_loss_func(model, bf16) if reply_loss.head_reads_last_hidden_state(model) else None
+
     class CpuSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if reply_only is not None and "labels" in inputs and not return_outputs:
+                self.compute_loss_func = reply_only
+                inputs = {**inputs, **reply_loss.FORWARD_KWARGS}
+            else:
+                self.compute_loss_func = None
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
     return CpuSFTTrainer
@@ -244,6 +281,7 @@ def train_adapter(
     train_set = dataset["train"]
     callbacks = [progress.training_callback(train_set), *([metrics_callback(on_log)] if on_log else [])]
     if sft_max_length:
+        model.set_attn_implementation(attention_for_training(config.attention))
         trainer = sft_trainer(model, tokenizer, dataset, config, checkpoint_dir, bf16, callbacks, sft_max_length)
     else:
         trainer = classification_trainer(model, tokenizer, dataset, config, checkpoint_dir, bf16, callbacks)

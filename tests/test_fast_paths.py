@@ -1,0 +1,123 @@
+"""The speed levers compute the same thing as the slow paths they replace, with real tokenizers and SmolLM2.
+
+- tokenization: the direct fast-tokenizer path (and its de-duplication) gives transformers' ids;
+- the reply-only LM head gives the model's own loss and gradients;
+- packed SFT rows never attend to each other: a packed batch's loss is the rows' losses, unpacked.
+"""
+
+from __future__ import annotations
+
+import datasets
+import pandas as pd
+import pytest
+import torch
+
+from ftlab_pipelines.core import models, prompts, reply_loss, tokenize, train
+from ftlab_pipelines.core.labs import ModelConfig, PeftConfig, PromptConfig, TrainConfig
+
+SMOL = ModelConfig(name="smollm2-135m-instruct")
+PERSONA = PromptConfig(system="You are gloomy.", user_column="user", response_column="reply")
+TEXTS = ["Free entry in 2 a wkly comp to win FA Cup final tkts", "see you at 5", "", "  spaces  around ",
+         "Ünïcödé and emoji \U0001F480 text", "see you at 5", "word " * 200]
+
+
+@pytest.fixture(scope="module")
+def smol_tokenizer():
+    return models.load_tokenizer(SMOL)
+
+
+@pytest.fixture(scope="module")
+def smol_lora():
+    torch.manual_seed(0)
+    model = models.attach_lora(models.load_causal_lm(SMOL), PeftConfig(r=4, alpha=8, dropout=0.0,
+                                                                       target_modules=["q_proj", "v_proj"]),
+                               task_type="CAUSAL_LM")
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # a trained-looking adapter: B starts at zero, which would hide gradient errors
+            torch.nn.init.normal_(param, std=0.02)
+    return model
+
+
+@pytest.mark.parametrize("model_name", ["all-minilm-l6-v2", "smollm2-135m-instruct"])
+def test_fast_tokenizer_path_gives_transformers_ids(model_name):
+    tokenizer = models.load_tokenizer(ModelConfig(name=model_name))
+    ids, lengths = tokenize.TextEncoder(tokenizer, max_length=32).encode(TEXTS)
+    expected = tokenizer(TEXTS, truncation=True, max_length=32)["input_ids"]
+    assert ids.to_pylist() == expected
+    assert lengths.tolist() == [len(e) for e in expected]
+    assert max(lengths) == 32  # the long text was cut
+
+
+def test_tokenized_splits_keep_row_order_labels_and_duplicates(tmp_path, smol_tokenizer):
+    frame = pd.DataFrame({"text": TEXTS * 3, "label": ["ham", "spam"] * 10 + ["ham"]})
+    stats = tokenize.tokenize_splits({"train": frame}, smol_tokenizer, text_column="text", label_column="label",
+                                     labels=["ham", "spam"], template="Message: {text}", max_length=24,
+                                     out_dir=tmp_path / "ds")
+    data = tokenize.load_tokenized(tmp_path / "ds")["train"]
+    prompts_ = [f"Message: {t}" for t in frame["text"]]
+    assert data["input_ids"] == smol_tokenizer(prompts_, truncation=True, max_length=24)["input_ids"]
+    assert data["labels"] == [0 if v == "ham" else 1 for v in frame["label"]]
+    assert data["length"] == [len(ids) for ids in data["input_ids"]]
+    assert stats["train"]["rows"] == 21
+
+
+def test_reply_only_head_gives_the_models_loss_and_gradients(smol_lora, smol_tokenizer):
+    model = smol_lora
+    assert reply_loss.head_reads_last_hidden_state(model)
+    ids = smol_tokenizer(["### User:\nHi\n\n### Response:\nGo away, quietly.", "### User:\nNo\n\n### Response:\nYes"],
+                         padding=True, return_tensors="pt")
+    labels = ids["input_ids"].clone()
+    labels[:, :6] = -100
+    labels[ids["attention_mask"] == 0] = -100
+
+    def loss_and_grads(compute):
+        model.zero_grad()
+        loss = compute()
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    own, own_grads = loss_and_grads(lambda: model(**ids, labels=labels).loss)
+    ours, our_grads = loss_and_grads(lambda: reply_loss.compute_loss_func(model, bf16=False)(
+        model(**ids, **reply_loss.FORWARD_KWARGS), labels, num_items_in_batch=None))
+    assert torch.isclose(ours, own, rtol=1e-5)
+    assert max((our_grads[n] - own_grads[n]).abs().max().item() for n in own_grads) < 1e-5
+    assert any(g.abs().max() > 0 for g in own_grads.values())
+
+
+def test_packed_rows_do_not_attend_to_each_other(smol_lora, smol_tokenizer, tmp_path):
+    """TRL packs rows into one padding-free sequence with restarting position ids; transformers builds a
+    block-diagonal causal mask from them. The packed loss must equal the loss of the same rows one by one."""
+    model = smol_lora
+    model.set_attn_implementation("eager")
+    users = ["Do you like summer?", "Any plans for the weekend?", "What is your favourite colour?"]
+    replies = ["Too much sun.", "I will visit a crypt and count the stones.", "Black. It goes with everything."]
+    rendered = [prompts.render_prompt(PERSONA, smol_tokenizer, u) for u in users]
+    completions = [prompts.render_completion(PERSONA, smol_tokenizer, u, r) for u, r in zip(users, replies)]
+    encoded = tokenize.encode_prompt_completion(smol_tokenizer, rendered, completions, 128, True)
+    dataset = datasets.DatasetDict({"train": datasets.Dataset.from_dict(encoded)})
+    config = TrainConfig(max_steps=1, packing=True, packing_tokens=256)
+    trainer = train.sft_trainer(model, smol_tokenizer, dataset, config, tmp_path, False, [], 128)
+    assert len(trainer.train_dataset) == 1  # all three rows share one bin
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    assert "attention_mask" not in batch and batch["input_ids"].shape[0] == 1
+    assert batch["position_ids"][0].tolist().count(0) == 3
+
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], labels=batch["labels"]).loss
+        total, count = 0.0, 0
+        for ids, mask in zip(encoded["input_ids"], encoded["completion_mask"]):
+            labels = torch.tensor([t if m else -100 for t, m in zip(ids, mask)])[None]
+            n = int((labels[0, 1:] != -100).sum())
+            total += model(input_ids=torch.tensor(ids)[None], labels=labels).loss.item() * n
+            count += n
+    assert packed.item() == pytest.approx(total / count, rel=1e-4)
+    # and the packed loss would differ if rows could see each other: drop the position ids
+    with torch.no_grad():
+        leaked = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
+    assert abs(leaked.item() - packed.item()) > 1e-3
+
+
+def test_packing_bins_carry_about_a_batch_of_rows():
+    assert train.packing_tokens([90, 100, 110], batch_size=8, max_length=256) == 832  # 8 x 100, up to 64s
+    assert train.packing_tokens([10, 10], batch_size=2, max_length=256) == 256  # never below a whole row
+    assert train.attention_for_training("sdpa") == "sdpa"
