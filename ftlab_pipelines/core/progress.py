@@ -64,7 +64,9 @@ def training_callback(train_set):
     (train.logging_steps) and the validation loss at each evaluation; the Trainer draws its own tqdm bar."""
     from transformers import TrainerCallback
 
-    total_tokens = float(sum(train_set["length"])) if "length" in train_set.column_names else 0.0
+    from ftlab_pipelines.core.tokenize import lengths_of
+
+    total_tokens = float(lengths_of(train_set).sum()) if "length" in train_set.column_names else 0.0
 
     class TrainingProgress(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):

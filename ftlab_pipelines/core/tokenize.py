@@ -138,9 +138,16 @@ class TextEncoder:
                               return_token_type_ids=False)["input_ids"]
 
 
+def column_array(dataset, name: str) -> np.ndarray:
+    """A scalar column as one numpy array, read as one Arrow column: datasets 5 iterates `ds[name]` row by row
+    (9 s for 300k lengths). The arrow view honours a dataset's index mapping (after select/filter)."""
+    if not len(dataset):
+        return np.zeros(0, dtype=np.int64)
+    return dataset.with_format("arrow", columns=[name])[:][name].to_numpy()
+
+
 def lengths_of(dataset) -> np.ndarray:
-    """The `length` column as one numpy array (indexing it as a Python list costs ~1 s per 50k rows)."""
-    return np.asarray(dataset.with_format("numpy", columns=["length"])["length"])
+    return column_array(dataset, "length")
 
 
 def length_stats(lengths: np.ndarray, max_length: int) -> dict:

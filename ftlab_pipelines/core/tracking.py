@@ -7,6 +7,7 @@ process (in-process executor) or in parallel processes never share a global "act
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import tempfile
@@ -84,24 +85,30 @@ class AssetRun:
         return f"{base}/{artifact_path}" if artifact_path else base
 
 
+@functools.lru_cache(maxsize=16)
+def client_for(tracking_uri: str):
+    """One MlflowClient per store and process: creating one opens and checks the store (~0.4 s for sqlite), and
+    every asset of a run asks for it."""
+    from mlflow import MlflowClient
+
+    if not tracking_uri.startswith("sqlite:"):
+        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    from filelock import FileLock
+
+    # The first client creates the tables of a new sqlite store; two processes doing it at once (two labs in
+    # parallel on a fresh FTLAB_HOME) fail in MLflow's schema migration, so they take turns.
+    locks = settings.ftlab_home() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(locks / "mlflow-store.lock")):
+        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
 class Tracker:
     """Creates per-lab experiments and the parent/child run tree in one MLflow store."""
 
     def __init__(self, tracking_uri: str | None = None):
-        from mlflow import MlflowClient
-
         self.tracking_uri = tracking_uri or settings.mlflow_tracking_uri()
-        if not self.tracking_uri.startswith("sqlite:"):
-            self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
-            return
-        from filelock import FileLock
-
-        # The first client creates the tables of a new sqlite store; two processes doing it at once (two labs in
-        # parallel on a fresh FTLAB_HOME) fail in MLflow's schema migration, so they take turns.
-        locks = settings.ftlab_home() / "locks"
-        locks.mkdir(exist_ok=True)
-        with FileLock(str(locks / "mlflow-store.lock")):
-            self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        self.client = client_for(self.tracking_uri)
 
     def experiment_id(self, lab: str) -> str:
         name = f"ftlab/{lab}"

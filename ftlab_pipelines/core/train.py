@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ftlab_pipelines.core import models, progress, sampling
+from ftlab_pipelines.core import models, progress, sampling, tokenize
 from ftlab_pipelines.core.labs import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ def classification_trainer(model, tokenizer, dataset, config: TrainConfig, check
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
         processing_class=tokenizer,
         callbacks=callbacks,
-        compute_loss_func=weighted_loss(dataset["train"]["labels"], model.config.num_labels)
+        compute_loss_func=weighted_loss(tokenize.column_array(dataset["train"], "labels"), model.config.num_labels)
         if config.class_weighted_loss else None,
     )
 
@@ -200,7 +200,8 @@ def sft_trainer(model, tokenizer, dataset, config: TrainConfig, checkpoint_dir: 
     if not config.length_group_batches:  # SFT default: plain random batches (see core/sampling.py)
         config = config.model_copy(update={"group_by_length": False})
     if config.packing:
-        bin_tokens = config.packing_tokens or packing_tokens(dataset["train"]["length"], config.batch_size, max_length)
+        bin_tokens = config.packing_tokens or packing_tokens(tokenize.lengths_of(dataset["train"]),
+                                                             config.batch_size, max_length)
         log.info("packing: bins of %d tokens (about %d rows) per micro-batch", bin_tokens, config.batch_size)
         # One bin per micro-batch: padding-free batches are flattened into one sequence anyway.
         config = config.model_copy(update={"group_by_length": False, "batch_size": 1, "eval_batch_size": 1})
@@ -303,7 +304,7 @@ def train_adapter(
     steps_done = trainer.state.global_step
     epochs_done = trainer.state.epoch or config.epochs
     # Every process holds the whole train set (the sampler shards it), so this is all processes' tokens.
-    real_tokens = float(sum(train_set["length"])) * epochs_done
+    real_tokens = float(tokenize.lengths_of(train_set).sum()) * epochs_done
     metrics = {
         "train_loss": float(output.training_loss),
         "train_seconds": round(seconds, 2),

@@ -46,7 +46,7 @@ def collect_probabilities(lab: LabConfig, splits_manifest: dict, tokenized: dict
     for kind in ("logreg_features", "hist_gradient_boosting"):
         if kind in lab.eval.baselines:
             probs[kind] = _feature_baseline(kind, lab, load_split_frames(splits_manifest))
-    return {"probs": probs, "y": {s: np.asarray(dataset[s]["labels"]) for s in ("validation", "test")}}
+    return {"probs": probs, "y": {s: tokenize.column_array(dataset[s], "labels") for s in ("validation", "test")}}
 
 
 def feature_columns(lab: LabConfig, frame) -> list[str]:

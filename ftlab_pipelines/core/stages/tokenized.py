@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 
 from ftlab_pipelines.core import artifacts, models, plots, progress, prompts, sources, tokenize
 from ftlab_pipelines.core.labs import LabConfig
@@ -85,7 +84,7 @@ def build_tokenized(lab: LabConfig, splits_manifest: dict, run: AssetRun) -> Sta
             with progress.step(f"tokenizing {sum(splits_manifest['rows'].values())} rows for {lab.model.name} "
                                f"(max_length {lab.model.max_length})"):
                 stats = _tokenize(lab, splits_manifest, tokenizer, tmp / "dataset")
-            lengths = np.asarray(tokenize.load_tokenized(tmp / "dataset")["train"]["length"])
+            lengths = tokenize.lengths_of(tokenize.load_tokenized(tmp / "dataset")["train"])
             plots.token_lengths_png(lengths, lab.model.max_length, tmp / "token_lengths.png")
             artifacts.write_json(tmp / "manifest.json", {"stats": stats})
     stats = artifacts.read_json(out / "manifest.json")["stats"]
