@@ -5,8 +5,10 @@ rebalanced train split repeats rows; the tokenizer sees each distinct text once)
 rows, each made unique by a row-number suffix, so every row is tokenized: the tokenizer's own speed).
 
 Each size runs in its own process (peak RSS is per process) through the code the tokenized asset uses:
-`tokenize.tokenize_splits` (the fast tokenizer in chunks of 50k rows, Arrow written to disk, then memory-mapped).
-Medians over --repeats runs. Writes bench/results/tokenize.json.
+`tokenize.tokenize_splits` (the fast tokenizer in chunks of 20k rows, each streamed to an Arrow file, the split
+then memory-mapped). Reports the process's peak RSS and, apart from it, the RSS before tokenizing (libraries,
+tokenizer, the input frame: that part grows with the input) and the growth during tokenization (the part
+that must stay flat). Medians over --repeats runs. Writes bench/results/tokenize.json.
 
     python bench/tokenize_throughput.py [--sizes 10000 100000 300000] [--repeats 3] [--quick]
 """
@@ -47,25 +49,31 @@ def make_frame(rows: int, out: Path, distinct: bool) -> None:
 def measure(path: Path) -> dict:
     import resource
 
+    import datasets  # noqa: F401  imported before the clock, as in the pipeline's process (~0.15 s once)
     import pandas as pd
 
     from ftlab_pipelines.core import models, tokenize
     from ftlab_pipelines.core.labs import load_lab
+    from ftlab_pipelines.core.train import current_rss_mb, peak_rss_mb, reset_peak_rss
 
     lab = load_lab(REPO / "labs" / "sms_spam.yaml")
     tokenizer = models.load_tokenizer(lab.model)
     frame = pd.read_parquet(path)
+    loaded_rss = current_rss_mb()  # interpreter, libraries, tokenizer and the input frame itself
+    reset_peak_rss()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         stats = tokenize.tokenize_splits({"train": frame}, tokenizer, text_column="text", label_column="label",
                                          labels=lab.labels, template=lab.model.template,
                                          max_length=lab.model.max_length, out_dir=Path(out) / "dataset")
         seconds = time.perf_counter() - started
+        tokenize_peak = peak_rss_mb()
         reloaded = tokenize.load_tokenized(Path(out) / "dataset")["train"]
         assert len(reloaded) == len(frame)
     return {"rows": stats["train"]["rows"], "seconds": round(seconds, 3),
             "rows_per_s": round(stats["train"]["rows"] / seconds, 1), "tokens": stats["train"]["tokens"],
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "rss_before_mb": round(loaded_rss, 1), "tokenize_rss_growth_mb": round(tokenize_peak - loaded_rss, 1)}
 
 
 def main() -> None:
@@ -92,7 +100,8 @@ def main() -> None:
                     if proc.returncode != 0:
                         raise SystemExit(proc.stderr[-3000:])
                     runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-                median = {k: statistics.median(r[k] for r in runs) for k in ("seconds", "rows_per_s", "peak_rss_mb")}
+                median = {k: statistics.median(r[k] for r in runs) for k in ("seconds", "rows_per_s", "peak_rss_mb", "rss_before_mb",
+                                                                 "tokenize_rss_growth_mb")}
                 results.append({"rows": rows, "texts": kind, **median, "tokens": runs[0]["tokens"],
                                 "repeats": repeats})
                 print(results[-1], flush=True)

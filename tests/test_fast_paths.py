@@ -48,9 +48,20 @@ def test_fast_tokenizer_path_gives_transformers_ids(model_name):
     assert max(lengths) == 32  # the long text was cut
 
 
-def test_tokenized_splits_keep_row_order_labels_and_duplicates(tmp_path, smol_tokenizer):
+def test_encoder_remembers_a_bounded_number_of_texts_and_keeps_ids(smol_tokenizer):
+    encoder = tokenize.TextEncoder(smol_tokenizer, max_length=32, remembered_texts=2)
+    expected = smol_tokenizer(TEXTS, truncation=True, max_length=32)["input_ids"]
+    for _ in range(2):  # the second call reads two texts from memory and encodes the rest again
+        ids, _ = encoder.encode(TEXTS)
+        assert ids.to_pylist() == expected
+    assert len(encoder.known) == 2
+
+
+def test_tokenized_splits_keep_row_order_labels_and_duplicates(tmp_path, smol_tokenizer, monkeypatch):
+    monkeypatch.setattr(tokenize, "CHUNK_ROWS", 8)  # 21 rows: three chunks streamed to disk, the last one short
     frame = pd.DataFrame({"text": TEXTS * 3, "label": ["ham", "spam"] * 10 + ["ham"]})
-    stats = tokenize.tokenize_splits({"train": frame}, smol_tokenizer, text_column="text", label_column="label",
+    empty = frame.iloc[:0]
+    stats = tokenize.tokenize_splits({"train": frame, "test": empty}, smol_tokenizer, text_column="text", label_column="label",
                                      labels=["ham", "spam"], template="Message: {text}", max_length=24,
                                      out_dir=tmp_path / "ds")
     data = tokenize.load_tokenized(tmp_path / "ds")["train"]
@@ -59,6 +70,8 @@ def test_tokenized_splits_keep_row_order_labels_and_duplicates(tmp_path, smol_to
     assert data["labels"] == [0 if v == "ham" else 1 for v in frame["label"]]
     assert data["length"] == [len(ids) for ids in data["input_ids"]]
     assert stats["train"]["rows"] == 21
+    assert len(tokenize.load_tokenized(tmp_path / "ds")["test"]) == 0 and stats["test"]["rows"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # the per-chunk staging files are gone
 
 
 def test_reply_only_head_gives_the_models_loss_and_gradients(smol_lora, smol_tokenizer):

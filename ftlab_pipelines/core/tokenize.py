@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import itertools
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,9 @@ def render_prompts(texts: pd.Series, template: str) -> list[str]:
     return [template.replace("{text}", str(t)) for t in texts]
 
 
-CHUNK_ROWS = 50_000  # rows rendered and tokenized at a time: memory stays flat in the number of rows
+CHUNK_ROWS = 20_000  # rows rendered and tokenized at a time: memory stays flat in the number of rows
+
+TOKENIZED_SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.int64()), ("length", pa.int32())])
 
 
 def tokenize_splits(
@@ -57,31 +60,42 @@ def tokenize_splits(
     """Tokenize every split into an Arrow DatasetDict on disk (`input_ids`, `labels`, `length`); return length stats.
 
     `render(batch) -> texts` builds the input text from `input_columns` (tabular labs) instead of `text_column`;
-    it runs per chunk of rows, so no list of all rows is ever built. Each distinct text is tokenized once:
-    rebalanced train splits repeat their upsampled rows many times.
+    it runs per chunk of rows, so no list of all rows is ever built. Each chunk's table is streamed to an Arrow
+    file as soon as it is encoded and the split is then memory-mapped, so no split is ever held in memory
+    whole. Each distinct text is tokenized once: rebalanced train splits repeat their upsampled rows many times.
     """
     import datasets
 
     label_ids = {label: i for i, label in enumerate(labels)}
     columns = input_columns or [text_column]
     encoder = TextEncoder(tokenizer, max_length)
-    splits = {}
-    for name, frame in frames.items():
-        chunks = []
-        for start in range(0, len(frame), CHUNK_ROWS):
-            part = frame.iloc[start:start + CHUNK_ROWS]
-            batch = {c: part[c].tolist() for c in columns} if render else None
-            texts = render(batch) if render else part[text_column].astype(str).tolist()
-            ids, lengths = encoder.encode(render_prompts(pd.Series(texts), template))
-            label_array = np.fromiter((label_ids[str(v)] for v in part[label_column]), dtype=np.int64, count=len(part))
-            chunks.append(pa.table({"input_ids": ids, "labels": label_array, "length": lengths}))
-        table = pa.concat_tables(chunks) if chunks else pa.table(
-            {"input_ids": pa.array([], pa.list_(pa.int32())), "labels": pa.array([], pa.int64()),
-             "length": pa.array([], pa.int32())})
-        splits[name] = datasets.Dataset(table)
-    dataset = datasets.DatasetDict(splits)
-    dataset.save_to_disk(str(out_dir))
-    return {name: length_stats(lengths_of(ds), max_length) for name, ds in dataset.items()}
+    out_dir = Path(out_dir)
+    staging = out_dir.parent / f".{out_dir.name}.chunks"
+    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        splits = {}
+        for name, frame in frames.items():
+            path = staging / f"{name}.arrow"
+            with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, TOKENIZED_SCHEMA) as writer:
+                for start in range(0, len(frame), CHUNK_ROWS):
+                    part = frame.iloc[start:start + CHUNK_ROWS]
+                    batch = {c: part[c].tolist() for c in columns} if render else None
+                    texts = render(batch) if render else part[text_column].astype(str).tolist()
+                    ids, lengths = encoder.encode(render_prompts(pd.Series(texts), template))
+                    label_array = np.fromiter((label_ids[str(v)] for v in part[label_column]), dtype=np.int64,
+                                              count=len(part))
+                    writer.write_table(pa.table({"input_ids": ids, "labels": label_array, "length": lengths},
+                                                schema=TOKENIZED_SCHEMA))
+                if frame.empty:  # one empty batch: a stream with no batch at all cannot be read back
+                    writer.write_table(TOKENIZED_SCHEMA.empty_table())
+            splits[name] = datasets.Dataset.from_file(str(path), in_memory=False)
+        dataset = datasets.DatasetDict(splits)
+        save_splits(dataset, out_dir)
+        stats = {name: length_stats(lengths_of(ds), max_length) for name, ds in dataset.items()}
+        del dataset, splits
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return stats
 
 
 @contextlib.contextmanager
@@ -103,12 +117,18 @@ class TextEncoder:
     """Texts -> (Arrow list array of token ids, lengths), truncated to max_length, special tokens added.
 
     A fast (Rust) tokenizer is called directly without offsets (`encode_batch_fast`, parallel across cores);
-    transformers' own call builds a Python dict per row first. Each distinct text is encoded once. Other
-    tokenizers go through their regular `__call__`. Both give the same ids (tests/test_tokenize.py).
+    transformers' own call builds a Python dict per row first. Other tokenizers go through their regular
+    `__call__`. Both give the same ids (tests/test_fast_paths.py). Each distinct text is encoded once, across
+    calls too: the ids of the first `remembered_texts` distinct texts are kept, so an upsampled split fed in
+    chunks encodes its repeated rows once while memory stays bounded for a split of distinct texts.
     """
 
-    def __init__(self, tokenizer, max_length: int):
+    ENCODE_BATCH = 4096  # texts per tokenizer call: bounds the tokenizer's per-text objects alive at once
+
+    def __init__(self, tokenizer, max_length: int, remembered_texts: int = 20_000):
         self.tokenizer, self.max_length = tokenizer, max_length
+        self.remembered_texts = remembered_texts
+        self.known: dict[str, list[int]] = {}
         self.backend = None
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is not None and hasattr(backend, "encode_batch_fast"):
@@ -120,7 +140,7 @@ class TextEncoder:
 
     def encode(self, texts: list[str]) -> tuple[pa.Array, np.ndarray]:
         codes, uniques = pd.factorize(pd.Series(texts, dtype=object), sort=False)
-        unique_ids = self._encode_unique(list(uniques))
+        unique_ids = self._ids_of(list(uniques))
         lengths = np.fromiter(map(len, unique_ids), dtype=np.int32, count=len(unique_ids))
         offsets = np.zeros(len(unique_ids) + 1, dtype=np.int32)
         np.cumsum(lengths, out=offsets[1:])
@@ -129,6 +149,17 @@ class TextEncoder:
         if len(uniques) == len(texts):
             return unique_array, lengths
         return unique_array.take(pa.array(codes)), lengths[codes]
+
+    def _ids_of(self, uniques: list[str]) -> list[list[int]]:
+        missing = [text for text in uniques if text not in self.known]
+        fresh = {}
+        for start in range(0, len(missing), self.ENCODE_BATCH):
+            batch = missing[start:start + self.ENCODE_BATCH]
+            fresh.update(zip(batch, self._encode_unique(batch)))
+        room = self.remembered_texts - len(self.known)
+        if room > 0:
+            self.known.update(itertools.islice(fresh.items(), room))
+        return [self.known[text] if text in self.known else fresh[text] for text in uniques]
 
     def _encode_unique(self, texts: list[str]) -> list[list[int]]:
         if self.backend is not None:
@@ -161,6 +192,12 @@ def length_stats(lengths: np.ndarray, max_length: int) -> dict:
         "max_length": int(lengths.max()),
         "truncated_share": round(float((lengths >= max_length).mean()), 4),
     }
+
+
+def save_splits(dataset, out_dir: Path) -> None:
+    """`save_to_disk`, except that an empty split gets one empty shard: datasets writes none for it and then
+    cannot load it back."""
+    dataset.save_to_disk(str(out_dir), num_shards={name: 1 if not len(ds) else None for name, ds in dataset.items()})
 
 
 def load_tokenized(path: Path):
@@ -208,7 +245,7 @@ def tokenize_sft_splits(frames: dict[str, pd.DataFrame], tokenizer, *, render, m
         dropped[name] = len(ds) - len(kept)
         splits[name] = kept
     dataset = datasets.DatasetDict(splits)
-    dataset.save_to_disk(str(out_dir))
+    save_splits(dataset, out_dir)
     return {name: {**length_stats(lengths_of(ds), max_length),
                    "completion_tokens": int(sum(sum(m) for m in ds["completion_mask"])),
                    "dropped_prompt_too_long": dropped[name]}
