@@ -97,6 +97,26 @@ def test_reply_only_head_gives_the_models_loss_and_gradients(smol_lora, smol_tok
     assert any(g.abs().max() > 0 for g in own_grads.values())
 
 
+def test_qlora_gradients_reach_every_layer_after_an_eval_forward(smol_tokenizer):
+    """bitsandbytes repacks NF4 weights for CPU inference on any eval-mode no-grad forward, and that layout has
+    no backward. After such a forward (a validation step), LoRA on q_proj must still get gradients, which reach
+    it only through the frozen 4-bit o_proj."""
+    model = models.attach_lora(models.load_causal_lm(ModelConfig(name="smollm2-135m-instruct", quantization="4bit")),
+                               PeftConfig(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"]),
+                               task_type="CAUSAL_LM")
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.02)
+    ids = smol_tokenizer(["### User:\nHi\n\n### Response:\nGo away, quietly."], return_tensors="pt")
+    model.eval()
+    with torch.no_grad():
+        model(**ids)
+    model.train()
+    model(**ids, labels=ids["input_ids"]).loss.backward()
+    q_grad = dict(model.named_parameters())["base_model.model.model.layers.0.self_attn.q_proj.lora_B.default.weight"].grad
+    assert q_grad is not None and q_grad.abs().max() > 0
+
+
 def test_packed_rows_do_not_attend_to_each_other(smol_lora, smol_tokenizer, tmp_path):
     """TRL packs rows into one padding-free sequence with restarting position ids; transformers builds a
     block-diagonal causal mask from them. The packed loss must equal the loss of the same rows one by one."""
