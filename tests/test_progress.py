@@ -60,9 +60,13 @@ def test_training_logs_step_loss_tokens_per_s_and_eta(tiny, tmp_path, caplog):
     lines = messages(caplog)
     assert lines[0] == "training: 48 examples, 4 steps (from step 0)"
     steps = [line for line in lines if line.startswith("train step")]
-    pattern = r"train step: (\d)/4 \(\d+%\), loss \d+\.\d{4}, ([\d,]+) tokens/s, [\d.,]+ steps/s, ETA \w+"
+    pattern = r"train step: (\d)/4 \(\d+%\), loss \d+\.\d{4}, ([\d,]+) tokens/s, ([\d.,]+) steps/s, ETA \w+"
     assert [re.fullmatch(pattern, line).group(1) for line in steps] == ["2", "4"], steps
-    assert all(int(re.fullmatch(pattern, line).group(2).replace(",", "")) > 0 for line in steps)
+    # 48 rows in batches of 8: a step carries a sixth of the train set's real tokens (max_steps cuts the epochs)
+    tokens_per_step = sum(dataset["train"]["length"]) / 6
+    for line in steps:
+        tokens_per_s, steps_per_s = (float(g.replace(",", "")) for g in re.fullmatch(pattern, line).groups()[1:])
+        assert tokens_per_s == pytest.approx(steps_per_s * tokens_per_step, rel=0.15)
     assert any(line.startswith("validation loss ") for line in lines)
 
 

@@ -69,8 +69,15 @@ def training_callback(train_set):
     total_tokens = float(lengths_of(train_set).sum()) if "length" in train_set.column_names else 0.0
 
     class TrainingProgress(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
+        def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
             self.started, self.first_step = time.perf_counter(), state.global_step
+            # Real tokens (not padding) per optimizer step, whether a batch holds rows or packed bins: this
+            # process's batches per epoch carry all of the train set's tokens across the processes.
+            try:
+                steps_per_epoch = max(len(train_dataloader) // args.gradient_accumulation_steps, 1)
+            except TypeError:  # no dataloader or one without a length
+                steps_per_epoch = max(state.max_steps / max(args.num_train_epochs, 1e-9), 1)
+            self.tokens_per_step = total_tokens / steps_per_epoch
             if state.is_world_process_zero:
                 log.info("training: %d examples, %d steps (from step %d)", len(train_set), state.max_steps,
                          state.global_step)
@@ -86,9 +93,7 @@ def training_callback(train_set):
         def line(self, args, state, loss: float) -> str:
             # Steps of this process only: after a resume the rate must not count the checkpoint's steps.
             steps_per_s = (state.global_step - self.first_step) / max(time.perf_counter() - self.started, 1e-9)
-            # Real tokens (not padding) per step, whether a step is a batch of rows or of packed bins.
-            tokens_per_step = total_tokens * args.num_train_epochs / max(state.max_steps, 1)
-            tokens_per_s = steps_per_s * tokens_per_step
+            tokens_per_s = steps_per_s * self.tokens_per_step
             return progress_line("train step", state.global_step, state.max_steps, steps_per_s, unit="steps",
                                  loss=f"loss {loss:.4f}", tokens=f"{tokens_per_s:,.0f} tokens/s")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from ftlab_pipelines.core import artifacts, models, plots, progress, prompts, sources, tokenize
 from ftlab_pipelines.core.labs import LabConfig
 from ftlab_pipelines.core.stages import Markdown, StageResult
