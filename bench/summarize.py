@@ -35,6 +35,17 @@ def throughput(r: dict) -> list[str]:
         lines += ["", "ftlab with bf16 autocast off (`--set train.bf16=off`), same steps and batches:", ""]
         lines += [f"- {case}: {c['ftlab_fp32_tokens_per_s']} real tok/s (**{c['ftlab_fp32_speedup']}x**), "
                   + ", ".join(f"{k} {v}" for k, v in c["ftlab_fp32_metric"].items()) for case, c in fp32]
+    checked = [(case, c["seed_check"]) for case, c in r["cases"].items() if "seed_check" in c]
+    if checked:
+        lines += ["", f"Seed noise (`{r.get('seed_check_command', '--seed-check')}`): the same runs with other seeds "
+                  "(LoRA init, batch order), same steps:", ""]
+        for case, check in checked:
+            metric, variants = check["metric"], list(check["medians"])
+            per_seed = "; ".join(f"seed {seed}: " + " / ".join(str(run[v][metric]) for v in variants)
+                                 for seed, run in check["runs"].items())
+            lines.append(f"- {case} {metric} ({' / '.join(variants)}): {per_seed}; medians **"
+                         + " / ".join(str(check["medians"][v]) for v in variants) + "**; minus baseline per seed: "
+                         + "; ".join(f"{v} {d}" for v, d in check["paired_differences"].items()))
     return lines
 
 

@@ -12,6 +12,7 @@ Real tokens/s counts only non-pad tokens of the batches actually trained on.
 Writes bench/results/train_throughput.json.
 
     python bench/train_throughput.py [--cases minilm_sms_spam smollm2_psychology] [--quick]
+    python bench/train_throughput.py --cases smollm2_psychology --seed-check 7 1234   # metric noise, ~10 min
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -192,6 +194,48 @@ def run_case(case: str, quick: bool) -> dict:
             "ftlab_fp32_metric": fp32["metric"], "baseline": base, "ftlab": ours, "ftlab_fp32": fp32}
 
 
+SEED_VARIANTS = {"baseline": [], "ftlab": [], "ftlab_fp32": ["--set", "train.bf16=off"]}
+
+
+def seed_check(case: str, seeds: list[int]) -> dict:
+    """Baseline and ftlab (bf16 and fp32) again with other seeds (LoRA init and batch order): is a metric gap more
+    than seed noise? Merged with the main run's seed into `runs`, with medians and paired differences. Runs
+    already in the result file are reused."""
+    lab, steps, eval_rows = CASES[case]
+    previous = json.loads(RESULTS.read_text())["cases"][case]
+    runs = {str(load_lab_seed(lab)): {v: previous[f"{v}_metric"] for v in SEED_VARIANTS if f"{v}_metric" in previous}}
+    for seed, run in previous.get("seed_check", {}).get("runs", {}).items():
+        runs.setdefault(seed, {}).update(run)
+    with tempfile.TemporaryDirectory(prefix="bench-seeds-") as tmp:
+        data = None
+        for seed in seeds:
+            run = runs.setdefault(str(seed), {})
+            for variant, extra in SEED_VARIANTS.items():
+                if variant in run:
+                    continue
+                data = data or prepare(lab, Path(tmp) / "home")
+                proc = subprocess.run([sys.executable, __file__, "--variant", variant.removesuffix("_fp32"), "--lab",
+                                       lab, "--data", str(data), "--steps", str(steps), "--eval-rows",
+                                       str(eval_rows or 0), "--set", f"train.seed={seed}", *extra[1:]],
+                                      capture_output=True, text=True, cwd=REPO)
+                if proc.returncode != 0:
+                    raise SystemExit(f"{case} {variant} seed {seed} failed:\n{proc.stderr[-3000:]}")
+                run[variant] = json.loads(proc.stdout.strip().splitlines()[-1])["metric"]
+                print(case, variant, seed, run[variant], flush=True)
+    metric = next(iter(previous["baseline_metric"]))
+    runs = {seed: runs[seed] for seed in runs if seed in {str(load_lab_seed(lab)), *map(str, seeds)}}
+    medians = {v: statistics.median(r[v][metric] for r in runs.values()) for v in SEED_VARIANTS}
+    return {"metric": metric, "runs": runs, "medians": medians,
+            "paired_differences": {v: [round(r[v][metric] - r["baseline"][metric], 4) for r in runs.values()]
+                                   for v in SEED_VARIANTS if v != "baseline"}}
+
+
+def load_lab_seed(lab_name: str) -> int:
+    from ftlab_pipelines.core.labs import load_lab
+
+    return load_lab(REPO / "labs" / f"{lab_name}.yaml").train.seed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
@@ -203,7 +247,18 @@ def main() -> None:
     parser.add_argument("--eval-rows", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--set", nargs="*", default=[], metavar="train.KEY=VALUE",
                         help="with --variant ftlab: change the lab's train config (lever experiments)")
+    parser.add_argument("--seed-check", type=int, nargs="+", metavar="SEED",
+                        help="after a full run: baseline and ftlab of --cases again with these seeds (metric noise)")
     args = parser.parse_args()
+    if args.seed_check:
+        payload = json.loads(RESULTS.read_text())
+        for case in args.cases:
+            payload["cases"][case]["seed_check"] = seed_check(case, args.seed_check)
+            print(json.dumps(payload["cases"][case]["seed_check"], indent=1))
+        payload["seed_check_command"] = (f"python bench/train_throughput.py --cases {' '.join(args.cases)} "
+                                         f"--seed-check {' '.join(map(str, args.seed_check))}")
+        save(payload, RESULTS, False)
+        return
     if args.variant:
         print(json.dumps(run_variant(args.variant, args.lab, args.data, args.steps, args.eval_rows or None,
                                      parse_overrides(args.set))))

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import types
+
 import datasets
 import pandas as pd
 import pytest
@@ -154,3 +156,33 @@ def test_packing_bins_carry_about_a_batch_of_rows():
     assert train.packing_tokens([90, 100, 110], batch_size=8, max_length=256) == 832  # 8 x 100, up to 64s
     assert train.packing_tokens([10, 10], batch_size=2, max_length=256) == 256  # never below a whole row
     assert train.attention_for_training("sdpa") == "sdpa"
+
+
+def test_lora_update_survives_bf16_autocast(smol_tokenizer):
+    """A young adapter's update is far below bf16's resolution of the frozen layer's output: PEFT's bf16 sum
+    drops most of it. Summed in fp32 (lora_precision), the update seen under autocast matches fp32's."""
+    from ftlab_pipelines.core import lora_precision
+
+    torch.manual_seed(0)
+    model = models.attach_lora(models.load_causal_lm(SMOL), PeftConfig(r=4, alpha=8, dropout=0.0,
+                                                                       target_modules=["q_proj", "v_proj"]),
+                               task_type="CAUSAL_LM")
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    torch.nn.init.normal_(layer.lora_B["default"].weight, std=1e-4)  # a few steps into training
+    x = torch.randn(2, 16, layer.in_features)
+    with torch.no_grad():
+        exact = layer.lora_B["default"](layer.lora_A["default"](x)) * layer.scaling["default"]
+
+        def update_under_autocast():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return layer(x).float() - layer.base_layer(x).float()
+
+        def error():
+            return ((update_under_autocast() - exact).norm() / exact.norm()).item()
+
+        ours = error()
+        layer.forward = types.MethodType(type(layer).forward, layer)  # PEFT's own bf16 sum
+        peft_own = error()
+    assert lora_precision.sum_lora_in_fp32(model) >= 60  # q and v in 30 layers, and it re-patches this one
+    print(f"relative error of the update: fp32 sum {ours:.4f}, PEFT's bf16 sum {peft_own:.4f}")
+    assert ours < 0.05 < peft_own

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from ftlab_pipelines.core import models, prompts
+from ftlab_pipelines.core import lora_precision, models, prompts
 from ftlab_pipelines.core.labs import ModelConfig, PromptConfig
 
 
@@ -33,6 +33,7 @@ class Chatbot:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         base = models.load_causal_lm(ModelConfig.model_validate(info["model"]))
         self.model = PeftModel.from_pretrained(base, str(self.release_dir)).eval()
+        lora_precision.sum_lora_in_fp32(self.model)  # as in training and evaluation
         self.bf16 = models.use_bf16("auto")
 
     def _inputs(self, message: str):

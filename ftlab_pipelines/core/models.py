@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ftlab_pipelines.core import lora_precision
 from ftlab_pipelines.core.labs import ModelConfig, PeftConfig
 from ftlab_pipelines.core.offline_models import OFFLINE_ALIASES, OfflineModelMissing
 
@@ -168,7 +169,9 @@ def attach_lora(model, peft_config: PeftConfig, task_type: str = "SEQ_CLS"):
         target_modules=peft_config.target_modules or default_lora_targets(model),
         task_type=task_type,
     )
-    return get_peft_model(model, lora)
+    model = get_peft_model(model, lora)
+    lora_precision.sum_lora_in_fp32(model)
+    return model
 
 
 def keep_4bit_weights_differentiable(model) -> int:
@@ -208,4 +211,5 @@ def load_adapter_classifier(adapter_dir: str | Path, config: ModelConfig, labels
     except Exception as exc:  # noqa: BLE001 - safetensors/peft raise many types for a corrupt file
         raise ModelError(f"{adapter_dir}: the adapter cannot be loaded ({exc}); delete {adapter_dir} and "
                          f"re-materialize the adapter") from None
+    lora_precision.sum_lora_in_fp32(model)  # inference computes what training computed
     return model.eval()
