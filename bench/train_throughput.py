@@ -6,7 +6,7 @@ Baseline (what the seed notebooks did): HF Trainer defaults, fp32, every row pad
 classification, and for SFT: eager attention on CPU and the LM head on reply tokens only).
 Both train the same LoRA on the lab's tokenized train split for the same number of optimizer steps with the
 same learning-rate schedule (the Trainer's default, no warmup), each in its own process, then are scored
-on the validation split by the same code.
+on the validation split by the same code, in fp32 for all of them.
 
 Real tokens/s counts only non-pad tokens of the batches actually trained on.
 Writes bench/results/train_throughput.json.
@@ -118,12 +118,12 @@ def train_ftlab(lab, model, tokenizer, data, steps: int, out: Path, counter: dic
 def validation_metric(lab, model, tokenizer, data, rows: int | None) -> dict:
     import numpy as np
 
-    from ftlab_pipelines.core import generation, inference, metrics, models
+    from ftlab_pipelines.core import generation, inference, metrics
 
     val = data["validation"]
     if rows:
         val = val.select(range(min(rows, len(val))))
-    bf16 = models.use_bf16(lab.train.bf16)
+    bf16 = False  # every variant is scored the same way, in fp32: the metric measures the trained weights
     if lab.is_generative:
         return {"eval_loss": generation.completion_loss(model, val, tokenizer.pad_token_id, bf16=bf16)["eval_loss"]}
     probs = inference.predict_proba(model, tokenizer, val["input_ids"], bf16=bf16)
@@ -169,21 +169,29 @@ def run_variant(variant: str, lab_name: str, data_path: str, steps: int, eval_ro
             "metric": validation_metric(lab, model, tokenizer, data, eval_rows)}
 
 
+# variant -> train.KEY=VALUE overrides; ftlab_fp32: ftlab's path with bf16 autocast off, to separate bf16's effect
+VARIANTS = {"baseline": [], "ftlab": [], "ftlab_fp32": ["train.bf16=off"]}
+
+
+def run_variant_process(case: str, variant: str, data: Path, steps: int, sets: list[str]) -> dict:
+    """One variant in its own process (peak memory and threads are per process); returns its result."""
+    lab, _, eval_rows = CASES[case]
+    proc = subprocess.run([sys.executable, __file__, "--variant", variant.removesuffix("_fp32"), "--lab", lab,
+                           "--data", str(data), "--steps", str(steps), "--eval-rows", str(eval_rows or 0),
+                           "--set", *VARIANTS[variant], *sets], capture_output=True, text=True, cwd=REPO)
+    if proc.returncode != 0:
+        raise SystemExit(f"{case} {variant} {' '.join(sets)} failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(case, variant, *sets, result, flush=True)
+    return result
+
+
 def run_case(case: str, quick: bool) -> dict:
-    lab, steps, eval_rows = CASES[case]
+    lab, steps, _ = CASES[case]
     steps = 2 if quick else steps
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
         data = prepare(lab, Path(tmp) / "home")
-        out = {}
-        # ftlab_fp32: ftlab's path with bf16 autocast off, to separate bf16's effect on the metric from the rest
-        for variant, extra in (("baseline", []), ("ftlab", []), ("ftlab_fp32", ["--set", "train.bf16=off"])):
-            proc = subprocess.run([sys.executable, __file__, "--variant", variant.removesuffix("_fp32"), "--lab", lab,
-                                   "--data", str(data), "--steps", str(steps), "--eval-rows", str(eval_rows or 0),
-                                   *extra], capture_output=True, text=True, cwd=REPO)
-            if proc.returncode != 0:
-                raise SystemExit(f"{case} {variant} failed:\n{proc.stderr[-3000:]}")
-            out[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
-            print(case, variant, out[variant], flush=True)
+        out = {variant: run_variant_process(case, variant, data, steps, []) for variant in VARIANTS}
     base, ours, fp32 = out["baseline"], out["ftlab"], out["ftlab_fp32"]
     return {"lab": lab, "baseline_tokens_per_s": base["tokens_per_s"], "ftlab_tokens_per_s": ours["tokens_per_s"],
             "speedup": round(ours["tokens_per_s"] / base["tokens_per_s"], 2),
@@ -194,40 +202,30 @@ def run_case(case: str, quick: bool) -> dict:
             "ftlab_fp32_metric": fp32["metric"], "baseline": base, "ftlab": ours, "ftlab_fp32": fp32}
 
 
-SEED_VARIANTS = {"baseline": [], "ftlab": [], "ftlab_fp32": ["--set", "train.bf16=off"]}
-
-
 def seed_check(case: str, seeds: list[int]) -> dict:
-    """Baseline and ftlab (bf16 and fp32) again with other seeds (LoRA init and batch order): is a metric gap more
-    than seed noise? Merged with the main run's seed into `runs`, with medians and paired differences. Runs
-    already in the result file are reused."""
-    lab, steps, eval_rows = CASES[case]
+    """Every variant again with other seeds (LoRA init and batch order): is a metric gap more than seed noise?
+    Merged with the main run's seed into `runs`, with medians and paired differences. Runs already in the
+    result file are reused."""
+    lab, steps, _ = CASES[case]
     previous = json.loads(RESULTS.read_text())["cases"][case]
-    runs = {str(load_lab_seed(lab)): {v: previous[f"{v}_metric"] for v in SEED_VARIANTS if f"{v}_metric" in previous}}
+    main_seed = str(load_lab_seed(lab))
+    runs = {main_seed: {v: previous[f"{v}_metric"] for v in VARIANTS if f"{v}_metric" in previous}}
     for seed, run in previous.get("seed_check", {}).get("runs", {}).items():
         runs.setdefault(seed, {}).update(run)
     with tempfile.TemporaryDirectory(prefix="bench-seeds-") as tmp:
         data = None
         for seed in seeds:
             run = runs.setdefault(str(seed), {})
-            for variant, extra in SEED_VARIANTS.items():
-                if variant in run:
-                    continue
-                data = data or prepare(lab, Path(tmp) / "home")
-                proc = subprocess.run([sys.executable, __file__, "--variant", variant.removesuffix("_fp32"), "--lab",
-                                       lab, "--data", str(data), "--steps", str(steps), "--eval-rows",
-                                       str(eval_rows or 0), "--set", f"train.seed={seed}", *extra[1:]],
-                                      capture_output=True, text=True, cwd=REPO)
-                if proc.returncode != 0:
-                    raise SystemExit(f"{case} {variant} seed {seed} failed:\n{proc.stderr[-3000:]}")
-                run[variant] = json.loads(proc.stdout.strip().splitlines()[-1])["metric"]
-                print(case, variant, seed, run[variant], flush=True)
+            for variant in VARIANTS:
+                if variant not in run:
+                    data = data or prepare(lab, Path(tmp) / "home")
+                    run[variant] = run_variant_process(case, variant, data, steps, [f"train.seed={seed}"])["metric"]
     metric = next(iter(previous["baseline_metric"]))
-    runs = {seed: runs[seed] for seed in runs if seed in {str(load_lab_seed(lab)), *map(str, seeds)}}
-    medians = {v: statistics.median(r[v][metric] for r in runs.values()) for v in SEED_VARIANTS}
+    runs = {seed: runs[seed] for seed in (main_seed, *map(str, seeds))}
+    medians = {v: statistics.median(r[v][metric] for r in runs.values()) for v in VARIANTS}
     return {"metric": metric, "runs": runs, "medians": medians,
             "paired_differences": {v: [round(r[v][metric] - r["baseline"][metric], 4) for r in runs.values()]
-                                   for v in SEED_VARIANTS if v != "baseline"}}
+                                   for v in VARIANTS if v != "baseline"}}
 
 
 def load_lab_seed(lab_name: str) -> int:

@@ -186,3 +186,11 @@ def test_lora_update_survives_bf16_autocast(smol_tokenizer):
     assert lora_precision.sum_lora_in_fp32(model) >= 60  # q and v in 30 layers, and it re-patches this one
     print(f"relative error of the update: fp32 sum {ours:.4f}, PEFT's bf16 sum {peft_own:.4f}")
     assert ours < 0.05 < peft_own
+
+
+def test_encoder_leaves_the_tokenizers_own_settings_as_they_were(smol_tokenizer):
+    backend = smol_tokenizer.backend_tokenizer
+    before = (backend.truncation, backend.padding)
+    ids, _ = tokenize.TextEncoder(smol_tokenizer, max_length=8).encode(TEXTS)
+    assert max(len(row) for row in ids.to_pylist()) == 8
+    assert (backend.truncation, backend.padding) == before
