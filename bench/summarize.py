@@ -32,7 +32,7 @@ def throughput(r: dict) -> list[str]:
                      f"{c['baseline_seconds_per_epoch']} -> {c['ftlab_seconds_per_epoch']} | {metric} |")
     fp32 = [(case, c) for case, c in r["cases"].items() if "ftlab_fp32" in c]
     if fp32:
-        lines += ["", "ftlab with bf16 autocast off (`--set train.bf16=off`), same steps and batches:", ""]
+        lines += ["", "ftlab with bf16 autocast off (`--fp32`: `--set train.bf16=off`), same steps and batches:", ""]
         lines += [f"- {case}: {c['ftlab_fp32_tokens_per_s']} real tok/s (**{c['ftlab_fp32_speedup']}x**), "
                   + ", ".join(f"{k} {v}" for k, v in c["ftlab_fp32_metric"].items()) for case, c in fp32]
     checked = [(case, c["seed_check"]) for case, c in r["cases"].items() if "seed_check" in c]

@@ -11,7 +11,7 @@ on the validation split by the same code, in fp32 for all of them.
 Real tokens/s counts only non-pad tokens of the batches actually trained on.
 Writes bench/results/train_throughput.json.
 
-    python bench/train_throughput.py [--cases minilm_sms_spam smollm2_psychology] [--quick]
+    python bench/train_throughput.py [--cases minilm_sms_spam smollm2_psychology] [--fp32] [--quick]
     python bench/train_throughput.py --cases smollm2_psychology --seed-check 7 1234   # metric noise, ~10 min
 """
 
@@ -186,20 +186,24 @@ def run_variant_process(case: str, variant: str, data: Path, steps: int, sets: l
     return result
 
 
-def run_case(case: str, quick: bool) -> dict:
+def run_case(case: str, quick: bool, fp32: bool) -> dict:
     lab, steps, _ = CASES[case]
     steps = 2 if quick else steps
+    variants = [v for v in VARIANTS if fp32 or v != "ftlab_fp32"]
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
         data = prepare(lab, Path(tmp) / "home")
-        out = {variant: run_variant_process(case, variant, data, steps, []) for variant in VARIANTS}
-    base, ours, fp32 = out["baseline"], out["ftlab"], out["ftlab_fp32"]
-    return {"lab": lab, "baseline_tokens_per_s": base["tokens_per_s"], "ftlab_tokens_per_s": ours["tokens_per_s"],
-            "speedup": round(ours["tokens_per_s"] / base["tokens_per_s"], 2),
-            "baseline_seconds_per_epoch": base["seconds_per_epoch"], "ftlab_seconds_per_epoch": ours["seconds_per_epoch"],
-            "baseline_metric": base["metric"], "ftlab_metric": ours["metric"],
-            "ftlab_fp32_tokens_per_s": fp32["tokens_per_s"], "ftlab_fp32_speedup": round(fp32["tokens_per_s"] /
-                                                                                        base["tokens_per_s"], 2),
-            "ftlab_fp32_metric": fp32["metric"], "baseline": base, "ftlab": ours, "ftlab_fp32": fp32}
+        out = {variant: run_variant_process(case, variant, data, steps, []) for variant in variants}
+    base, ours = out["baseline"], out["ftlab"]
+    result = {"lab": lab, "baseline_tokens_per_s": base["tokens_per_s"], "ftlab_tokens_per_s": ours["tokens_per_s"],
+              "speedup": round(ours["tokens_per_s"] / base["tokens_per_s"], 2),
+              "baseline_seconds_per_epoch": base["seconds_per_epoch"],
+              "ftlab_seconds_per_epoch": ours["seconds_per_epoch"],
+              "baseline_metric": base["metric"], "ftlab_metric": ours["metric"], **out}
+    if "ftlab_fp32" in out:
+        result.update(ftlab_fp32_tokens_per_s=out["ftlab_fp32"]["tokens_per_s"],
+                      ftlab_fp32_speedup=round(out["ftlab_fp32"]["tokens_per_s"] / base["tokens_per_s"], 2),
+                      ftlab_fp32_metric=out["ftlab_fp32"]["metric"])
+    return result
 
 
 def seed_check(case: str, seeds: list[int]) -> dict:
@@ -245,6 +249,8 @@ def main() -> None:
     parser.add_argument("--eval-rows", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--set", nargs="*", default=[], metavar="train.KEY=VALUE",
                         help="with --variant ftlab: change the lab's train config (lever experiments)")
+    parser.add_argument("--fp32", action="store_true",
+                        help="also run ftlab with bf16 autocast off (bf16's share of speed and metric; ~3 more min)")
     parser.add_argument("--seed-check", type=int, nargs="+", metavar="SEED",
                         help="after a full run: baseline and ftlab of --cases again with these seeds (metric noise)")
     args = parser.parse_args()
@@ -262,11 +268,11 @@ def main() -> None:
                                      parse_overrides(args.set))))
         return
     started = time.perf_counter()
-    cases = {case: run_case(case, args.quick) for case in args.cases}
+    cases = {case: run_case(case, args.quick, args.fp32) for case in args.cases}
     if RESULTS.is_file() and set(args.cases) != set(CASES):  # a subset re-run keeps the other cases' results
         cases = {**json.loads(RESULTS.read_text())["cases"], **cases}
     payload = {"benchmark": "train_throughput", "machine": machine(), "date": dt.date.today().isoformat(),
-               "command": "python bench/train_throughput.py", "cases": cases,
+               "command": "python bench/train_throughput.py" + (" --fp32" if args.fp32 else ""), "cases": cases,
                "wall_seconds": round(time.perf_counter() - started, 1)}
     print(json.dumps({c: {k: v for k, v in r.items() if k not in ("baseline", "ftlab")} for c, r in cases.items()},
                      indent=1))
