@@ -7,13 +7,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from ftlab_pipelines.core import lora_precision, models, prompts
+from ftlab_pipelines.core import models, prompts
 from ftlab_pipelines.core.labs import ModelConfig, PromptConfig
 
 
 class Chatbot:
     def __init__(self, release_dir: str | Path, max_new_tokens: int | None = None):
-        from peft import PeftModel
         from transformers import AutoTokenizer
 
         self.release_dir = Path(release_dir)
@@ -32,8 +31,7 @@ class Chatbot:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         base = models.load_causal_lm(ModelConfig.model_validate(info["model"]))
-        self.model = PeftModel.from_pretrained(base, str(self.release_dir)).eval()
-        lora_precision.sum_lora_in_fp32(self.model)  # as in training and evaluation
+        self.model = models.load_lora(base, self.release_dir)
         self.bf16 = models.use_bf16("auto")
 
     def _inputs(self, message: str):

@@ -198,18 +198,24 @@ def count_parameters(model) -> dict[str, int]:
     return {"trainable_params": int(trainable), "total_params": int(total)}
 
 
-def load_adapter_classifier(adapter_dir: str | Path, config: ModelConfig, labels: list[str]):
-    """Base model + a saved LoRA adapter (with its trained head), ready for inference."""
+def load_lora(base, adapter_dir: str | Path):
+    """Base model + a saved LoRA adapter, in eval mode, adding the update in fp32 under autocast as training did."""
     from peft import PeftModel
 
+    model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    lora_precision.sum_lora_in_fp32(model)
+    return model
+
+
+def load_adapter_classifier(adapter_dir: str | Path, config: ModelConfig, labels: list[str]):
+    """Base model + a saved LoRA adapter (with its trained head), ready for inference."""
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_model.safetensors").is_file():
         raise ModelError(f"{adapter_dir}: no adapter_model.safetensors; re-materialize the adapter asset")
     base = load_classifier(config, labels)
     try:
-        model = PeftModel.from_pretrained(base, str(adapter_dir))
+        model = load_lora(base, adapter_dir)
     except Exception as exc:  # noqa: BLE001 - safetensors/peft raise many types for a corrupt file
         raise ModelError(f"{adapter_dir}: the adapter cannot be loaded ({exc}); delete {adapter_dir} and "
                          f"re-materialize the adapter") from None
-    lora_precision.sum_lora_in_fp32(model)  # inference computes what training computed
-    return model.eval()
+    return model

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ftlab_pipelines.core import artifacts, generation, guards, lora_precision, models, plots, prompts, tokenize
+from ftlab_pipelines.core import artifacts, generation, guards, models, plots, prompts, tokenize
 from ftlab_pipelines.core.labs import LabConfig, stable_hash
 from ftlab_pipelines.core.stages import Markdown, StageResult
 from ftlab_pipelines.core.stages.split import load_split_frames
@@ -20,15 +20,11 @@ BASE, FINE_TUNED = "base_model", "fine_tuned"
 
 
 def load_fine_tuned(base, adapter_dir):
-    from peft import PeftModel
-
     guards.require_safetensors(Path(adapter_dir), "adapter_model", "adapter")  # never a pickled .bin
     try:
-        model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+        return models.load_lora(base, adapter_dir)
     except Exception as exc:  # noqa: BLE001 - safetensors/peft raise many types for a corrupt file
         raise models.ModelError(f"{adapter_dir}: the adapter cannot be loaded ({exc}); re-materialize it") from None
-    lora_precision.sum_lora_in_fp32(model)  # inference computes what training computed
-    return model
 
 
 def measure(model, tokenizer, lab: LabConfig, test_set, test_pairs: pd.DataFrame, samples: pd.DataFrame) -> dict:
