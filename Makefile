@@ -65,7 +65,7 @@ bench-perf: install dagster-home
 
 ## make bench-quick: every benchmark script in its --quick smoke mode (CI proves they run; nothing is written)
 bench-quick: install dagster-home
-	for b in $(PERF_BENCHES) tabular_scale; do $(BIN)/python bench/$$b.py --quick || exit 1; done
+	for b in $(PERF_BENCHES) tabular_scale persona_scaling; do $(BIN)/python bench/$$b.py --quick || exit 1; done
 
 clean:
 	rm -rf .ftlab

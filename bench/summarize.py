@@ -105,6 +105,26 @@ def memory(r: dict) -> list[str]:
             f"{r['qlora']['train_loss']} (the NF4 base starts ~0.27 higher)"]
 
 
+def persona_scaling(r: dict) -> list[str]:
+    base, target = r["base"]["test_loss"], r["target"]["test_loss"]
+    lines = [f"## persona_chat held-out loss vs train rows and LoRA settings ({r['model']})", "", header(r), "",
+             f"Rows: {r['rows']}. Base model test loss **{base}**; the issue's target (-"
+             f"{r['target']['test_loss_reduction']:.0%}) is **{target}**. Loss on reply tokens only, test split.", "",
+             "| run | train rows | epochs | lr | steps (best) | validation loss | test loss | reduction |",
+             "|---|---|---|---|---|---|---|---|"]
+    rows = [(f"learning curve {p['train_rows']}", p) for p in r["learning_curve"]]
+    rows += [(name, p) for name, p in r["variants"].items() if not name.startswith("lab")]
+    for name, p in rows:
+        lines.append(f"| {name} | {p['train_rows']} | {p['epochs']:g} | {p['learning_rate']:g} | {p['train_steps']} "
+                     f"({p['best_step']:g}) | {p['validation_loss']} | **{p['test_loss']}** | "
+                     f"{p['test_loss_reduction']:.1%} |")
+    fit = r["fit"]
+    lines += ["", f"Log-linear fit of the learning curve: {fit['loss_change_per_doubling']:+} test loss per doubling "
+              "of train rows" + (f"; at that rate the target needs ~{fit['train_rows_for_target']:,} train rows."
+                                 if "train_rows_for_target" in fit else ".")]
+    return lines
+
+
 def main() -> None:
     sections = [("train_throughput", throughput), ("mfu", mfu), ("overhead", overhead), ("noop", noop),
                 ("tokenize", tokenize), ("memory", memory)]
@@ -113,6 +133,8 @@ def main() -> None:
     for name, render in sections:
         result = load(name)
         lines += (render(result) if result else [f"## {name}", "", "not measured yet"]) + [""]
+    for path in sorted(RESULTS.glob("persona_scaling*.json")):
+        lines += persona_scaling(json.loads(path.read_text())) + [""]
     if NOTES.is_file():
         lines += [NOTES.read_text().strip(), ""]
     (BENCH / "RESULTS.md").write_text("\n".join(lines))

@@ -1,0 +1,177 @@
+"""How far does persona_chat's held-out reply loss fall? Train-set size and LoRA settings, on this CPU.
+
+The issue's target is a test loss 40% below the base model's. This trains the persona_chat adapter with the
+lab's own code (model, LoRA, TRL trainer with reply-only loss, keep_best) on:
+  - the learning curve: 1/4, 1/2 and all of the train split (smaller sets get more epochs, keep_best picks
+    the checkpoint of lowest validation loss), and
+  - LoRA / optimiser variants on all train rows,
+and measures every adapter on the lab's validation and test splits exactly as the evaluation asset does
+(token-weighted NLL of reply tokens). Validation and test rows never change. A log-linear fit of test loss
+against train rows says how many rows the target would need at the measured rate.
+
+    python bench/persona_scaling.py [--model NAME_OR_DIR] [--variants NAME ...] [--quick]
+
+Writes bench/results/persona_scaling.json (persona_scaling_<model>.json with --model) after every point, so an
+interrupted run keeps what it measured. Without a bf16 CPU (AMX / avx512_bf16) each full-data point takes ~20 min.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import machine  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+LAB = "persona_chat"
+TARGET_REDUCTION = 0.40
+CURVE = ((1.0, 4), (0.5, 6), (0.25, 8))  # (share of train rows, epochs); all rows first: it is the lab itself
+VARIANTS = {  # name: (what it changes, overrides of the lab's peft / train sections); trained on all train rows
+    "qv": ("LoRA on q_proj, v_proj only (the issue's default)", {"peft": {"target_modules": ["q_proj", "v_proj"]}}),
+    "r64": ("rank 64, alpha 128", {"peft": {"r": 64, "alpha": 128}}),
+    "lr2e-4": ("learning rate 2e-4, 8 epochs", {"train": {"learning_rate": 2e-4, "epochs": 8}}),
+    "lr1e-3": ("learning rate 1e-3", {"train": {"learning_rate": 1e-3}}),
+    "regularized": ("LoRA dropout 0.1, weight decay 0.1", {"peft": {"dropout": 0.1}, "train": {"weight_decay": 0.1}}),
+}
+
+
+def tokenize_lab(root: Path, model: str | None) -> Path:
+    """The lab's chain up to the tokenized asset, in its own FTLAB_HOME; returns the tokenized dataset dir."""
+    raw = yaml.safe_load((REPO / "labs" / f"{LAB}.yaml").read_text())
+    raw["source"]["local_path"] = str(REPO / "data" / "persona_chat.csv")
+    if model:
+        raw["model"]["name"] = model
+    (root / "labs").mkdir(parents=True)
+    (root / "labs" / f"{LAB}.yaml").write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "FTLAB_HOME": str(root / "home"), "DAGSTER_HOME": str(root / "home" / "dagster"),
+           "FTLAB_LABS_DIR": str(root / "labs")}
+    proc = subprocess.run([sys.executable, "-m", "ftlab_pipelines.cli", "run", LAB, "--only", "raw_dataset",
+                           "validated_dataset", "splits", "tokenized"], env=env, cwd=REPO, capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"tokenizing {LAB} failed:\n{proc.stderr[-3000:]}")
+    return max((root / "home" / "artifacts" / LAB / "tokenized").glob("*/dataset"), key=os.path.getmtime)
+
+
+def held_out_loss(model, tokenizer, dataset, lab) -> dict:
+    from ftlab_pipelines.core import generation, models
+
+    bf16, batch = models.use_bf16(lab.train.bf16), lab.train.eval_batch_size
+    return {split: generation.completion_loss(model, dataset[split], tokenizer.pad_token_id, batch, bf16)["eval_loss"]
+            for split in ("validation", "test")}
+
+
+def train_point(lab, tokenizer, dataset, rows: int, overrides: dict, workdir: Path) -> dict:
+    """Train one adapter on the first `rows` of the (shuffled) train split and measure it."""
+    from datasets import DatasetDict
+
+    from ftlab_pipelines.core import models, train
+
+    peft = lab.peft.model_copy(update=overrides.get("peft", {}))
+    config = lab.train.model_copy(update=overrides.get("train", {}))
+    steps_per_epoch = math.ceil(rows / config.batch_size)
+    if "save_steps" not in overrides.get("train", {}):
+        config = config.model_copy(update={"save_steps": max(1, steps_per_epoch // 2)})  # about half an epoch
+    subset = DatasetDict({**dataset, "train": dataset["train"].shuffle(seed=0).select(range(rows))})
+    from transformers import set_seed
+
+    set_seed(config.seed)
+    model = models.attach_lora(models.load_causal_lm(lab.model), peft, task_type="CAUSAL_LM")
+    result = train.train_adapter(model, tokenizer, subset, config, checkpoint_dir=workdir / "checkpoints",
+                                 out_dir=workdir / "adapter", sft_max_length=lab.model.max_length)
+    loss = held_out_loss(model, tokenizer, dataset, lab)  # keep_best has loaded the best checkpoint
+    m = result.metrics
+    return {"train_rows": rows, "epochs": config.epochs, "learning_rate": config.learning_rate,
+            "train_steps": int(m["train_steps"]), "best_step": m.get("best_step"),
+            "validation_loss": loss["validation"], "test_loss": loss["test"],
+            "train_loss": round(m["train_loss"], 4), "train_seconds": m["train_seconds"],
+            "trainable_params": int(m["trainable_params"])}
+
+
+def rows_for_target(points: list[dict], target: float) -> dict:
+    """Least-squares test loss = a + b * log2(rows) over the learning curve, solved for the target loss."""
+    x = np.log2([p["train_rows"] for p in points])
+    y = np.array([p["test_loss"] for p in points])
+    slope, intercept = np.polyfit(x, y, 1)
+    fit = {"loss_change_per_doubling": round(float(slope), 4)}
+    if slope < 0:
+        fit["train_rows_for_target"] = int(round(2 ** ((target - intercept) / slope)))
+    return fit
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="another base model (offline alias or a local directory) for the same data")
+    parser.add_argument("--variants", nargs="*", default=[], choices=list(VARIANTS), metavar="NAME",
+                        help="LoRA / optimiser variants trained on all rows after the curve: "
+                             + "; ".join(f"{k}: {d}" for k, (d, _) in VARIANTS.items()))
+    parser.add_argument("--quick", action="store_true", help="2 steps on 16 rows: proves the script works (CI smoke)")
+    args = parser.parse_args()
+
+    from ftlab_pipelines.core import models
+    from ftlab_pipelines.core.labs import load_lab
+    from ftlab_pipelines.core.tokenize import load_tokenized
+
+    root = Path(tempfile.mkdtemp(prefix="bench-persona-scaling-"))
+    started = time.perf_counter()
+    dataset = load_tokenized(tokenize_lab(root, args.model))
+    lab = load_lab(root / "labs" / f"{LAB}.yaml")
+    tokenizer = models.load_tokenizer(lab.model)
+    base = held_out_loss(models.load_causal_lm(lab.model), tokenizer, dataset, lab)
+    target = round(base["test"] * (1 - TARGET_REDUCTION), 4)
+    print(f"base model: {base}; target test loss {target}", flush=True)
+
+    full = len(dataset["train"])
+    curve_plan = [(16, {"train": {"max_steps": 2}})] if args.quick else [
+        (round(full * share), {"train": {"epochs": epochs}}) for share, epochs in CURVE]
+    variants = {} if args.quick else {VARIANTS[k][0]: VARIANTS[k][1] for k in args.variants}
+    suffix = "" if not args.model else "_" + re.sub(r"[^a-z0-9]+", "_", Path(args.model).name.lower()).strip("_")
+    out = REPO / "bench" / "results" / f"persona_scaling{suffix}.json"
+    command = ("python bench/persona_scaling.py" + (f" --model {args.model}" if args.model else "")
+               + (f" --variants {' '.join(args.variants)}" if args.variants else ""))
+    result = {
+        "benchmark": "persona_scaling",
+        "machine": machine(),
+        "date": dt.date.today().isoformat(),
+        "command": command,
+        "model": lab.model.name,
+        "rows": {split: len(dataset[split]) for split in ("train", "validation", "test")},
+        "base": {"validation_loss": base["validation"], "test_loss": base["test"]},
+        "target": {"test_loss_reduction": TARGET_REDUCTION, "test_loss": target},
+        "learning_curve": [],
+        "variants": {},
+    }
+
+    def record(point: dict) -> dict:
+        point["test_loss_reduction"] = round(1 - point["test_loss"] / base["test"], 4)
+        print(json.dumps(point), flush=True)
+        if len(result["learning_curve"]) >= 2:
+            result["fit"] = rows_for_target(result["learning_curve"], target)
+        result["wall_seconds"] = round(time.perf_counter() - started, 1)
+        if not args.quick:
+            out.write_text(json.dumps(result, indent=2) + "\n")
+        return point
+
+    for i, (rows, overrides) in enumerate(curve_plan):
+        result["learning_curve"].append(record(train_point(lab, tokenizer, dataset, rows, overrides,
+                                                          root / f"curve-{i}")))
+    for i, (name, overrides) in enumerate(variants.items()):
+        result["variants"][name] = record(train_point(lab, tokenizer, dataset, full, overrides, root / f"variant-{i}"))
+    print("quick run: nothing written" if args.quick else f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
