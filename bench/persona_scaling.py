@@ -9,10 +9,10 @@ and measures every adapter on the lab's validation and test splits exactly as th
 (token-weighted NLL of reply tokens). Validation and test rows never change. A log-linear fit of test loss
 against train rows says how many rows the target would need at the measured rate.
 
-    python bench/persona_scaling.py [--model NAME_OR_DIR] [--variants NAME ...] [--quick]
+    python bench/persona_scaling.py [--model NAME_OR_DIR] [--shares 1 0.5 0.25] [--variants NAME ...] [--quick]
 
-Writes bench/results/persona_scaling.json (persona_scaling_<model>.json with --model) after every point, so an
-interrupted run keeps what it measured. Without a bf16 CPU (AMX / avx512_bf16) each full-data point takes ~20 min.
+Writes bench/results/persona_scaling.json (persona_scaling_<model>.json with --model) after every point;
+--resume continues an interrupted run from it. Without a bf16 CPU (AMX / avx512_bf16) each full-data point takes ~20 min.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +37,7 @@ from quality import machine  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 LAB = "persona_chat"
 TARGET_REDUCTION = 0.40
-CURVE = ((1.0, 4), (0.5, 6), (0.25, 8))  # (share of train rows, epochs); all rows first: it is the lab itself
+CURVE_EPOCHS = {1.0: 4, 0.5: 6, 0.25: 8}  # share of train rows: epochs (keep_best picks the best checkpoint)
 VARIANTS = {  # name: (what it changes, overrides of the lab's peft / train sections); trained on all train rows
     "qv": ("LoRA on q_proj, v_proj only (the issue's default)", {"peft": {"target_modules": ["q_proj", "v_proj"]}}),
     "r64": ("rank 64, alpha 128", {"peft": {"r": 64, "alpha": 128}}),
@@ -112,12 +111,27 @@ def rows_for_target(points: list[dict], target: float) -> dict:
     return fit
 
 
+def earlier_points(out: Path, result: dict) -> dict[str, dict]:
+    """Points of an earlier run of the same model, data and base loss (to resume after an interruption)."""
+    if not out.is_file():
+        return {}
+    earlier = json.loads(out.read_text())
+    if any(earlier.get(k) != result[k] for k in ("model", "rows", "base")):
+        print(f"{out.name} is from another model, data or base loss: starting over", flush=True)
+        return {}
+    return {**{f"curve {p['train_rows']}": p for p in earlier["learning_curve"]}, **earlier["variants"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="another base model (offline alias or a local directory) for the same data")
+    parser.add_argument("--shares", nargs="+", type=float, default=list(CURVE_EPOCHS), choices=list(CURVE_EPOCHS),
+                        help="learning-curve points, as shares of the train split (all rows first: the lab itself)")
     parser.add_argument("--variants", nargs="*", default=[], choices=list(VARIANTS), metavar="NAME",
                         help="LoRA / optimiser variants trained on all rows after the curve: "
                              + "; ".join(f"{k}: {d}" for k, (d, _) in VARIANTS.items()))
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the points already in the results file (same model, rows and base loss)")
     parser.add_argument("--quick", action="store_true", help="2 steps on 16 rows: proves the script works (CI smoke)")
     args = parser.parse_args()
 
@@ -126,7 +140,6 @@ def main() -> None:
     from ftlab_pipelines.core.tokenize import load_tokenized
 
     root = Path(tempfile.mkdtemp(prefix="bench-persona-scaling-"))
-    started = time.perf_counter()
     dataset = load_tokenized(tokenize_lab(root, args.model))
     lab = load_lab(root / "labs" / f"{LAB}.yaml")
     tokenizer = models.load_tokenizer(lab.model)
@@ -136,11 +149,12 @@ def main() -> None:
 
     full = len(dataset["train"])
     curve_plan = [(16, {"train": {"max_steps": 2}})] if args.quick else [
-        (round(full * share), {"train": {"epochs": epochs}}) for share, epochs in CURVE]
+        (round(full * share), {"train": {"epochs": CURVE_EPOCHS[share]}}) for share in args.shares]
     variants = {} if args.quick else {VARIANTS[k][0]: VARIANTS[k][1] for k in args.variants}
     suffix = "" if not args.model else "_" + re.sub(r"[^a-z0-9]+", "_", Path(args.model).name.lower()).strip("_")
     out = REPO / "bench" / "results" / f"persona_scaling{suffix}.json"
     command = ("python bench/persona_scaling.py" + (f" --model {args.model}" if args.model else "")
+               + (f" --shares {' '.join(map(str, args.shares))}" if args.shares != list(CURVE_EPOCHS) else "")
                + (f" --variants {' '.join(args.variants)}" if args.variants else ""))
     result = {
         "benchmark": "persona_scaling",
@@ -155,21 +169,29 @@ def main() -> None:
         "variants": {},
     }
 
-    def record(point: dict) -> dict:
-        point["test_loss_reduction"] = round(1 - point["test_loss"] / base["test"], 4)
-        print(json.dumps(point), flush=True)
+    done = earlier_points(out, result) if args.resume else {}
+
+    def write() -> None:
         if len(result["learning_curve"]) >= 2:
             result["fit"] = rows_for_target(result["learning_curve"], target)
-        result["wall_seconds"] = round(time.perf_counter() - started, 1)
         if not args.quick:
             out.write_text(json.dumps(result, indent=2) + "\n")
+
+    def measure(key: str, rows: int, overrides: dict, workdir: Path) -> dict:
+        if key in done:
+            print(f"{key}: kept from {out.name}", flush=True)
+            return done[key]
+        point = train_point(lab, tokenizer, dataset, rows, overrides, workdir)
+        point["test_loss_reduction"] = round(1 - point["test_loss"] / base["test"], 4)
+        print(key, json.dumps(point), flush=True)
         return point
 
     for i, (rows, overrides) in enumerate(curve_plan):
-        result["learning_curve"].append(record(train_point(lab, tokenizer, dataset, rows, overrides,
-                                                          root / f"curve-{i}")))
+        result["learning_curve"].append(measure(f"curve {rows}", rows, overrides, root / f"curve-{i}"))
+        write()
     for i, (name, overrides) in enumerate(variants.items()):
-        result["variants"][name] = record(train_point(lab, tokenizer, dataset, full, overrides, root / f"variant-{i}"))
+        result["variants"][name] = measure(name, full, overrides, root / f"variant-{i}")
+        write()
     print("quick run: nothing written" if args.quick else f"wrote {out}")
 
 

@@ -113,15 +113,20 @@ def persona_scaling(r: dict) -> list[str]:
              "| run | train rows | epochs | lr | steps (best) | validation loss | test loss | reduction |",
              "|---|---|---|---|---|---|---|---|"]
     rows = [(f"learning curve {p['train_rows']}", p) for p in r["learning_curve"]]
-    rows += [(name, p) for name, p in r["variants"].items() if not name.startswith("lab")]
+    rows += list(r["variants"].items())
     for name, p in rows:
         lines.append(f"| {name} | {p['train_rows']} | {p['epochs']:g} | {p['learning_rate']:g} | {p['train_steps']} "
                      f"({p['best_step']:g}) | {p['validation_loss']} | **{p['test_loss']}** | "
                      f"{p['test_loss_reduction']:.1%} |")
-    fit = r["fit"]
-    lines += ["", f"Log-linear fit of the learning curve: {fit['loss_change_per_doubling']:+} test loss per doubling "
-              "of train rows" + (f"; at that rate the target needs ~{fit['train_rows_for_target']:,} train rows."
-                                 if "train_rows_for_target" in fit else ".")]
+    fit = r.get("fit")
+    if fit:
+        lines += ["", f"Log-linear fit of the learning curve: {fit['loss_change_per_doubling']:+} test loss per doubling "
+                  "of train rows" + (f"; at that rate the target needs ~{fit['train_rows_for_target']:,} train rows."
+                                     if "train_rows_for_target" in fit else ".")]
+        curve = sorted(r["learning_curve"], key=lambda p: p["train_rows"])
+        steps = [f"{a['train_rows']} -> {b['train_rows']}: {b['test_loss'] - a['test_loss']:+.3f}"
+                 for a, b in zip(curve, curve[1:])]
+        lines += ["", "Test loss change per doubling, measured: " + "; ".join(steps) + "."]
     return lines
 
 
