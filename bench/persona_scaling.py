@@ -74,26 +74,25 @@ def held_out_loss(model, tokenizer, dataset, lab) -> dict:
 
 
 def train_point(lab, tokenizer, dataset, rows: int, overrides: dict, workdir: Path) -> dict:
-    """Train one adapter on the first `rows` of the (shuffled) train split and measure it."""
+    """Train one adapter as the adapter asset does, on the first `rows` of the shuffled train split, and score the
+    saved adapter as the evaluation asset does."""
     from datasets import DatasetDict
 
-    from ftlab_pipelines.core import models, train
+    from ftlab_pipelines.core import models, tokenize
+    from ftlab_pipelines.core.stages.adapter import fit
+    from ftlab_pipelines.core.stages.generation_eval import load_fine_tuned
 
-    peft = lab.peft.model_copy(update=overrides.get("peft", {}))
-    config = lab.train.model_copy(update=overrides.get("train", {}))
-    steps_per_epoch = math.ceil(rows / config.batch_size)
-    if "save_steps" not in overrides.get("train", {}):
-        config = config.model_copy(update={"save_steps": max(1, steps_per_epoch // 2)})  # about half an epoch
-    subset = DatasetDict({**dataset, "train": dataset["train"].shuffle(seed=0).select(range(rows))})
-    from transformers import set_seed
-
-    set_seed(config.seed)
-    model = models.attach_lora(models.load_causal_lm(lab.model), peft, task_type="CAUSAL_LM")
-    result = train.train_adapter(model, tokenizer, subset, config, checkpoint_dir=workdir / "checkpoints",
-                                 out_dir=workdir / "adapter", sft_max_length=lab.model.max_length)
-    loss = held_out_loss(model, tokenizer, dataset, lab)  # keep_best has loaded the best checkpoint
-    m = result.metrics
-    return {"train_rows": rows, "epochs": config.epochs, "learning_rate": config.learning_rate,
+    half_epoch = max(1, math.ceil(rows / lab.train.batch_size) // 2)
+    point = lab.model_copy(update={
+        "peft": lab.peft.model_copy(update=overrides.get("peft", {})),
+        "train": lab.train.model_copy(update={"save_steps": half_epoch, **overrides.get("train", {})}),
+    })
+    tokenize.save_splits(DatasetDict({**dataset, "train": dataset["train"].shuffle(seed=0).select(range(rows))}),
+                         workdir / "dataset")
+    m = fit(point, workdir / "dataset", workdir / "checkpoints", workdir / "adapter").metrics
+    loss = held_out_loss(load_fine_tuned(models.load_causal_lm(lab.model), workdir / "adapter"), tokenizer, dataset,
+                         lab)
+    return {"train_rows": rows, "epochs": point.train.epochs, "learning_rate": point.train.learning_rate,
             "train_steps": int(m["train_steps"]), "best_step": m.get("best_step"),
             "validation_loss": loss["validation"], "test_loss": loss["test"],
             "train_loss": round(m["train_loss"], 4), "train_seconds": m["train_seconds"],
