@@ -133,12 +133,16 @@ def main() -> None:
                         help="keep the points already in the results file (same model, rows and base loss)")
     parser.add_argument("--quick", action="store_true", help="2 steps on 16 rows: proves the script works (CI smoke)")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-persona-scaling-") as tmp:  # datasets, checkpoints, adapters
+        run(args, Path(tmp))
 
+
+def run(args: argparse.Namespace, root: Path) -> None:
+    """Tokenize the lab under `root`, score the base model, then train and score every planned point."""
     from ftlab_pipelines.core import models
     from ftlab_pipelines.core.labs import load_lab
     from ftlab_pipelines.core.tokenize import load_tokenized
 
-    root = Path(tempfile.mkdtemp(prefix="bench-persona-scaling-"))
     dataset = load_tokenized(tokenize_lab(root, args.model))
     lab = load_lab(root / "labs" / f"{LAB}.yaml")
     tokenizer = models.load_tokenizer(lab.model)
