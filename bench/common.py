@@ -14,10 +14,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-def write_lab(root: Path, lab: str, **train_overrides) -> Path:
-    """labs/<lab>.yaml with train overrides, in root/labs (point FTLAB_LABS_DIR at it)."""
+def write_lab(root: Path, lab: str, model_name: str | None = None, **train_overrides) -> Path:
+    """labs/<lab>.yaml with another base model and train overrides, in root/labs (point FTLAB_LABS_DIR at it)."""
     raw = yaml.safe_load((REPO / "labs" / f"{lab}.yaml").read_text())
     raw["train"].update(train_overrides)
+    if model_name:
+        raw["model"]["name"] = model_name
     (root / "labs").mkdir(parents=True, exist_ok=True)
     (root / "labs" / f"{lab}.yaml").write_text(yaml.safe_dump(raw))
     return root / "labs"

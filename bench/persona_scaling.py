@@ -23,18 +23,16 @@ import json
 import math
 import os
 import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, lab_env, timed, write_lab  # noqa: E402
 from quality import machine  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 LAB = "persona_chat"
 TARGET_REDUCTION = 0.40
 CURVE_EPOCHS = {1.0: 4, 0.5: 6, 0.25: 8}  # share of train rows: epochs (keep_best picks the best checkpoint)
@@ -49,19 +47,9 @@ VARIANTS = {  # name: (what it changes, overrides of the lab's peft / train sect
 
 def tokenize_lab(root: Path, model: str | None) -> Path:
     """The lab's chain up to the tokenized asset, in its own FTLAB_HOME; returns the tokenized dataset dir."""
-    raw = yaml.safe_load((REPO / "labs" / f"{LAB}.yaml").read_text())
-    raw["source"]["local_path"] = str(REPO / "data" / "persona_chat.csv")
-    if model:
-        raw["model"]["name"] = model
-    (root / "labs").mkdir(parents=True)
-    (root / "labs" / f"{LAB}.yaml").write_text(yaml.safe_dump(raw))
-    env = {**os.environ, "FTLAB_HOME": str(root / "home"), "DAGSTER_HOME": str(root / "home" / "dagster"),
-           "FTLAB_LABS_DIR": str(root / "labs")}
-    proc = subprocess.run([sys.executable, "-m", "ftlab_pipelines.cli", "run", LAB, "--only", "raw_dataset",
-                           "validated_dataset", "splits", "tokenized"], env=env, cwd=REPO, capture_output=True,
-                          text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"tokenizing {LAB} failed:\n{proc.stderr[-3000:]}")
+    write_lab(root, LAB, model_name=model)
+    timed([sys.executable, "-m", "ftlab_pipelines.cli", "run", LAB, "--only", "raw_dataset", "validated_dataset",
+           "splits", "tokenized"], lab_env(root))
     return max((root / "home" / "artifacts" / LAB / "tokenized").glob("*/dataset"), key=os.path.getmtime)
 
 
