@@ -52,8 +52,8 @@ def matmul_parameters() -> tuple[int, int]:
     """(all matmul weights, the LM head's)."""
     import torch
 
-    from ftlab_pipelines.core import models
-    from ftlab_pipelines.core.labs import load_lab
+    from ftlab_pipelines.core.config.labs import load_lab
+    from ftlab_pipelines.core.modeling import models
 
     model = models.load_causal_lm(load_lab(REPO / "labs" / f"{LAB}.yaml").model)
     total = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
@@ -62,7 +62,7 @@ def matmul_parameters() -> tuple[int, int]:
 
 def reply_share(data: Path) -> float:
     """Share of train tokens that are reply tokens (the only ones the LM head runs on)."""
-    from ftlab_pipelines.core import tokenize
+    from ftlab_pipelines.core.text import tokenize
 
     train = tokenize.load_tokenized(data)["train"]
     return sum(map(sum, train["completion_mask"])) / sum(train["length"])

@@ -40,8 +40,11 @@ class NoTracking:
 
 def plain_pipeline(lab_name: str) -> None:
     """The chain of stage functions, in order, as the assets call them."""
-    from ftlab_pipelines.core import artifacts, models, publish, settings
-    from ftlab_pipelines.core.labs import load_labs
+    from ftlab_pipelines.core import artifacts
+    from ftlab_pipelines.core.config import settings
+    from ftlab_pipelines.core.config.labs import load_labs
+    from ftlab_pipelines.core.modeling import models
+    from ftlab_pipelines.core.release import release_dir
     from ftlab_pipelines.core.stages.adapter import build_adapter
     from ftlab_pipelines.core.stages.evaluation import evaluate
     from ftlab_pipelines.core.stages.raw import build_raw_dataset
@@ -59,7 +62,7 @@ def plain_pipeline(lab_name: str) -> None:
     report = evaluate(lab, split_sets, tokens, trained, run).manifest
     release = artifacts.stage_dir(lab.name, "published_adapter", "plain")
     with artifacts.atomic_dir(release) as tmp:
-        publish.write_release_dir(lab, Path(trained["path"]), report, models.load_tokenizer(lab.model), tmp)
+        release_dir.write_release_dir(lab, Path(trained["path"]), report, models.load_tokenizer(lab.model), tmp)
 
 
 def main() -> None:

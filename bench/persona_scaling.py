@@ -54,7 +54,8 @@ def tokenize_lab(root: Path, model: str | None) -> Path:
 
 
 def held_out_loss(model, tokenizer, dataset, lab) -> dict:
-    from ftlab_pipelines.core import generation, models
+    from ftlab_pipelines.core.evaluation import generation
+    from ftlab_pipelines.core.modeling import models
 
     bf16, batch = models.use_bf16(lab.train.bf16), lab.train.eval_batch_size
     return {split: generation.completion_loss(model, dataset[split], tokenizer.pad_token_id, batch, bf16)["eval_loss"]
@@ -66,9 +67,10 @@ def train_point(lab, tokenizer, dataset, rows: int, overrides: dict, workdir: Pa
     saved adapter as the evaluation asset does."""
     from datasets import DatasetDict
 
-    from ftlab_pipelines.core import models, tokenize
+    from ftlab_pipelines.core.modeling import models
     from ftlab_pipelines.core.stages.adapter import fit
     from ftlab_pipelines.core.stages.generation_eval import load_fine_tuned
+    from ftlab_pipelines.core.text import tokenize
 
     half_epoch = max(1, math.ceil(rows / lab.train.batch_size) // 2)
     point = lab.model_copy(update={
@@ -127,9 +129,9 @@ def main() -> None:
 
 def run(args: argparse.Namespace, root: Path) -> None:
     """Tokenize the lab under `root`, score the base model, then train and score every planned point."""
-    from ftlab_pipelines.core import models
-    from ftlab_pipelines.core.labs import load_lab
-    from ftlab_pipelines.core.tokenize import load_tokenized
+    from ftlab_pipelines.core.config.labs import load_lab
+    from ftlab_pipelines.core.modeling import models
+    from ftlab_pipelines.core.text.tokenize import load_tokenized
 
     dataset = load_tokenized(tokenize_lab(root, args.model))
     lab = load_lab(root / "labs" / f"{LAB}.yaml")

@@ -32,7 +32,7 @@ def make_table(rows: int, out: Path) -> None:
     import numpy as np
     import pandas as pd
 
-    from ftlab_pipelines.core import settings
+    from ftlab_pipelines.core.config import settings
 
     base = pd.read_csv(settings.data_dir() / "creditcard" / "creditcard_fraud_enriched.csv")
     rng = np.random.default_rng(0)
@@ -47,8 +47,10 @@ def measure(csv: Path) -> dict:
     """In this process: read, render and tokenize `csv`; rows/s and peak RSS."""
     import resource
 
-    from ftlab_pipelines.core import models, sources, tokenize
-    from ftlab_pipelines.core.labs import load_lab
+    from ftlab_pipelines.core.config.labs import load_lab
+    from ftlab_pipelines.core.data import sources
+    from ftlab_pipelines.core.modeling import models
+    from ftlab_pipelines.core.text import tokenize
 
     lab = load_lab(REPO / "labs" / f"{LAB}.yaml")
     tokenizer = models.load_tokenizer(lab.model)

@@ -37,7 +37,7 @@ RESULTS = REPO / "bench" / "results" / "tokenize.json"
 def make_frame(rows: int, out: Path, distinct: bool) -> None:
     import pandas as pd
 
-    from ftlab_pipelines.core import settings
+    from ftlab_pipelines.core.config import settings
 
     base = pd.read_csv(settings.data_dir() / "sms_spam" / "sms_spam.csv", dtype=str)
     frame = base.sample(n=rows, replace=True, random_state=0).reset_index(drop=True)
@@ -52,9 +52,14 @@ def measure(path: Path) -> dict:
     import datasets  # noqa: F401  imported before the clock, as in the pipeline's process (~0.15 s once)
     import pandas as pd
 
-    from ftlab_pipelines.core import models, tokenize
-    from ftlab_pipelines.core.labs import load_lab
-    from ftlab_pipelines.core.train import current_rss_mb, peak_rss_mb, reset_peak_rss
+    from ftlab_pipelines.core.config.labs import load_lab
+    from ftlab_pipelines.core.modeling import models
+    from ftlab_pipelines.core.text import tokenize
+    from ftlab_pipelines.core.training.train import (
+        current_rss_mb,
+        peak_rss_mb,
+        reset_peak_rss,
+    )
 
     lab = load_lab(REPO / "labs" / "sms_spam.yaml")
     tokenizer = models.load_tokenizer(lab.model)

@@ -62,7 +62,7 @@ def pad_to_max_length(dataset, max_length: int, pad_id: int, sft: bool):
 
 
 def build_model(lab):
-    from ftlab_pipelines.core import models
+    from ftlab_pipelines.core.modeling import models
 
     if lab.is_generative:
         from transformers import set_seed
@@ -78,7 +78,7 @@ def real_tokens(inputs: dict) -> int:
 
 
 def count_real_tokens(trainer, counter: dict) -> None:
-    from ftlab_pipelines.core import train
+    from ftlab_pipelines.core.training import train
 
     def on_batch(inputs):
         counter["tokens"] += real_tokens(inputs)
@@ -102,7 +102,7 @@ def train_baseline(lab, model, tokenizer, data, steps: int, out: Path, counter: 
 
 
 def train_ftlab(lab, model, tokenizer, data, steps: int, out: Path, counter: dict):
-    from ftlab_pipelines.core import train
+    from ftlab_pipelines.core.training import train
 
     # The baseline's schedule (the Trainer's default: no warmup): the comparison measures the speed levers, not
     # the lab's warmup, which alone moves 16-step SmolLM2 validation loss by 0.010 (1.2373 -> 1.2477).
@@ -118,7 +118,7 @@ def train_ftlab(lab, model, tokenizer, data, steps: int, out: Path, counter: dic
 def validation_metric(lab, model, tokenizer, data, rows: int | None) -> dict:
     import numpy as np
 
-    from ftlab_pipelines.core import generation, inference, metrics
+    from ftlab_pipelines.core.evaluation import generation, inference, metrics
 
     val = data["validation"]
     if rows:
@@ -148,8 +148,9 @@ def run_variant(variant: str, lab_name: str, data_path: str, steps: int, eval_ro
     """In this process: build the model, train `steps` steps the `variant` way, score on validation."""
     import torch
 
-    from ftlab_pipelines.core import models, tokenize
-    from ftlab_pipelines.core.labs import load_lab
+    from ftlab_pipelines.core.config.labs import load_lab
+    from ftlab_pipelines.core.modeling import models
+    from ftlab_pipelines.core.text import tokenize
 
     lab = load_lab(REPO / "labs" / f"{lab_name}.yaml")
     if overrides:
@@ -233,7 +234,7 @@ def seed_check(case: str, seeds: list[int]) -> dict:
 
 
 def load_lab_seed(lab_name: str) -> int:
-    from ftlab_pipelines.core.labs import load_lab
+    from ftlab_pipelines.core.config.labs import load_lab
 
     return load_lab(REPO / "labs" / f"{lab_name}.yaml").train.seed
 

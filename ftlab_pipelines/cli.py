@@ -11,7 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ftlab_pipelines.core import settings
+from ftlab_pipelines.core.config import settings
 
 
 def ensure_dagster_home() -> Path:
@@ -38,7 +38,7 @@ def quiet_libraries() -> None:
 
 
 def cmd_labs(args) -> int:
-    from ftlab_pipelines.core.labs import load_labs
+    from ftlab_pipelines.core.config.labs import load_labs
 
     for name, lab in load_labs().items():
         print(f"{name:24s} {lab.task:15s} {lab.model.name:24s} {lab.description}")
@@ -69,7 +69,7 @@ def cmd_run(args) -> int:
 
 
 def print_summary(lab: str, run_id: str, only: list[str] | None = None) -> None:
-    from ftlab_pipelines.core.publish import local_champion
+    from ftlab_pipelines.core.release.local_registry import local_champion
 
     release = local_champion(lab)
     home = settings.ftlab_home()
@@ -92,7 +92,7 @@ def print_summary(lab: str, run_id: str, only: list[str] | None = None) -> None:
 
 def cmd_predict(args) -> int:
     quiet_libraries()
-    from ftlab_pipelines.core.predictor import Classifier
+    from ftlab_pipelines.core.release.predictor import Classifier
 
     release = champion_release(args.lab, args.release)
     if release is None:
@@ -100,7 +100,7 @@ def cmd_predict(args) -> int:
     classifier = Classifier(release)
     texts = list(args.texts)
     if args.csv:
-        from ftlab_pipelines.core.sources import read_table
+        from ftlab_pipelines.core.data.sources import read_table
 
         texts += classifier.render_rows(read_table(Path(args.csv), dtype="infer"))
     if not texts:
@@ -112,7 +112,7 @@ def cmd_predict(args) -> int:
 
 
 def champion_release(lab: str, release: str | None) -> str | None:
-    from ftlab_pipelines.core.publish import local_champion
+    from ftlab_pipelines.core.release.local_registry import local_champion
 
     if release is not None:
         return release
@@ -125,7 +125,7 @@ def champion_release(lab: str, release: str | None) -> str | None:
 
 def cmd_chat(args) -> int:
     quiet_libraries()
-    from ftlab_pipelines.core.chat import Chatbot
+    from ftlab_pipelines.core.release.chat import Chatbot
 
     release = champion_release(args.lab, args.release)
     if release is None:
@@ -148,7 +148,7 @@ def cmd_chat(args) -> int:
 
 
 def registry_client_and_name(lab: str):
-    from ftlab_pipelines.core.labs import load_labs
+    from ftlab_pipelines.core.config.labs import load_labs
     from ftlab_pipelines.core.tracking import Tracker
 
     labs = load_labs()
@@ -159,10 +159,10 @@ def registry_client_and_name(lab: str):
 
 def cmd_models(args) -> int:
     """The registered versions in MLflow, with their metric, aliases and promotion record."""
-    from ftlab_pipelines.core import registry
+    from ftlab_pipelines.core.release import mlflow_registry
 
     client, name = registry_client_and_name(args.lab)
-    rows = registry.describe_versions(client, name)
+    rows = mlflow_registry.describe_versions(client, name)
     if not rows:
         print(f"ftlab: no registered versions of {name!r} in {settings.mlflow_tracking_uri()}; "
               f"run `ftlab run {args.lab}` first", file=sys.stderr)
@@ -186,11 +186,11 @@ def local_releases(lab: str) -> dict[int, str]:
 
 def cmd_promote(args) -> int:
     """Move the champion alias by hand; the version's tags record who, when and why."""
-    from ftlab_pipelines.core import publish, registry
+    from ftlab_pipelines.core.release import local_registry, mlflow_registry
 
     client, name = registry_client_and_name(args.lab)
-    moved = registry.promote(client, name, args.version, args.reason)
-    local = publish.set_local_champion(args.lab, args.version)
+    moved = mlflow_registry.promote(client, name, args.version, args.reason)
+    local = local_registry.set_local_champion(args.lab, args.version)
     previous = f"v{moved['previous_champion']}" if moved["previous_champion"] else "none"
     print(f"ftlab: {name} champion is now v{moved['version']} (was {previous}); recorded on the version's tags")
     if local is None:
@@ -203,7 +203,7 @@ def cmd_promote(args) -> int:
 
 def cmd_new_lab(args) -> int:
     """Infer a lab and its data contract from the user's file; print what was inferred and how to run it."""
-    from ftlab_pipelines.core.new_lab import write_new_lab
+    from ftlab_pipelines.core.data.new_lab import write_new_lab
 
     lab_path, contract_path, found = write_new_lab(args.name, Path(args.csv), args.text, args.label, args.model,
                                                    force=args.force)

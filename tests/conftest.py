@@ -18,7 +18,7 @@ os.environ.setdefault("FTLAB_MODEL_CACHE", str(REPO / ".ftlab" / "test-model-cac
 
 
 def shared_data_dir() -> Path | None:
-    from ftlab_pipelines.core import settings
+    from ftlab_pipelines.core.config import settings
 
     return settings.data_dir()
 
@@ -64,8 +64,8 @@ def materialized_labs(root: Path, labs: dict[str, dict]):
     """Materialize every asset of `labs` once through a real Dagster instance, with FTLAB_HOME = root/home."""
     import dagster as dg
 
-    from ftlab_pipelines.defs.resources import default_resources
     from ftlab_pipelines.definitions import build_definitions
+    from ftlab_pipelines.defs.resources import default_resources
 
     home = root / "home"
     labs_dir = write_labs(root / "labs", labs)

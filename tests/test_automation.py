@@ -9,12 +9,14 @@ import dagster as dg
 import pandas as pd
 import pytest
 import yaml
+from conftest import REPO, materialized_labs, requires_data, tiny_lab, write_labs
 from mlflow import MlflowClient
 
-from conftest import REPO, materialized_labs, requires_data, tiny_lab, write_labs
 from ftlab_pipelines import cli
-from ftlab_pipelines.core import inbox, publish, registry, settings
-from ftlab_pipelines.core.labs import LabConfig
+from ftlab_pipelines.core.config import settings
+from ftlab_pipelines.core.config.labs import LabConfig
+from ftlab_pipelines.core.data import inbox
+from ftlab_pipelines.core.release import local_registry, mlflow_registry
 from ftlab_pipelines.definitions import build_definitions
 from ftlab_pipelines.defs.assets import TRAINING_POOL, stage_code_versions
 from ftlab_pipelines.defs.automation import inbox_run_requests
@@ -157,12 +159,12 @@ def test_first_release_passes_the_gate_and_becomes_champion(lab_home):
     result = lab_home["result"]
     assert result.success
     assert _checks(result) == {"data_contract": True, "promotion_gate": True}
-    assert int(registry.champion(_client(), "ftlab-sms_spam").version) == 1
+    assert int(mlflow_registry.champion(_client(), "ftlab-sms_spam").version) == 1
 
 
 @requires_data
 def test_unchanged_rerun_trains_nothing_and_reuses_the_release(lab_home):
-    champion_path = publish.local_champion("sms_spam")["path"]
+    champion_path = local_registry.local_champion("sms_spam")["path"]
     result = _execute(lab_home)
     assert result.success
     adapter = result.asset_materializations_for_node("sms_spam__adapter")[0].metadata
@@ -178,13 +180,13 @@ def test_unchanged_rerun_trains_nothing_and_reuses_the_release(lab_home):
     assert client.get_metric_history(adapter_run.info.run_id, "loss") == []  # not one training step logged
     assert _checks(result)["promotion_gate"] is True
     assert "already the champion" in published["promotion_gate"].value
-    assert [int(v.version) for v in registry.versions(client, "ftlab-sms_spam")] == [1]
-    assert publish.local_champion("sms_spam")["path"] == champion_path
+    assert [int(v.version) for v in mlflow_registry.versions(client, "ftlab-sms_spam")] == [1]
+    assert local_registry.local_champion("sms_spam")["path"] == champion_path
 
 
 @requires_data
 def test_inbox_file_failing_the_contract_stops_the_run_and_keeps_the_champion(lab_home):
-    release = publish.local_champion("sms_spam")["path"]
+    release = local_registry.local_champion("sms_spam")["path"]
     before = sorted((p.name, p.stat().st_mtime_ns) for p in os.scandir(release))
     folder = inbox.inbox_dir("sms_spam")
     folder.mkdir(parents=True, exist_ok=True)
@@ -198,8 +200,8 @@ def test_inbox_file_failing_the_contract_stops_the_run_and_keeps_the_champion(la
     assert _materialized(result) == {"raw_dataset", "validated_dataset"}
     raw = result.asset_materializations_for_node("sms_spam__raw_dataset")[0].metadata
     assert raw["origin"].value == str(folder / "bad_drop.csv") and raw["rows"].value == 150
-    assert int(registry.champion(_client(), "ftlab-sms_spam").version) == 1
-    assert publish.local_champion("sms_spam")["path"] == release
+    assert int(mlflow_registry.champion(_client(), "ftlab-sms_spam").version) == 1
+    assert local_registry.local_champion("sms_spam")["path"] == release
     assert sorted((p.name, p.stat().st_mtime_ns) for p in os.scandir(release)) == before
 
 
@@ -221,20 +223,20 @@ def test_inbox_file_changed_after_the_sensor_saw_it_is_refused(lab_home):
 @requires_data
 def test_gate_keeps_the_champion_and_promote_moves_it_by_hand(lab_home, capsys):
     client = _client()
-    champion = registry.champion(client, "ftlab-sms_spam")
+    champion = mlflow_registry.champion(client, "ftlab-sms_spam")
     value = float(champion.tags["test_f1"])
     run = client.create_run(client.get_experiment_by_name("ftlab/sms_spam").experiment_id)
-    worse = registry.register_and_gate(client, "ftlab-sms_spam", champion.source, run.info.run_id, "f1",
+    worse = mlflow_registry.register_and_gate(client, "ftlab-sms_spam", champion.source, run.info.run_id, "f1",
                                        value - 0.05, 0.0, release_key="challenger")
     assert not worse.passed and not worse.promoted and "the champion is unchanged" in worse.reason
-    assert int(registry.champion(client, "ftlab-sms_spam").version) == 1
+    assert int(mlflow_registry.champion(client, "ftlab-sms_spam").version) == 1
 
     assert cli.main(["models", "sms_spam"]) == 0
     listing = capsys.readouterr().out
     assert "v1" in listing and "champion" in listing and "v2" in listing and f"f1={value:.4f}" in listing
 
     assert cli.main(["promote", "sms_spam", "v2", "--reason", "rollback drill"]) == 0
-    promoted = registry.champion(client, "ftlab-sms_spam")
+    promoted = mlflow_registry.champion(client, "ftlab-sms_spam")
     assert int(promoted.version) == 2
     assert promoted.tags["promotion"] == "manual" and promoted.tags["promotion_reason"] == "rollback drill"
     assert promoted.tags["promoted_at"] and promoted.tags["promoted_by"]

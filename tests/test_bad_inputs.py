@@ -11,9 +11,9 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-
 from conftest import REPO, tiny_lab, write_labs
-from ftlab_pipelines.core.labs import LabConfigError
+
+from ftlab_pipelines.core.config.labs import LabConfigError
 from ftlab_pipelines.definitions import build_definitions
 from ftlab_pipelines.defs.resources import default_resources
 
@@ -188,7 +188,7 @@ def test_model_too_big_for_memory_fails_the_adapter_before_loading(home, tmp_pat
 def test_megabyte_text_is_truncated_by_max_length(home, tmp_path):
     import pandas as pd
 
-    from ftlab_pipelines.core import tokenize
+    from ftlab_pipelines.core.text import tokenize
 
     frame = pd.read_csv(CORPUS / "good.csv")
     frame.loc[3, "text"] = "spam " * 210_000  # one 1 MB message
@@ -221,34 +221,34 @@ def test_duplicates_across_train_and_test_are_removed_and_reported(home, tmp_pat
 
 
 def test_corrupt_adapter_is_refused_with_the_file_and_what_to_do(tmp_path):
-    from ftlab_pipelines.core import guards
+    from ftlab_pipelines.core.modeling import safetensors_check
 
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
-    with pytest.raises(guards.UnsafeWeights, match=r"adapter_model.safetensors: adapter weights are corrupt "
+    with pytest.raises(safetensors_check.UnsafeWeights, match=r"adapter_model.safetensors: adapter weights are corrupt "
                                                    r"\(not a safetensors file.*delete .*adapter and re-materialize"):
-        guards.require_safetensors(adapter, "adapter_model", "adapter")
+        safetensors_check.require_safetensors(adapter, "adapter_model", "adapter")
     (adapter / "adapter_model.safetensors").unlink()
     (adapter / "adapter_model.bin").write_bytes(b"pickle")  # safetensors only: a pickle is never loaded
-    with pytest.raises(guards.UnsafeWeights, match=r"only in adapter_model.bin \(a pickle.*convert it"):
-        guards.require_safetensors(adapter, "adapter_model", "adapter")
+    with pytest.raises(safetensors_check.UnsafeWeights, match=r"only in adapter_model.bin \(a pickle.*convert it"):
+        safetensors_check.require_safetensors(adapter, "adapter_model", "adapter")
 
 
 def test_corrupt_checkpoint_is_refused_and_a_half_written_one_set_aside(tmp_path):
-    from ftlab_pipelines.core import guards
+    from ftlab_pipelines.core.training import checkpoints
 
-    checkpoints = tmp_path / "checkpoints"
-    good, corrupt, partial = (checkpoints / f"checkpoint-{n}" for n in (2, 4, 6))
+    folder = tmp_path / "checkpoints"
+    good, corrupt, partial = (folder / f"checkpoint-{n}" for n in (2, 4, 6))
     for directory in (good, corrupt, partial):
         directory.mkdir(parents=True)
     (good / "trainer_state.json").write_text("{}")
     (corrupt / "trainer_state.json").write_text("{}")
     (corrupt / "adapter_model.safetensors").write_bytes(b"\xff" * 64)  # e.g. a disk that filled up
     (partial / "adapter_model.safetensors").write_bytes(b"")  # killed while saving: no trainer_state.json yet
-    with pytest.raises(guards.CheckpointError, match=r"checkpoint-4/adapter_model.safetensors: corrupt checkpoint "
+    with pytest.raises(checkpoints.CheckpointError, match=r"checkpoint-4/adapter_model.safetensors: corrupt checkpoint "
                                                      r"weights .*delete .*checkpoint-4 to resume from the previous"):
-        guards.resumable_checkpoint(checkpoints)
-    assert (checkpoints / "incomplete-checkpoint-6").is_dir() and not partial.exists()
+        checkpoints.resumable_checkpoint(folder)
+    assert (folder / "incomplete-checkpoint-6").is_dir() and not partial.exists()
     shutil.rmtree(corrupt)
-    assert guards.resumable_checkpoint(checkpoints) == str(good)
+    assert checkpoints.resumable_checkpoint(folder) == str(good)

@@ -11,7 +11,6 @@ import time
 import urllib.parse
 
 import pytest
-
 import uis
 from conftest import requires_data, tiny_lab, write_labs
 

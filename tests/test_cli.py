@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, requires_data
 
 BIN = os.path.dirname(sys.executable)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
-
 from conftest import tiny_lab, write_labs
+
 from ftlab_pipelines.definitions import build_definitions
 from ftlab_pipelines.defs.resources import default_resources
 

@@ -9,7 +9,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from ftlab_pipelines.core.contracts import ContractError, ContractSpec, load_contract, run_contract
+from ftlab_pipelines.core.data.contracts import (
+    ContractError,
+    ContractSpec,
+    load_contract,
+    run_contract,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SMS_CONTRACT = REPO / "data_contracts" / "sms_spam.yaml"

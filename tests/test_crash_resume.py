@@ -13,9 +13,8 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-
 from conftest import tiny_lab, write_labs
-from ftlab_pipelines.core import guards
+
 from ftlab_pipelines.core.stages import adapter as adapter_stage
 from ftlab_pipelines.definitions import build_definitions
 from ftlab_pipelines.defs.resources import default_resources
@@ -51,7 +50,7 @@ def wait_for_complete_checkpoint(checkpoints: Path, process: subprocess.Popen, d
     """Poll until a checkpoint with trainer_state.json (written last) exists; fail if the process ends first."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
-        done = [c for c in guards.checkpoints_newest_first(checkpoints) if (c / guards.TRAINER_STATE).is_file()]
+        done = [c for c in checkpoints.checkpoints_newest_first(checkpoints) if (c / checkpoints.TRAINER_STATE).is_file()]
         if done:
             return done[0]
         assert process.poll() is None, f"the adapter process ended before its first checkpoint:\n{process.stdout.read()}"
@@ -98,7 +97,7 @@ def upstream(tmp_path, monkeypatch):
 
 
 def test_sigkill_after_first_checkpoint_then_resume_matches_uninterrupted(upstream, tmp_path):
-    from ftlab_pipelines.core.labs import load_lab
+    from ftlab_pipelines.core.config.labs import load_lab
 
     lab = load_lab(upstream["labs"] / f"{LAB}.yaml")
     key = adapter_stage.adapter_key(lab, upstream["tokenized"])
@@ -116,7 +115,7 @@ def test_sigkill_after_first_checkpoint_then_resume_matches_uninterrupted(upstre
     assert process.returncode == -signal.SIGKILL
     assert first.name == f"checkpoint-{SAVE_STEPS}"
     reached = killed_run_last_step(upstream["home"])
-    resume_from = guards.resumable_checkpoint(checkpoints)  # what the re-run will pick (a half-written one set aside)
+    resume_from = checkpoints.resumable_checkpoint(checkpoints)  # what the re-run will pick (a half-written one set aside)
     resumed_step = int(Path(resume_from).name.split("-")[1])
     assert not artifacts_complete(lab, key)
 

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, requires_data
 
 pytestmark = [pytest.mark.slow, requires_data]

@@ -9,13 +9,22 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import materialized_labs, requires_data, tiny_lab
 from mlflow import MlflowClient
 
-from conftest import materialized_labs, requires_data, tiny_lab
-from ftlab_pipelines.core import artifacts, distributed, inference, models, settings, tokenize
-from ftlab_pipelines.core.labs import LabConfig
-from ftlab_pipelines.core.stages.adapter import adapter_key, build_adapter, checkpoint_dir
+from ftlab_pipelines.core import artifacts
+from ftlab_pipelines.core.config import settings
+from ftlab_pipelines.core.config.labs import LabConfig
+from ftlab_pipelines.core.evaluation import inference
+from ftlab_pipelines.core.modeling import models
+from ftlab_pipelines.core.stages.adapter import (
+    adapter_key,
+    build_adapter,
+    checkpoint_dir,
+)
+from ftlab_pipelines.core.text import tokenize
 from ftlab_pipelines.core.tracking import AssetRun, Tracker
+from ftlab_pipelines.core.training import distributed
 
 LABELS = ["ham", "spam"]
 TRAIN_ROWS = 32  # 2 ranks x batch 4 x 4 steps: no example is repeated to even out a last batch

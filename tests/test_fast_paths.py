@@ -14,8 +14,15 @@ import pandas as pd
 import pytest
 import torch
 
-from ftlab_pipelines.core import models, prompts, reply_loss, tokenize, train
-from ftlab_pipelines.core.labs import ModelConfig, PeftConfig, PromptConfig, TrainConfig
+from ftlab_pipelines.core.config.labs import (
+    ModelConfig,
+    PeftConfig,
+    PromptConfig,
+    TrainConfig,
+)
+from ftlab_pipelines.core.modeling import models
+from ftlab_pipelines.core.text import prompts, tokenize
+from ftlab_pipelines.core.training import reply_loss, train
 
 SMOL = ModelConfig(name="smollm2-135m-instruct")
 PERSONA = PromptConfig(system="You are gloomy.", user_column="user", response_column="reply")
@@ -161,7 +168,7 @@ def test_packing_bins_carry_about_a_batch_of_rows():
 def test_lora_update_survives_bf16_autocast(smol_tokenizer):
     """A young adapter's update is far below bf16's resolution of the frozen layer's output: PEFT's bf16 sum
     drops most of it. Summed in fp32 (lora_precision), the update seen under autocast matches fp32's."""
-    from ftlab_pipelines.core import lora_precision
+    from ftlab_pipelines.core.modeling import lora_precision
 
     torch.manual_seed(0)
     model = models.attach_lora(models.load_causal_lm(SMOL), PeftConfig(r=4, alpha=8, dropout=0.0,

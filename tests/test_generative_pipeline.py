@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 
 import pytest
-
 from conftest import materialized_labs, requires_data
 
 pytestmark = requires_data

@@ -12,8 +12,17 @@ import sys
 import pandas as pd
 import pytest
 
-from ftlab_pipelines.core import artifacts, guards, models, tokenize, train
-from ftlab_pipelines.core.labs import LabConfigError, ModelConfig, PeftConfig, TrainConfig, load_lab
+from ftlab_pipelines.core import artifacts
+from ftlab_pipelines.core.config.labs import (
+    LabConfigError,
+    ModelConfig,
+    PeftConfig,
+    TrainConfig,
+    load_lab,
+)
+from ftlab_pipelines.core.modeling import models
+from ftlab_pipelines.core.text import tokenize
+from ftlab_pipelines.core.training import memory, nan_guard, train
 
 LABELS = ["ham", "spam"]
 
@@ -35,36 +44,36 @@ def test_nan_loss_stops_training_naming_the_step_and_keeps_the_last_good_checkpo
     # Warmup keeps the first steps sane; then a learning rate of 1e10 blows the weights up.
     config = TrainConfig(max_steps=8, batch_size=8, save_steps=1, logging_steps=1, learning_rate=1e10, warmup_ratio=0.5)
     checkpoints = tmp_path / "ckpt"
-    with pytest.raises(guards.NonFiniteLoss) as error:
+    with pytest.raises(nan_guard.NonFiniteLoss) as error:
         train.train_adapter(model, tokenizer, data, config, checkpoint_dir=checkpoints, out_dir=tmp_path / "out")
     message = str(error.value)
     step = int(message.split(" at step ")[1].split(":")[0])
     assert "training loss is nan" in message and "Lower train.learning_rate (now 1e+10)" in message
-    kept = guards.checkpoints_newest_first(checkpoints)
+    kept = checkpoints.checkpoints_newest_first(checkpoints)
     assert len(kept) == 1 and str(kept[0]) in message and int(kept[0].name.split("-")[1]) < step - 1
-    assert guards.weights_are_finite(kept[0])
+    assert checkpoints.weights_are_finite(kept[0])
     assert (checkpoints / f"nonfinite-checkpoint-{step - 1}").is_dir()  # the weights that produced the nan
-    assert guards.resumable_checkpoint(checkpoints) == str(kept[0])
+    assert checkpoints.resumable_checkpoint(checkpoints) == str(kept[0])
     assert not (tmp_path / "out").exists()
 
 
 def test_memory_estimate_from_parameter_count_and_dtype(monkeypatch):
     path = models.resolve_model("all-minilm-l6-v2")
-    estimate = guards.check_memory("all-minilm-l6-v2", path, "none")
+    estimate = memory.check_memory("all-minilm-l6-v2", path, "none")
     assert 20e6 < estimate["params"] < 25e6  # MiniLM-L6: 22.7M parameters
     assert estimate["need_mb"] == pytest.approx(estimate["params"] * 4 * 1.5 / 2**20, rel=1e-3)
     monkeypatch.setenv("FTLAB_MEMORY_LIMIT_MB", "50")
-    with pytest.raises(guards.InsufficientMemory, match=r"model.name 'all-minilm-l6-v2': training needs about "
+    with pytest.raises(memory.InsufficientMemory, match=r"model.name 'all-minilm-l6-v2': training needs about "
                                                         r"1\d\d MB .* only 50 MB is available .*use a smaller model"):
-        guards.check_memory("all-minilm-l6-v2", path, "none")
-    assert guards.check_memory("all-minilm-l6-v2", path, "4bit")["need_mb"] < 50  # NF4: 0.5 byte per weight
+        memory.check_memory("all-minilm-l6-v2", path, "none")
+    assert memory.check_memory("all-minilm-l6-v2", path, "4bit")["need_mb"] < 50  # NF4: 0.5 byte per weight
 
 
 def test_trust_remote_code_is_off_by_default_and_logged_when_set(caplog, tmp_path):
     lab_file = tmp_path / "lab.yaml"
     lab_file.write_text("contract: sms_spam\nlabels: [ham, spam]\nsource: {local_path: x.csv}\n")
     assert load_lab(lab_file).model.trust_remote_code is False
-    with caplog.at_level(logging.WARNING, logger="ftlab_pipelines.core.models"):
+    with caplog.at_level(logging.WARNING, logger="ftlab_pipelines.core.modeling.models"):
         models.load_classifier(ModelConfig(), LABELS)
         assert not [r for r in caplog.records if "trust_remote_code" in r.getMessage()]
         models.load_classifier(ModelConfig(trust_remote_code=True), LABELS)
@@ -87,7 +96,7 @@ def test_no_lab_key_can_hold_a_secret(tmp_path):
     lab_file = tmp_path / "lab.yaml"
     lab_file.write_text("contract: sms_spam\nlabels: [ham, spam]\nsource: {local_path: x.csv}\n"
                         "publish: {hub_repo: me/x, hub_token: hf_abc}\n")
-    with pytest.raises(LabConfigError, match="unknown key 'publish.hub_token'"):
+    with pytest.raises(LabConfigError, match="unknown key 'release_dir.hub_token'"):
         load_lab(lab_file)
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-
 from conftest import REPO, tiny_lab, write_labs
+
 from ftlab_pipelines.definitions import build_definitions
 from ftlab_pipelines.defs.resources import default_resources
 

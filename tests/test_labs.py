@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
-from ftlab_pipelines.core.labs import LabConfigError, load_lab, load_labs
+
+from ftlab_pipelines.core.config.labs import LabConfigError, load_lab, load_labs
 
 LAB_FILES = sorted((REPO / "labs").glob("*.yaml"))
 
@@ -93,8 +93,8 @@ def test_adding_a_lab_is_yaml_only(tmp_path):
 @pytest.mark.parametrize("path", LAB_FILES, ids=lambda p: p.stem)
 def test_every_lab_mirror_passes_its_contract(path):
     """Each lab's local mirror loads and meets its data contract (skipped where no mirror is present)."""
-    from ftlab_pipelines.core.contracts import run_contract
-    from ftlab_pipelines.core.sources import load_raw, resolve_local_path
+    from ftlab_pipelines.core.data.contracts import run_contract
+    from ftlab_pipelines.core.data.sources import load_raw, resolve_local_path
     from ftlab_pipelines.core.stages.validate import contract_path
 
     lab = load_lab(path)

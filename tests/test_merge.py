@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ftlab_pipelines.core import merge, models
-from ftlab_pipelines.core.labs import ModelConfig, PeftConfig
+from ftlab_pipelines.core.config.labs import ModelConfig, PeftConfig
+from ftlab_pipelines.core.modeling import merge, models
 
 
 def saved_adapter(config: ModelConfig, out) -> None:
@@ -55,8 +55,9 @@ def test_qlora_sft_trains_on_cpu_with_torch_adamw(tmp_path):
     """4-bit NF4 + double quant + bf16 compute trains on CPU; paged 8-bit AdamW is only picked on CUDA."""
     import datasets
 
-    from ftlab_pipelines.core import prompts, tokenize, train
-    from ftlab_pipelines.core.labs import PromptConfig, TrainConfig
+    from ftlab_pipelines.core.config.labs import PromptConfig, TrainConfig
+    from ftlab_pipelines.core.text import prompts, tokenize
+    from ftlab_pipelines.core.training import train
 
     config = ModelConfig(name="smollm2-135m-instruct", quantization="4bit")
     tokenizer = models.load_tokenizer(config)

@@ -12,8 +12,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from ftlab_pipelines.core.baselines import tfidf_logreg
-from ftlab_pipelines.core.metrics import (
+from ftlab_pipelines.core.evaluation.baselines import tfidf_logreg
+from ftlab_pipelines.core.evaluation.metrics import (
     classification_metrics,
     comparison_markdown,
     headline,

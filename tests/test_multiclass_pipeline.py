@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dagster as dg
-
 from conftest import requires_data, tiny_lab, write_labs
+
 from ftlab_pipelines.definitions import build_definitions
 from ftlab_pipelines.defs.resources import default_resources
 

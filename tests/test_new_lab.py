@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from ftlab_pipelines.core import new_lab
-from ftlab_pipelines.core.contracts import load_contract
-from ftlab_pipelines.core.labs import load_lab
+from ftlab_pipelines.core.config.labs import load_lab
+from ftlab_pipelines.core.data import new_lab
+from ftlab_pipelines.core.data.contracts import load_contract
 
 BIN = os.path.dirname(sys.executable)
 WORDS = {"billing": ["invoice", "charged", "refund", "payment", "card", "twice"],

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from mlflow import MlflowClient
-
 from conftest import requires_data
+from mlflow import MlflowClient
 
 pytestmark = requires_data
 
@@ -38,7 +37,7 @@ def test_splits_keep_natural_distribution_outside_train(pipeline):
 
 
 def test_mlflow_runs_are_nested_and_tagged(pipeline):
-    from ftlab_pipelines.core import settings
+    from ftlab_pipelines.core.config import settings
 
     client = MlflowClient(settings.mlflow_tracking_uri())
     experiment = client.get_experiment_by_name("ftlab/sms_spam")
@@ -63,7 +62,7 @@ def test_mlflow_runs_are_nested_and_tagged(pipeline):
 
 
 def test_model_registered_with_champion_alias(pipeline):
-    from ftlab_pipelines.core import settings
+    from ftlab_pipelines.core.config import settings
 
     client = MlflowClient(settings.mlflow_tracking_uri(), registry_uri=settings.mlflow_tracking_uri())
     champion = client.get_model_version_by_alias("ftlab-sms_spam", "champion")
@@ -72,7 +71,7 @@ def test_model_registered_with_champion_alias(pipeline):
 
 
 def test_release_reloads_and_predicts(pipeline):
-    from ftlab_pipelines.core.predictor import Classifier
+    from ftlab_pipelines.core.release.predictor import Classifier
 
     published = pipeline["result"].output_for_node("sms_spam__published_adapter")
     release = Path(published["path"])

@@ -3,7 +3,7 @@ import base64
 import numpy as np
 import pytest
 
-from ftlab_pipelines.core import plots
+from ftlab_pipelines.core.evaluation import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

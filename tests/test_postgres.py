@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, requires_data, tiny_lab, write_labs
 
 pytestmark = [pytest.mark.postgres, requires_data]
@@ -120,7 +119,11 @@ def postgres():
 def test_data_stages_on_postgres(postgres, ftlab_home, tmp_path, monkeypatch):
     """A lab's data stages with the deploy/dagster.yaml instance and MLflow's store both in Postgres."""
     import dagster as dg
-    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+    from dagster_postgres import (
+        PostgresEventLogStorage,
+        PostgresRunStorage,
+        PostgresScheduleStorage,
+    )
     from mlflow import MlflowClient
 
     from ftlab_pipelines.core.stages.validate import CONTRACT_CHECK

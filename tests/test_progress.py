@@ -8,8 +8,12 @@ import re
 import pandas as pd
 import pytest
 
-from ftlab_pipelines.core import inference, models, progress, tokenize, train
-from ftlab_pipelines.core.labs import ModelConfig, PeftConfig, TrainConfig
+from ftlab_pipelines.core import progress
+from ftlab_pipelines.core.config.labs import ModelConfig, PeftConfig, TrainConfig
+from ftlab_pipelines.core.evaluation import inference
+from ftlab_pipelines.core.modeling import models
+from ftlab_pipelines.core.text import tokenize
+from ftlab_pipelines.core.training import train
 
 LOGGER = "ftlab_pipelines.core.progress"
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ftlab_pipelines.core import prompts, splits, tokenize
-from ftlab_pipelines.core.labs import PromptConfig, SplitConfig
+from ftlab_pipelines.core.config.labs import PromptConfig, SplitConfig
+from ftlab_pipelines.core.data import splits
+from ftlab_pipelines.core.text import prompts, tokenize
 
 PERSONA = PromptConfig(system="You are gloomy.", user_column="user", response_column="reply")
 PREFERENCE = PromptConfig(format="chat", system="You are a counsellor.", user_column="question",
@@ -15,8 +16,8 @@ PREFERENCE = PromptConfig(format="chat", system="You are a counsellor.", user_co
 
 @pytest.fixture(scope="module")
 def smol_tokenizer():
-    from ftlab_pipelines.core import models
-    from ftlab_pipelines.core.labs import ModelConfig
+    from ftlab_pipelines.core.config.labs import ModelConfig
+    from ftlab_pipelines.core.modeling import models
 
     return models.load_tokenizer(ModelConfig(name="smollm2-135m-instruct"))
 
@@ -61,8 +62,9 @@ def test_prompt_tokens_get_label_minus_100_from_trl(smol_tokenizer, tmp_path):
     """TRL's SFTTrainer turns our completion_mask into labels: -100 on every prompt token, ids on the reply."""
     import datasets
 
-    from ftlab_pipelines.core import models, train
-    from ftlab_pipelines.core.labs import ModelConfig, PeftConfig, TrainConfig
+    from ftlab_pipelines.core.config.labs import ModelConfig, PeftConfig, TrainConfig
+    from ftlab_pipelines.core.modeling import models
+    from ftlab_pipelines.core.training import train
 
     users, replies = ["Do you like summer?", "Any plans?"], ["Too much sun.", "I will visit a crypt."]
     rendered = [prompts.render_prompt(PERSONA, smol_tokenizer, u) for u in users]

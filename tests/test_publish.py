@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from mlflow import MlflowClient
 
-from ftlab_pipelines.core import publish, registry, settings
+from ftlab_pipelines.core.config import settings
+from ftlab_pipelines.core.release import hub, local_registry, mlflow_registry
 
 
 def _client():
@@ -19,7 +20,7 @@ def test_champion_moves_only_on_improvement(tmp_path):
 
     def release(value, margin=0.0, key=None, greater_is_better=True, name="ftlab-promo"):
         run = client.create_run(experiment)
-        return registry.register_and_gate(client, name, source, run.info.run_id, "f1", value, margin,
+        return mlflow_registry.register_and_gate(client, name, source, run.info.run_id, "f1", value, margin,
                                           greater_is_better, release_key=key or f"release-{value}")
 
     first = release(0.90)
@@ -34,7 +35,7 @@ def test_champion_moves_only_on_improvement(tmp_path):
     assert str(client.get_model_version_by_alias("ftlab-promo", "champion").version) == "3"
     again = release(0.93, key="release-0.93")  # the same release published again: no new version
     assert again.version == 3 and again.reused_version and again.passed and not again.promoted
-    assert len(registry.versions(client, "ftlab-promo")) == 4
+    assert len(mlflow_registry.versions(client, "ftlab-promo")) == 4
     moved = client.get_model_version("ftlab-promo", "3")
     assert moved.tags["promotion"] == "gate" and "beats" in moved.tags["promotion_reason"]
 
@@ -44,24 +45,24 @@ def test_champion_moves_only_on_improvement(tmp_path):
 
 
 def test_local_registry_tracks_one_champion(monkeypatch):
-    publish.update_local_registry("lab", {"path": "/a", "champion": True, "test_f1": 0.9})
-    publish.update_local_registry("lab", {"path": "/b", "champion": False, "test_f1": 0.8})
-    assert publish.local_champion("lab")["path"] == "/a"
-    publish.update_local_registry("lab", {"path": "/c", "champion": True, "test_f1": 0.95})
-    assert publish.local_champion("lab")["path"] == "/c"
+    local_registry.update_local_registry("lab", {"path": "/a", "champion": True, "test_f1": 0.9})
+    local_registry.update_local_registry("lab", {"path": "/b", "champion": False, "test_f1": 0.8})
+    assert local_registry.local_champion("lab")["path"] == "/a"
+    local_registry.update_local_registry("lab", {"path": "/c", "champion": True, "test_f1": 0.95})
+    assert local_registry.local_champion("lab")["path"] == "/c"
 
 
 def test_hub_push_is_skipped_with_reason(monkeypatch, tmp_path):
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    assert publish.push_to_hub(tmp_path, None).startswith("skipped: publish.hub_repo is not set")
-    assert "HF_TOKEN is not set" in publish.push_to_hub(tmp_path, "me/repo")
+    assert hub.push_to_hub(tmp_path, None).startswith("skipped: publish.hub_repo is not set")
+    assert "HF_TOKEN is not set" in hub.push_to_hub(tmp_path, "me/repo")
 
 
 def test_release_without_the_metric_is_registered_but_never_promoted(tmp_path):
     client = _client()
     experiment = client.create_experiment("nometric", artifact_location=(tmp_path / "art").as_uri())
     run = client.create_run(experiment)
-    verdict = registry.register_and_gate(client, "ftlab-nometric", (tmp_path / "r").as_uri(), run.info.run_id,
+    verdict = mlflow_registry.register_and_gate(client, "ftlab-nometric", (tmp_path / "r").as_uri(), run.info.run_id,
                                          "f1", None, 0.0, release_key="k")
     assert verdict.version == 1 and not verdict.promoted and verdict.champion_version is None
-    assert "no test_f1 value" in verdict.reason and registry.champion(client, "ftlab-nometric") is None
+    assert "no test_f1 value" in verdict.reason and mlflow_registry.champion(client, "ftlab-nometric") is None

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from ftlab_pipelines.core.sampling import windowed_sampler
+from ftlab_pipelines.core.training.sampling import windowed_sampler
 
 
 def _longest_streak(window: int, lengths: list[int], labels: np.ndarray, batch: int = 16) -> int:

@@ -5,8 +5,13 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ftlab_pipelines.core.labs import SourceConfig
-from ftlab_pipelines.core.sources import SourceError, content_hash, load_raw, read_table
+from ftlab_pipelines.core.config.labs import SourceConfig
+from ftlab_pipelines.core.data.sources import (
+    SourceError,
+    content_hash,
+    load_raw,
+    read_table,
+)
 
 FRAME = pd.DataFrame({"label": ["ham", "spam", "ham"], "text": ["hi there", "WIN now", "see you, later"]})
 

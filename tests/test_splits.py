@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
 from conftest import requires_data, shared_data_dir
-from ftlab_pipelines.core.labs import SplitConfig
-from ftlab_pipelines.core.splits import make_splits, undersample, upsample
+
+from ftlab_pipelines.core.config.labs import SplitConfig
+from ftlab_pipelines.core.data.splits import make_splits, undersample, upsample
 
 
 @pytest.fixture(scope="module")

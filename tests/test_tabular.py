@@ -10,10 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO, materialized_labs, requires_data
-from ftlab_pipelines.core import baselines, sources, splits, train
-from ftlab_pipelines.core.labs import RenderConfig, SourceConfig, SplitConfig
+
+from ftlab_pipelines.core.config.labs import RenderConfig, SourceConfig, SplitConfig
+from ftlab_pipelines.core.data import sources, splits
+from ftlab_pipelines.core.evaluation import baselines
+from ftlab_pipelines.core.training import train
 
 
 def test_row_template_order_rounding_names_and_separator():

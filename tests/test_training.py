@@ -5,8 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ftlab_pipelines.core import models, tokenize, train
-from ftlab_pipelines.core.labs import ModelConfig, PeftConfig, TrainConfig
+from ftlab_pipelines.core.config.labs import ModelConfig, PeftConfig, TrainConfig
+from ftlab_pipelines.core.modeling import models
+from ftlab_pipelines.core.text import tokenize
+from ftlab_pipelines.core.training import train
 
 LABELS = ["ham", "spam"]
 

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from ftlab_pipelines.core import settings
+from ftlab_pipelines.core.config import settings
 
 
 def stage_dir(lab: str, stage: str, key: str) -> Path:

@@ -64,7 +64,7 @@ def training_callback(train_set):
     (train.logging_steps) and the validation loss at each evaluation; the Trainer draws its own tqdm bar."""
     from transformers import TrainerCallback
 
-    from ftlab_pipelines.core.tokenize import lengths_of
+    from ftlab_pipelines.core.text.tokenize import lengths_of
 
     total_tokens = float(lengths_of(train_set).sum()) if "length" in train_set.column_names else 0.0
 

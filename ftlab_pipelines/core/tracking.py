@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from ftlab_pipelines.core import settings
+from ftlab_pipelines.core.config import settings
 
 log = logging.getLogger(__name__)
 

@@ -10,15 +10,23 @@ from collections.abc import Callable, Iterator
 import dagster as dg
 from pydantic import Field
 
-from ftlab_pipelines.core.labs import LabConfig, stable_hash
+from ftlab_pipelines.core.config.labs import LabConfig, stable_hash
 from ftlab_pipelines.core.stages import StageResult
 from ftlab_pipelines.core.stages.adapter import build_adapter
 from ftlab_pipelines.core.stages.evaluation import evaluate
 from ftlab_pipelines.core.stages.raw import build_raw_dataset
-from ftlab_pipelines.core.stages.release import MERGE_PARITY_CHECK, PROMOTION_GATE_CHECK, publish_adapter
+from ftlab_pipelines.core.stages.release import (
+    MERGE_PARITY_CHECK,
+    PROMOTION_GATE_CHECK,
+    publish_adapter,
+)
 from ftlab_pipelines.core.stages.split import build_splits, split_inputs
 from ftlab_pipelines.core.stages.tokenized import build_tokenized, tokenized_inputs
-from ftlab_pipelines.core.stages.validate import CONTRACT_CHECK, contract_path, validate_dataset
+from ftlab_pipelines.core.stages.validate import (
+    CONTRACT_CHECK,
+    contract_path,
+    validate_dataset,
+)
 from ftlab_pipelines.defs.metadata import to_dagster
 from ftlab_pipelines.defs.resources import MlflowTrackerResource
 

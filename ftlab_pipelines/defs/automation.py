@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ftlab_pipelines.core import inbox
-from ftlab_pipelines.core.labs import LabConfig
+from ftlab_pipelines.core.config.labs import LabConfig
+from ftlab_pipelines.core.data import inbox
 from ftlab_pipelines.defs.assets import raw_dataset_op_name
 
 

@@ -6,10 +6,14 @@ import logging
 import shutil
 from pathlib import Path
 
-from ftlab_pipelines.core import artifacts, distributed, guards, models, plots, settings, tokenize, train
-from ftlab_pipelines.core.labs import LabConfig, stable_hash
+from ftlab_pipelines.core import artifacts
+from ftlab_pipelines.core.config import settings
+from ftlab_pipelines.core.config.labs import LabConfig, stable_hash
+from ftlab_pipelines.core.evaluation import plots
+from ftlab_pipelines.core.modeling import models, safetensors_check
 from ftlab_pipelines.core.stages import Markdown, StageResult
 from ftlab_pipelines.core.tracking import AssetRun
+from ftlab_pipelines.core.training import distributed, memory, recipe
 
 log = logging.getLogger(__name__)
 
@@ -23,39 +27,14 @@ def checkpoint_dir(lab: LabConfig, key: str):
     return settings.ftlab_home() / "work" / lab.name / "adapter" / key / "checkpoints"
 
 
-def fit(lab: LabConfig, tokenized_path, checkpoints: Path, out_dir: Path, **hooks) -> train.TrainResult:
-    """Build the tokenizer and LoRA model as the lab says and train them; every process of a distributed run
-    does exactly this. `hooks`: `on_log` / `on_train_batch` of `train.train_adapter`."""
-    tokenizer = models.load_tokenizer(lab.model)
-    if lab.is_generative:
-        from transformers import set_seed
-
-        set_seed(lab.train.seed)
-        model = models.attach_lora(models.load_causal_lm(lab.model), lab.peft, task_type="CAUSAL_LM")
-    else:
-        model = models.attach_lora(models.load_classifier(lab.model, lab.labels, seed=lab.train.seed), lab.peft)
-    return train.train_adapter(
-        model, tokenizer, tokenize.load_tokenized(tokenized_path), lab.train,
-        checkpoint_dir=checkpoints, out_dir=out_dir,
-        sft_max_length=lab.model.max_length if lab.is_generative else None, **hooks,
-    )
-
-
-def write_outputs(result: train.TrainResult, out_dir: Path, key: str, num_processes: int) -> None:
-    artifacts.write_json(out_dir / "log_history.json", result.log_history)
-    plots.loss_curves_png(result.log_history, out_dir / "loss_curves.png")
-    artifacts.write_json(out_dir / "manifest.json",
-                         {"metrics": result.metrics, "key": key, "num_processes": num_processes})
-
-
 def _train(lab: LabConfig, tokenized: dict, key: str, run: AssetRun, tmp: Path) -> None:
     if lab.train.num_processes > 1:
         # The workers stream metrics to `run` (rank 0) and write the outputs into tmp themselves.
         distributed.launch(lab, tokenized["path"], key, checkpoint_dir(lab, key), tmp, run)
         return
-    result = fit(lab, tokenized["path"], checkpoint_dir(lab, key), tmp,
+    result = recipe.fit(lab, tokenized["path"], checkpoint_dir(lab, key), tmp,
                  on_log=lambda metrics, step: run.log_metrics(metrics, step=step))
-    write_outputs(result, tmp, key, 1)
+    recipe.write_outputs(result, tmp, key, 1)
 
 
 def build_adapter(lab: LabConfig, tokenized: dict, run: AssetRun) -> StageResult:
@@ -64,9 +43,9 @@ def build_adapter(lab: LabConfig, tokenized: dict, run: AssetRun) -> StageResult
     reused = artifacts.is_complete(out)
     if reused:
         log.info("adapter %s already trained with this exact config and data: reusing it", key)
-        guards.require_safetensors(out, "adapter_model", "adapter")
+        safetensors_check.require_safetensors(out, "adapter_model", "adapter")
     else:
-        guards.check_memory(lab.model.name, models.resolve_model(lab.model.name), lab.model.quantization,
+        memory.check_memory(lab.model.name, models.resolve_model(lab.model.name), lab.model.quantization,
                             lab.train.num_processes)
         with artifacts.atomic_dir(out) as tmp:
             _train(lab, tokenized, key, run, tmp)

@@ -6,10 +6,13 @@ import logging
 
 import numpy as np
 
-from ftlab_pipelines.core import artifacts, baselines, inference, metrics, models, plots, tokenize
-from ftlab_pipelines.core.labs import LabConfig, stable_hash
+from ftlab_pipelines.core import artifacts
+from ftlab_pipelines.core.config.labs import LabConfig, stable_hash
+from ftlab_pipelines.core.evaluation import baselines, inference, metrics, plots
+from ftlab_pipelines.core.modeling import models
 from ftlab_pipelines.core.stages import Markdown, StageResult
 from ftlab_pipelines.core.stages.split import load_split_frames
+from ftlab_pipelines.core.text import tokenize
 from ftlab_pipelines.core.tracking import AssetRun
 
 log = logging.getLogger(__name__)

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from ftlab_pipelines.core import artifacts, generation, guards, models, plots, prompts, tokenize
-from ftlab_pipelines.core.labs import LabConfig, stable_hash
+from ftlab_pipelines.core import artifacts
+from ftlab_pipelines.core.config.labs import LabConfig, stable_hash
+from ftlab_pipelines.core.evaluation import generation, plots
+from ftlab_pipelines.core.modeling import models, safetensors_check
 from ftlab_pipelines.core.stages import Markdown, StageResult
 from ftlab_pipelines.core.stages.split import load_split_frames
+from ftlab_pipelines.core.text import prompts, tokenize
 from ftlab_pipelines.core.tracking import AssetRun
 
 log = logging.getLogger(__name__)
@@ -20,7 +23,7 @@ BASE, FINE_TUNED = "base_model", "fine_tuned"
 
 
 def load_fine_tuned(base, adapter_dir):
-    guards.require_safetensors(Path(adapter_dir), "adapter_model", "adapter")  # never a pickled .bin
+    safetensors_check.require_safetensors(Path(adapter_dir), "adapter_model", "adapter")  # never a pickled .bin
     try:
         return models.load_lora(base, adapter_dir)
     except Exception as exc:  # noqa: BLE001 - safetensors/peft raise many types for a corrupt file

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ftlab_pipelines.core import artifacts, inbox, progress, sources
-from ftlab_pipelines.core.labs import LabConfig, stable_hash
+from ftlab_pipelines.core import artifacts, progress
+from ftlab_pipelines.core.config.labs import LabConfig, stable_hash
+from ftlab_pipelines.core.data import inbox, sources
 from ftlab_pipelines.core.stages import Markdown, StageResult
 from ftlab_pipelines.core.tracking import AssetRun
 

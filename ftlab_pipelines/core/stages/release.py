@@ -6,9 +6,17 @@ import datetime as dt
 import logging
 from pathlib import Path
 
-from ftlab_pipelines.core import artifacts, merge, models, prompts, publish, registry
-from ftlab_pipelines.core.labs import LabConfig, stable_hash
+from ftlab_pipelines.core import artifacts
+from ftlab_pipelines.core.config.labs import LabConfig, stable_hash
+from ftlab_pipelines.core.modeling import merge, models
+from ftlab_pipelines.core.release import (
+    hub,
+    local_registry,
+    mlflow_registry,
+    release_dir,
+)
 from ftlab_pipelines.core.stages import CheckOutcome, Markdown, StageResult
+from ftlab_pipelines.core.text import prompts
 from ftlab_pipelines.core.tracking import AssetRun
 
 log = logging.getLogger(__name__)
@@ -34,7 +42,7 @@ def write_merged(lab: LabConfig, adapter_dir: Path, tokenizer, out: Path) -> mer
     return merge.merge_adapter(lab.model, adapter_dir, tokenizer, probes, out, lab.publish.parity_tolerance)
 
 
-def gate_outcome(verdict: registry.GateVerdict) -> CheckOutcome:
+def gate_outcome(verdict: mlflow_registry.GateVerdict) -> CheckOutcome:
     """A warning, never an error: a challenger that loses is still a valid, registered release."""
     return CheckOutcome(PROMOTION_GATE_CHECK, verdict.passed, None if verdict.passed else verdict.reason,
                         Markdown(verdict.reason), 0 if verdict.passed else 1)
@@ -42,7 +50,7 @@ def gate_outcome(verdict: registry.GateVerdict) -> CheckOutcome:
 
 def write_release(lab: LabConfig, adapter: dict, evaluation: dict, tokenizer, out: Path, key: str) -> None:
     with artifacts.atomic_dir(out) as tmp:
-        publish.write_release_dir(lab, Path(adapter["path"]), evaluation, tokenizer, tmp)
+        release_dir.write_release_dir(lab, Path(adapter["path"]), evaluation, tokenizer, tmp)
         if lab.is_generative and lab.publish.merge:
             parity = write_merged(lab, Path(adapter["path"]), tokenizer, tmp / MERGED_DIR)
             artifacts.write_json(tmp / PARITY_FILE, vars(parity) | {"passed": parity.passed})
@@ -70,21 +78,21 @@ def publish_adapter(lab: LabConfig, adapter: dict, evaluation: dict, run: AssetR
         if path.name != MERGED_DIR:
             run.log_artifact(path, "adapter")
     # Push before registering: a push that fails must leave the champion alias where it was.
-    hub = publish.push_to_hub(out, lab.publish.hub_repo)
-    log.info("Hugging Face Hub: %s", hub)
-    run.set_tags({"hub": hub})
-    verdict = registry.register_and_gate(run.client, lab.registry_name, run.artifact_uri("adapter"), run.run_id,
+    hub_status = hub.push_to_hub(out, lab.publish.hub_repo)
+    log.info("Hugging Face Hub: %s", hub_status)
+    run.set_tags({"hub": hub_status})
+    verdict = mlflow_registry.register_and_gate(run.client, lab.registry_name, run.artifact_uri("adapter"), run.run_id,
                                          metric, value, lab.publish.min_improvement, lab.eval.greater_is_better,
                                          release_key=key)
     log.info("promotion gate: %s", verdict.reason)
     run.set_tags({"model_version": verdict.version, "promoted": verdict.promoted, "promotion_gate": verdict.reason})
     is_champion = verdict.champion_version == verdict.version
-    entries = publish.update_local_registry(lab.name, {
+    entries = local_registry.update_local_registry(lab.name, {
         "path": str(out), "mlflow_version": verdict.version, "champion": is_champion,
         f"test_{metric}": value, "threshold": evaluation["threshold"],
         "published_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     })
-    manifest = {"key": key, "path": str(out), **verdict.as_dict(), "hub": hub}
+    manifest = {"key": key, "path": str(out), **verdict.as_dict(), "hub": hub_status}
     metadata = {
         "release_dir": out,
         "reused": reused,
@@ -94,7 +102,7 @@ def publish_adapter(lab: LabConfig, adapter: dict, evaluation: dict, run: AssetR
         "promotion_gate": verdict.reason,
         f"test_{metric}": value,
         "previous_champion": verdict.previous_champion_value,
-        "hub": hub,
+        "hub": hub_status,
         "releases": len(entries),
         "model_card": Markdown((out / "README.md").read_text(encoding="utf-8")),
     }

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ftlab_pipelines.core import artifacts, plots, splits
-from ftlab_pipelines.core.labs import LabConfig, stable_hash
+from ftlab_pipelines.core import artifacts
+from ftlab_pipelines.core.config.labs import LabConfig, stable_hash
+from ftlab_pipelines.core.data import splits
+from ftlab_pipelines.core.evaluation import plots
 from ftlab_pipelines.core.stages import Markdown, StageResult
 from ftlab_pipelines.core.stages.validate import require_valid
 from ftlab_pipelines.core.tracking import AssetRun

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from ftlab_pipelines.core import artifacts, models, plots, progress, prompts, sources, tokenize
-from ftlab_pipelines.core.labs import LabConfig
+from ftlab_pipelines.core import artifacts, progress
+from ftlab_pipelines.core.config.labs import LabConfig
+from ftlab_pipelines.core.data import sources
+from ftlab_pipelines.core.evaluation import plots
+from ftlab_pipelines.core.modeling import models
 from ftlab_pipelines.core.stages import Markdown, StageResult
 from ftlab_pipelines.core.stages.split import load_split_frames
+from ftlab_pipelines.core.text import prompts, tokenize
 from ftlab_pipelines.core.tracking import AssetRun
 
 

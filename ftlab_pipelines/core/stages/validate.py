@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ftlab_pipelines.core import artifacts, contracts, settings
-from ftlab_pipelines.core.labs import LabConfig
+from ftlab_pipelines.core import artifacts
+from ftlab_pipelines.core.config import settings
+from ftlab_pipelines.core.config.labs import LabConfig
+from ftlab_pipelines.core.data import contracts
 from ftlab_pipelines.core.stages import CheckOutcome, Markdown, StageResult
 from ftlab_pipelines.core.tracking import AssetRun
-
 
 CONTRACT_CHECK = "data_contract"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from ftlab_pipelines.core import models
-from ftlab_pipelines.core.labs import ModelConfig
+from ftlab_pipelines.core.config.labs import ModelConfig
+from ftlab_pipelines.core.modeling import models
 
 log = logging.getLogger(__name__)
 

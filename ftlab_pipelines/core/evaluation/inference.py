@@ -7,7 +7,8 @@ import contextlib
 import numpy as np
 import torch
 
-from ftlab_pipelines.core import models, progress
+from ftlab_pipelines.core import progress
+from ftlab_pipelines.core.modeling import models
 
 
 def _autocast(bf16: bool):
@@ -41,8 +42,9 @@ def predict_proba(model, tokenizer, input_ids: list[list[int]], batch_size: int 
 
 def predict_texts(model, tokenizer, texts: list[str], template: str, max_length: int, batch_size: int = 64,
                   bf16: bool = False) -> np.ndarray:
-    from ftlab_pipelines.core.tokenize import render_prompts
     import pandas as pd
+
+    from ftlab_pipelines.core.text.tokenize import render_prompts
 
     encoded = tokenizer(render_prompts(pd.Series(texts), template), truncation=True, max_length=max_length)
     return predict_proba(model, tokenizer, encoded["input_ids"], batch_size=batch_size, bf16=bf16)

@@ -10,7 +10,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ftlab_pipelines.core import settings
+from ftlab_pipelines.core.config import settings
 
 
 class LabConfigError(ValueError):
@@ -410,7 +410,7 @@ def load_lab(path: str | Path) -> LabConfig:
     except ValidationError as exc:
         raise LabConfigError(format_validation_errors(
             path, exc, hint=f"Fix these keys in {path}; each key and its type is documented in "
-                            f"ftlab_pipelines/core/labs.py (LabConfig).")) from None
+                            f"ftlab_pipelines/core/config/labs.py (LabConfig).")) from None
     if lab.name != path.stem:
         raise LabConfigError(f"{path}: key 'name' is {lab.name!r} but must match the file name {path.stem!r}")
     contract = settings.contracts_dir() / f"{lab.contract}.yaml"

@@ -13,7 +13,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from ftlab_pipelines.core import settings
+from ftlab_pipelines.core.config import settings
 
 log = logging.getLogger(__name__)
 

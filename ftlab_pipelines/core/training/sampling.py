@@ -18,7 +18,10 @@ CLASSIFICATION_WINDOW = 4
 
 def windowed_sampler(sampler, batches_per_window: int):
     """The Trainer's LengthGroupedSampler, re-made to sort windows of `batches_per_window` batches."""
-    from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+    from transformers.trainer_pt_utils import (
+        LengthGroupedSampler,
+        get_length_grouped_indices,
+    )
 
     class WindowedLengthGroupedSampler(LengthGroupedSampler):
         def __iter__(self):

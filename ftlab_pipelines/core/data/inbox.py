@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ftlab_pipelines.core import settings
 from ftlab_pipelines.core.artifacts import file_sha256
+from ftlab_pipelines.core.config import settings
 
 
 def inbox_dir(lab: str) -> Path:

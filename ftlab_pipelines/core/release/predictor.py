@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ftlab_pipelines.core import inference, models, sources
-from ftlab_pipelines.core.labs import ModelConfig, RenderConfig
+from ftlab_pipelines.core.config.labs import ModelConfig, RenderConfig
+from ftlab_pipelines.core.data import sources
+from ftlab_pipelines.core.evaluation import inference
+from ftlab_pipelines.core.modeling import models
 
 
 @dataclass

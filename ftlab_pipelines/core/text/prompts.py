@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ftlab_pipelines.core.labs import PromptConfig
+from ftlab_pipelines.core.config.labs import PromptConfig
 
 PROMPT, COMPLETION, REJECTED = "prompt", "completion", "rejected"
 

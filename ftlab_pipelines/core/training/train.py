@@ -17,8 +17,11 @@ from pathlib import Path
 
 import torch
 
-from ftlab_pipelines.core import models, progress, sampling, tokenize
-from ftlab_pipelines.core.labs import TrainConfig
+from ftlab_pipelines.core import progress
+from ftlab_pipelines.core.config.labs import TrainConfig
+from ftlab_pipelines.core.modeling import models
+from ftlab_pipelines.core.text import tokenize
+from ftlab_pipelines.core.training import sampling
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +230,7 @@ def cpu_sft_trainer_class(model, bf16: bool):
     from transformers import Trainer
     from trl import SFTTrainer
 
-    from ftlab_pipelines.core import reply_loss
+    from ftlab_pipelines.core.training import reply_loss
 
     reply_only = reply_loss.compute_loss_func(model, bf16) if reply_loss.head_reads_last_hidden_state(model) else None
 
@@ -288,12 +291,12 @@ def train_adapter(
         trainer = classification_trainer(model, tokenizer, dataset, config, checkpoint_dir, bf16, callbacks)
     if on_train_batch:
         watch_train_batches(trainer, on_train_batch)
-    from ftlab_pipelines.core import guards
+    from ftlab_pipelines.core.training import checkpoints, nan_guard
 
-    guards.stop_on_nonfinite_loss(trainer, checkpoint_dir)
+    nan_guard.stop_on_nonfinite_loss(trainer, checkpoint_dir)
     rss_before_train = current_rss_mb()
     reset_peak_rss()
-    resume_from = guards.resumable_checkpoint(checkpoint_dir)  # set aside a half-written one, refuse a corrupt one
+    resume_from = checkpoints.resumable_checkpoint(checkpoint_dir)  # set aside a half-written one, refuse a corrupt one
     if resume_from:
         log.info("resuming from checkpoint %s", resume_from)
     started = time.perf_counter()

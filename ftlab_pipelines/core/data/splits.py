@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from ftlab_pipelines.core.labs import SplitConfig
+from ftlab_pipelines.core.config.labs import SplitConfig
 
 SPLIT_NAMES = ("train", "validation", "test")
 

@@ -7,8 +7,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from ftlab_pipelines.core import models, prompts
-from ftlab_pipelines.core.labs import ModelConfig, PromptConfig
+from ftlab_pipelines.core.config.labs import ModelConfig, PromptConfig
+from ftlab_pipelines.core.modeling import models
+from ftlab_pipelines.core.text import prompts
 
 
 class Chatbot:
@@ -50,7 +51,7 @@ class Chatbot:
         import torch
         from transformers import TextIteratorStreamer
 
-        from ftlab_pipelines.core import generation
+        from ftlab_pipelines.core.evaluation import generation
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=False)
         kwargs = self._generate_kwargs(self._inputs(message)) | {"streamer": streamer}

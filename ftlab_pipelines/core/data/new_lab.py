@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ftlab_pipelines.core import settings, sources
-from ftlab_pipelines.core.labs import LabConfig, ModelConfig
+from ftlab_pipelines.core.config import settings
+from ftlab_pipelines.core.config.labs import LabConfig, ModelConfig
+from ftlab_pipelines.core.data import sources
 
 MIN_ROWS = 50
 MIN_PER_CLASS = 10  # a stratified 70/10/20 split needs a few rows of each class in validation and test
@@ -74,7 +75,7 @@ def infer_labels(labels: pd.Series) -> tuple[list[str], dict[str, float]]:
 
 def token_budget(texts: pd.Series, model: str) -> int:
     """The 99th percentile of token counts, rounded up to a multiple of 32, within [32, 512]."""
-    from ftlab_pipelines.core import models
+    from ftlab_pipelines.core.modeling import models
 
     tokenizer = models.load_tokenizer(ModelConfig(name=model))
     sample = texts.sample(n=min(len(texts), 5000), random_state=0).astype(str).tolist()

@@ -13,9 +13,18 @@ from typing import Any
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo
-from pydantic import field_validator, model_validator
-from ftlab_pipelines.core.labs import format_validation_errors
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from ftlab_pipelines.core.config.labs import format_validation_errors
 
 MAX_EXAMPLES = 5
 Label = str | int
@@ -145,7 +154,7 @@ def _build_expectation(type_name: str, kwargs: dict):
 def _format_errors(path: Path, error: ValidationError) -> str:
     return format_validation_errors(
         path, error, "data contract",
-        f"Fix {path}; the keys are documented by ContractSpec in ftlab_pipelines/core/contracts.py.",
+        f"Fix {path}; the keys are documented by ContractSpec in ftlab_pipelines/core/data/contracts.py.",
     )
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ftlab_pipelines.core import file_checks, settings
-from ftlab_pipelines.core.labs import SourceConfig
+from ftlab_pipelines.core.config import settings
+from ftlab_pipelines.core.config.labs import SourceConfig
+from ftlab_pipelines.core.data import file_checks
 
 FORMATS_BY_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
 

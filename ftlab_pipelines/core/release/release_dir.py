@@ -1,23 +1,17 @@
-"""Release an adapter: a self-contained directory, the local and MLflow registries, the champion alias, the Hub."""
+"""The release directory: adapter, tokenizer, labels, threshold and a model card, usable without the lab file."""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
-from ftlab_pipelines.core import artifacts, settings
-from ftlab_pipelines.core.labs import LabConfig
+from ftlab_pipelines.core import artifacts
+from ftlab_pipelines.core.config.labs import LabConfig
 
 log = logging.getLogger(__name__)
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
-
-
-class PublishError(RuntimeError):
-    """A release that could not be pushed; the message never contains the token."""
 
 
 def write_release_dir(lab: LabConfig, adapter_dir: Path, evaluation: dict, tokenizer, out: Path) -> None:
@@ -44,7 +38,7 @@ def write_release_dir(lab: LabConfig, adapter_dir: Path, evaluation: dict, token
 
 
 def model_card(lab: LabConfig, evaluation: dict) -> str:
-    from ftlab_pipelines.core.metrics import comparison_markdown
+    from ftlab_pipelines.core.evaluation.metrics import comparison_markdown
 
     fine = evaluation["metrics"]["fine_tuned"]
     threshold = evaluation.get("threshold")
@@ -106,59 +100,3 @@ tags: [ftlab, lora, text-generation, sft]
 ftlab chat {lab.name} "your message"
 ```
 """
-
-
-def update_local_registry(lab: str, entry: dict) -> list[dict]:
-    """Append a release to FTLAB_HOME/registry/<lab>.json (the offline registry)."""
-    registry = settings.ftlab_home() / "registry"
-    registry.mkdir(exist_ok=True)
-    path = registry / f"{lab}.json"
-    entries = json.loads(path.read_text()) if path.is_file() else []
-    entries = [e for e in entries if e.get("path") != entry["path"]] + [entry]
-    if entry.get("champion"):
-        for e in entries:
-            e["champion"] = e["path"] == entry["path"]
-    artifacts.write_json(path, entries)
-    return entries
-
-
-def local_champion(lab: str) -> dict | None:
-    path = settings.ftlab_home() / "registry" / f"{lab}.json"
-    if not path.is_file():
-        return None
-    entries = json.loads(path.read_text())
-    champions = [e for e in entries if e.get("champion")]
-    return champions[-1] if champions else (entries[-1] if entries else None)
-
-
-def set_local_champion(lab: str, mlflow_version: int) -> dict | None:
-    """Mark the local release of an MLflow version as champion (after a manual promotion); None if not here."""
-    path = settings.ftlab_home() / "registry" / f"{lab}.json"
-    entries = json.loads(path.read_text()) if path.is_file() else []
-    target = [e for e in entries if e.get("mlflow_version") == mlflow_version]
-    if not target:
-        return None
-    for e in entries:
-        e["champion"] = e is target[-1]
-    artifacts.write_json(path, entries)
-    return target[-1]
-
-
-def push_to_hub(release_dir: Path, repo: str | None) -> str:
-    """Push when a repo and HF_TOKEN are configured; otherwise say why not. Never logs the token."""
-    token = os.environ.get("HF_TOKEN")
-    if not repo:
-        return "skipped: publish.hub_repo is not set"
-    if not token:
-        return f"skipped: HF_TOKEN is not set (would push to {repo})"
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    try:
-        api.create_repo(repo, exist_ok=True, private=True)
-        api.upload_folder(folder_path=str(release_dir), repo_id=repo, commit_message="ftlab release")
-    except Exception as exc:  # noqa: BLE001 - network, auth and offline errors all get the same advice
-        reason = f"{type(exc).__name__}: {exc}".replace(token, "***")  # never echo the token
-        raise PublishError(f"publish.hub_repo {repo!r}: push of {release_dir} failed ({reason}); the champion is "
-                           f"unchanged. Check HF_TOKEN, the network and HF_HUB_OFFLINE, or unset publish.hub_repo") from None
-    return f"pushed to https://huggingface.co/{repo}"

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from ftlab_pipelines.core import prompts, tokenize
-from ftlab_pipelines.core.labs import PromptConfig
+from ftlab_pipelines.core.config.labs import PromptConfig
+from ftlab_pipelines.core.text import prompts, tokenize
 
 
 def autocast(bf16: bool):
@@ -112,7 +112,7 @@ def sentence_embeddings(texts: list[str], batch_size: int = 64) -> np.ndarray:
     """MiniLM-L6 mean-pooled, L2-normalised sentence embeddings (the offline all-MiniLM-L6-v2 package)."""
     from transformers import AutoModel, AutoTokenizer
 
-    from ftlab_pipelines.core.offline_models import minilm_path
+    from ftlab_pipelines.core.modeling.offline_models import minilm_path
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
     encoder = AutoModel.from_pretrained(minilm_path()).eval()

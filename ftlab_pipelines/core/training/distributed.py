@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ftlab_pipelines.core.labs import LabConfig, TrainConfig
+from ftlab_pipelines.core.config.labs import LabConfig, TrainConfig
 from ftlab_pipelines.core.tracking import AssetRun
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     import torch.distributed as dist
 
-    from ftlab_pipelines.core.stages import adapter  # the stage imports this module: import it only here
+    from ftlab_pipelines.core.training import recipe
 
     if torch.cuda.is_available():  # models are loaded onto "cuda" before the Trainer picks this rank's GPU
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
@@ -156,11 +156,11 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     seen = SeenExamples()
     on_log = mlflow_sink(args.tracking_uri, args.run_id) if rank == 0 else None
-    result = adapter.fit(lab, args.tokenized, Path(args.checkpoints), out, on_log=on_log, on_train_batch=seen.record)
+    result = recipe.fit(lab, args.tokenized, Path(args.checkpoints), out, on_log=on_log, on_train_batch=seen.record)
     seen.write(out / RANK_EXAMPLES / f"rank{rank}.json", rank, world_size)
     log.info("trained on %d examples (%d distinct)", seen.count, len(seen.fingerprints))
     if rank == 0:
-        adapter.write_outputs(result, out, args.key, lab.train.num_processes)
+        recipe.write_outputs(result, out, args.key, lab.train.num_processes)
     if dist.is_initialized():
         dist.destroy_process_group()
 

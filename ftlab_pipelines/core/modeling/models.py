@@ -9,9 +9,12 @@ from pathlib import Path
 
 import torch
 
-from ftlab_pipelines.core import lora_precision
-from ftlab_pipelines.core.labs import ModelConfig, PeftConfig
-from ftlab_pipelines.core.offline_models import OFFLINE_ALIASES, OfflineModelMissing
+from ftlab_pipelines.core.config.labs import ModelConfig, PeftConfig
+from ftlab_pipelines.core.modeling import lora_precision
+from ftlab_pipelines.core.modeling.offline_models import (
+    OFFLINE_ALIASES,
+    OfflineModelMissing,
+)
 
 log = logging.getLogger(__name__)
 

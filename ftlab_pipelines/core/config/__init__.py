@@ -1,0 +1,1 @@
+"""Lab configuration (one described pydantic model per stage), runtime settings and hashing."""

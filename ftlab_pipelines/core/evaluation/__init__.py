@@ -1,0 +1,1 @@
+"""Inference, metrics and thresholds, baselines, generation metrics, plots."""

@@ -1,0 +1,1 @@
+"""Rows to model inputs: prompt rendering and tokenization into Arrow."""

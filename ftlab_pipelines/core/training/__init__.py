@@ -1,0 +1,1 @@
+"""The training recipe and what it needs: trainer setup, sampling, losses, checkpoints, distributed launch."""

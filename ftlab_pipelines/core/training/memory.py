@@ -1,0 +1,68 @@
+"""A model that cannot fit in memory fails before it loads, with what to change."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+from ftlab_pipelines.core.modeling.safetensors_check import parameter_count
+
+log = logging.getLogger(__name__)
+
+BYTES_PER_PARAM = {"none": 4.0, "4bit": 0.5}  # fp32 weights; NF4 packs two weights in a byte
+TRAINING_OVERHEAD = 1.5  # weights + activations, LoRA gradients and optimizer state on top (measured ~1.3 for MiniLM)
+
+
+class InsufficientMemory(RuntimeError):
+    """The model would not fit in the memory available for training."""
+
+
+def available_memory_mb(on_gpu: bool) -> float:
+    """Free GPU memory, or RAM available to this process (the cgroup limit counts); FTLAB_MEMORY_LIMIT_MB caps it
+    (a machine shared with other jobs)."""
+    if on_gpu:
+        import torch
+
+        free = torch.cuda.mem_get_info()[0] / 2**20
+    else:
+        import psutil
+
+        free = psutil.virtual_memory().available / 2**20
+        free = min(free, _cgroup_free_mb())
+    cap = os.environ.get("FTLAB_MEMORY_LIMIT_MB")
+    return min(free, float(cap)) if cap else free
+
+
+def _cgroup_free_mb() -> float:
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+    except (OSError, ValueError):
+        return math.inf
+    return math.inf if limit == "max" else (int(limit) - used) / 2**20
+
+
+def check_memory(model_name: str, model_dir: str, quantization: str, num_processes: int = 1) -> dict | None:
+    """Fail before loading when params x bytes/param x overhead (x processes) exceeds the memory available."""
+    import torch
+
+    if not Path(model_dir).is_dir():
+        log.info("model %s is a hub id: no memory estimate before download", model_name)
+        return None
+    params = parameter_count(Path(model_dir))
+    if params is None:
+        return None
+    on_gpu = torch.cuda.is_available()
+    need = params * BYTES_PER_PARAM[quantization] * TRAINING_OVERHEAD * (1 if on_gpu else num_processes) / 2**20
+    free = available_memory_mb(on_gpu)
+    if need > free:
+        raise InsufficientMemory(
+            f"model.name {model_name!r}: training needs about {need:,.0f} MB ({params / 1e6:,.1f}M parameters x "
+            f"{BYTES_PER_PARAM[quantization]:g} bytes x {TRAINING_OVERHEAD} overhead"
+            f"{f' x {num_processes} processes' if num_processes > 1 and not on_gpu else ''}), but only "
+            f"{free:,.0f} MB is available on the {'GPU' if on_gpu else 'machine'}; use a smaller model, "
+            f"model.quantization: 4bit (CUDA), fewer train.num_processes, or free memory"
+        )
+    return {"params": params, "need_mb": round(need, 1), "available_mb": round(free, 1)}
