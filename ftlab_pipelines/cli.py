@@ -11,15 +11,16 @@ import shutil
 import sys
 from pathlib import Path
 
-from ftlab_pipelines.core.config import settings
+from ftlab_pipelines.core.config.settings import REPO_ROOT, Settings
 
 
-def ensure_dagster_home() -> Path:
-    """DAGSTER_HOME defaults to FTLAB_HOME/dagster, seeded with the repo's dagster.yaml."""
-    home = Path(os.environ.get("DAGSTER_HOME") or settings.ftlab_home() / "dagster")
+def ensure_dagster_home(settings: Settings) -> Path:
+    """DAGSTER_HOME defaults to FTLAB_HOME/dagster, seeded with the repo's dagster.yaml. The CLI is the edge of
+    the process, so it may set the environment that Dagster's instance reads."""
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster")
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
-    config = settings.REPO_ROOT / "dagster.yaml"
+    config = REPO_ROOT / "dagster.yaml"
     if not (home / "dagster.yaml").exists() and config.is_file():
         shutil.copy(config, home / "dagster.yaml")
     return home
@@ -37,23 +38,23 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
-def cmd_labs(args) -> int:
+def cmd_labs(args, settings: Settings) -> int:
     from ftlab_pipelines.core.config.labs import load_labs
 
-    for name, lab in load_labs().items():
+    for name, lab in load_labs(settings=settings).items():
         print(f"{name:24s} {lab.task:15s} {lab.model.name:24s} {lab.description}")
     return 0
 
 
-def cmd_run(args) -> int:
-    ensure_dagster_home()
+def cmd_run(args, settings: Settings) -> int:
+    ensure_dagster_home(settings)
     import dagster as dg
 
     from ftlab_pipelines.definitions import defs
 
     known = sorted(job.name.removesuffix("_pipeline") for job in defs.jobs or [])
     if args.lab not in known:
-        raise ValueError(f"no lab {args.lab!r} in {settings.labs_dir()}; known labs: {', '.join(known)}")
+        raise ValueError(f"no lab {args.lab!r} in {settings.labs_dir}; known labs: {', '.join(known)}")
     job = defs.resolve_job_def(f"{args.lab}_pipeline")
     selection = [dg.AssetKey([args.lab, a]) for a in args.only] if args.only else None
     with dg.DagsterInstance.get() as instance:
@@ -64,15 +65,15 @@ def cmd_run(args) -> int:
             if event.is_step_failure:
                 print(f"  step {event.step_key}: {event.event_specific_data.error.message.strip()}", file=sys.stderr)
         return 1
-    print_summary(args.lab, result.run_id, args.only)
+    print_summary(settings, args.lab, result.run_id, args.only)
     return 0
 
 
-def print_summary(lab: str, run_id: str, only: list[str] | None = None) -> None:
+def print_summary(settings: Settings, lab: str, run_id: str, only: list[str] | None = None) -> None:
     from ftlab_pipelines.core.release.local_registry import local_champion
 
-    release = local_champion(lab)
-    home = settings.ftlab_home()
+    release = local_champion(settings, lab)
+    home = settings.home
     what = f"assets {', '.join(only)} of lab {lab}" if only else f"lab {lab}"
     print(f"\nftlab: {what} materialized (Dagster run {run_id}).")
     if release:
@@ -83,18 +84,18 @@ def print_summary(lab: str, run_id: str, only: list[str] | None = None) -> None:
         evaluation = sorted((home / "artifacts" / lab / "evaluation").glob("*/*.png"), key=os.path.getmtime)
         if evaluation:
             print(f"  plots:                      {evaluation[-1].parent}/*.png")
-    print(f"  MLflow store:               {settings.mlflow_tracking_uri()}")
+    print(f"  MLflow store:               {settings.mlflow_tracking_uri}")
     print("  UIs: `make ui`, then Dagster http://127.0.0.1:3000 and MLflow http://127.0.0.1:5000")
     info = Path(release["path"]) / "ftlab_model.json" if release else None
     verb = "chat" if info and info.is_file() and json.loads(info.read_text()).get("task") == "sft" else "predict"
     print(f"  try it: .venv/bin/ftlab {verb} {lab} \"<some text>\"")
 
 
-def cmd_predict(args) -> int:
+def cmd_predict(args, settings: Settings) -> int:
     quiet_libraries()
     from ftlab_pipelines.core.release.predictor import Classifier
 
-    release = champion_release(args.lab, args.release)
+    release = champion_release(settings, args.lab, args.release)
     if release is None:
         return 1
     classifier = Classifier(release)
@@ -111,23 +112,23 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def champion_release(lab: str, release: str | None) -> str | None:
+def champion_release(settings: Settings, lab: str, release: str | None) -> str | None:
     from ftlab_pipelines.core.release.local_registry import local_champion
 
     if release is not None:
         return release
-    found = local_champion(lab)
+    found = local_champion(settings, lab)
     if not found:
         print(f"ftlab: no published adapter for lab {lab!r}; run `ftlab run {lab}` first", file=sys.stderr)
         return None
     return found["path"]
 
 
-def cmd_chat(args) -> int:
+def cmd_chat(args, settings: Settings) -> int:
     quiet_libraries()
     from ftlab_pipelines.core.release.chat import Chatbot
 
-    release = champion_release(args.lab, args.release)
+    release = champion_release(settings, args.lab, args.release)
     if release is None:
         return 1
     bot = Chatbot(release, max_new_tokens=args.max_new_tokens)
@@ -147,28 +148,28 @@ def cmd_chat(args) -> int:
     return 0
 
 
-def registry_client_and_name(lab: str):
+def registry_client_and_name(settings: Settings, lab: str):
     from ftlab_pipelines.core.config.labs import load_labs
     from ftlab_pipelines.core.tracking import Tracker
 
-    labs = load_labs()
+    labs = load_labs(settings=settings)
     if lab not in labs:
-        raise ValueError(f"no lab {lab!r} in {settings.labs_dir()}; known labs: {', '.join(labs)}")
-    return Tracker().client, labs[lab].registry_name
+        raise ValueError(f"no lab {lab!r} in {settings.labs_dir}; known labs: {', '.join(labs)}")
+    return Tracker(settings).client, labs[lab].registry_name
 
 
-def cmd_models(args) -> int:
+def cmd_models(args, settings: Settings) -> int:
     """The registered versions in MLflow, with their metric, aliases and promotion record."""
     from ftlab_pipelines.core.release import mlflow_registry
 
-    client, name = registry_client_and_name(args.lab)
+    client, name = registry_client_and_name(settings, args.lab)
     rows = mlflow_registry.describe_versions(client, name)
     if not rows:
-        print(f"ftlab: no registered versions of {name!r} in {settings.mlflow_tracking_uri()}; "
+        print(f"ftlab: no registered versions of {name!r} in {settings.mlflow_tracking_uri}; "
               f"run `ftlab run {args.lab}` first", file=sys.stderr)
         return 1
-    local = local_releases(args.lab)
-    print(f"{name}  ({settings.mlflow_tracking_uri()})")
+    local = local_releases(settings, args.lab)
+    print(f"{name}  ({settings.mlflow_tracking_uri})")
     print(f"{'version':8s} {'aliases':10s} {'metric':22s} {'created (UTC)':26s} {'promotion':22s} release")
     for row in rows:
         metric = f"{row['metric']}={float(row['value']):.4f}" if row["value"] not in (None, "None") else row["metric"]
@@ -178,19 +179,19 @@ def cmd_models(args) -> int:
     return 0
 
 
-def local_releases(lab: str) -> dict[int, str]:
-    path = settings.ftlab_home() / "registry" / f"{lab}.json"
+def local_releases(settings: Settings, lab: str) -> dict[int, str]:
+    path = settings.registry_dir / f"{lab}.json"
     entries = json.loads(path.read_text()) if path.is_file() else []
     return {e["mlflow_version"]: e["path"] for e in entries if e.get("mlflow_version") is not None}
 
 
-def cmd_promote(args) -> int:
+def cmd_promote(args, settings: Settings) -> int:
     """Move the champion alias by hand; the version's tags record who, when and why."""
     from ftlab_pipelines.core.release import local_registry, mlflow_registry
 
-    client, name = registry_client_and_name(args.lab)
+    client, name = registry_client_and_name(settings, args.lab)
     moved = mlflow_registry.promote(client, name, args.version, args.reason)
-    local = local_registry.set_local_champion(args.lab, args.version)
+    local = local_registry.set_local_champion(settings, args.lab, args.version)
     previous = f"v{moved['previous_champion']}" if moved["previous_champion"] else "none"
     print(f"ftlab: {name} champion is now v{moved['version']} (was {previous}); recorded on the version's tags")
     if local is None:
@@ -201,12 +202,12 @@ def cmd_promote(args) -> int:
     return 0
 
 
-def cmd_new_lab(args) -> int:
+def cmd_new_lab(args, settings: Settings) -> int:
     """Infer a lab and its data contract from the user's file; print what was inferred and how to run it."""
     from ftlab_pipelines.core.data.new_lab import write_new_lab
 
-    lab_path, contract_path, found = write_new_lab(args.name, Path(args.csv), args.text, args.label, args.model,
-                                                   force=args.force)
+    lab_path, contract_path, found = write_new_lab(settings, args.name, Path(args.csv), args.text, args.label,
+                                                   args.model, force=args.force)
     shares = ", ".join(f"{name} {share:.1%}" for name, share in found.shares.items())
     print(f"ftlab: wrote {lab_path}\n       and {contract_path}")
     print(f"  task: {found.task} classification, {found.rows} rows; classes: {shares}")
@@ -260,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        return args.func(args, Settings.from_env())  # the edge: settings are read here, once
     except (ValueError, FileNotFoundError) as exc:
         print(f"ftlab: {exc}", file=sys.stderr)
         return 2

@@ -18,9 +18,9 @@ os.environ.setdefault("FTLAB_MODEL_CACHE", str(REPO / ".ftlab" / "test-model-cac
 
 
 def shared_data_dir() -> Path | None:
-    from ftlab_pipelines.core.config import settings
+    from ftlab_pipelines.core.config.settings import Settings
 
-    return settings.data_dir()
+    return Settings.from_env().data_dir
 
 
 requires_data = pytest.mark.skipif(

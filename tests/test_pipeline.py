@@ -29,7 +29,7 @@ def test_contract_check_passed(pipeline):
 
 def test_splits_keep_natural_distribution_outside_train(pipeline):
     splits = pipeline["result"].output_for_node("sms_spam__splits")
-    dist = splits["distributions"]
+    dist = splits.distributions
     spam_share = lambda counts: counts["spam"] / sum(counts.values())  # noqa: E731
     assert spam_share(dist["train (undersampled)"]) == pytest.approx(0.2, abs=0.03)
     assert spam_share(dist["test"]) == pytest.approx(spam_share(dist["deduplicated"]), abs=0.03)
@@ -37,9 +37,9 @@ def test_splits_keep_natural_distribution_outside_train(pipeline):
 
 
 def test_mlflow_runs_are_nested_and_tagged(pipeline):
-    from ftlab_pipelines.core.config import settings
+    from ftlab_pipelines.core.config.settings import Settings
 
-    client = MlflowClient(settings.mlflow_tracking_uri())
+    client = MlflowClient(Settings.from_env().mlflow_tracking_uri)
     experiment = client.get_experiment_by_name("ftlab/sms_spam")
     runs = client.search_runs([experiment.experiment_id])
     dagster_run_id = pipeline["result"].run_id
@@ -62,9 +62,10 @@ def test_mlflow_runs_are_nested_and_tagged(pipeline):
 
 
 def test_model_registered_with_champion_alias(pipeline):
-    from ftlab_pipelines.core.config import settings
+    from ftlab_pipelines.core.config.settings import Settings
 
-    client = MlflowClient(settings.mlflow_tracking_uri(), registry_uri=settings.mlflow_tracking_uri())
+    uri = Settings.from_env().mlflow_tracking_uri
+    client = MlflowClient(uri, registry_uri=uri)
     champion = client.get_model_version_by_alias("ftlab-sms_spam", "champion")
     assert str(champion.version) == "1"
     assert champion.tags["primary_metric"] == "f1"
@@ -74,7 +75,7 @@ def test_release_reloads_and_predicts(pipeline):
     from ftlab_pipelines.core.release.predictor import Classifier
 
     published = pipeline["result"].output_for_node("sms_spam__published_adapter")
-    release = Path(published["path"])
+    release = published.path
     for name in ["adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "labels.json",
                  "threshold.json", "README.md"]:
         assert (release / name).is_file(), name
@@ -88,11 +89,11 @@ def test_release_reloads_and_predicts(pipeline):
 
 def test_evaluation_compares_three_models(pipeline):
     evaluation = pipeline["result"].output_for_node("sms_spam__evaluation")
-    assert set(evaluation["metrics"]) == {"fine_tuned", "base_model", "tfidf_logreg"}
-    fine = evaluation["metrics"]["fine_tuned"]
-    assert fine["n"] > 0 and 0 <= fine["f1"] <= 1 and fine["threshold"] == evaluation["threshold"]
+    assert set(evaluation.metrics) == {"fine_tuned", "base_model", "tfidf_logreg"}
+    fine = evaluation.metrics["fine_tuned"]
+    assert fine["n"] > 0 and fine["threshold"] == evaluation.threshold
     assert len(fine["confusion_matrix"]) == 2
-    assert Path(evaluation["path"], "pr_curve.png").stat().st_size > 1000
+    assert (evaluation.path / "pr_curve.png").stat().st_size > 1000
 
 
 def test_metadata_shows_plots_inline(pipeline):

@@ -13,12 +13,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from ftlab_pipelines.core.config import settings
+from ftlab_pipelines.core.config.settings import Settings
 
 
-def stage_dir(lab: str, stage: str, key: str) -> Path:
+def stage_dir(settings: Settings, lab: str, stage: str, key: str) -> Path:
     """Final location of one stage's output for one cache key."""
-    return settings.artifacts_dir() / lab / stage / key
+    return settings.artifacts_dir / lab / stage / key
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from ftlab_pipelines.core.config import settings
+from ftlab_pipelines.core.config.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class AssetRun:
 
 
 @functools.lru_cache(maxsize=16)
-def client_for(tracking_uri: str):
+def client_for(tracking_uri: str, locks: Path):
     """One MlflowClient per store and process: creating one opens and checks the store (~0.4 s for sqlite), and
     every asset of a run asks for it."""
     from mlflow import MlflowClient
@@ -97,8 +97,8 @@ def client_for(tracking_uri: str):
 
     # The first client creates the tables of a new sqlite store; two processes doing it at once (two labs in
     # parallel on a fresh FTLAB_HOME) fail in MLflow's schema migration, so they take turns.
-    locks = settings.ftlab_home() / "locks"
     locks.mkdir(parents=True, exist_ok=True)
+    Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(locks / "mlflow-store.lock")):
         return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
@@ -106,9 +106,11 @@ def client_for(tracking_uri: str):
 class Tracker:
     """Creates per-lab experiments and the parent/child run tree in one MLflow store."""
 
-    def __init__(self, tracking_uri: str | None = None):
-        self.tracking_uri = tracking_uri or settings.mlflow_tracking_uri()
-        self.client = client_for(self.tracking_uri)
+    def __init__(self, settings: Settings, tracking_uri: str | None = None):
+        self.settings = settings
+        self.tracking_uri = tracking_uri or settings.mlflow_tracking_uri
+        self.locks = settings.home / "locks"
+        self.client = client_for(self.tracking_uri, self.locks)
 
     def experiment_id(self, lab: str) -> str:
         name = f"ftlab/{lab}"
@@ -119,7 +121,7 @@ class Tracker:
         # A database store (sqlite, postgresql, ...) has no server to pick an artifact root; MLflow would
         # default to ./mlruns in the working directory. An http server decides for itself.
         if self.tracking_uri.split(":", 1)[0].split("+")[0] in DATABASE_SCHEMES:
-            location = f"{settings.mlflow_artifact_root()}/{lab}"
+            location = f"{self.settings.mlflow_artifact_root}/{lab}"
         try:
             return self.client.create_experiment(name, artifact_location=location, tags={"lab": lab})
         except Exception:  # noqa: BLE001 - another process created it first
@@ -128,9 +130,8 @@ class Tracker:
     def parent_run_id(self, lab: str, dagster_run_id: str, experiment: str) -> str:
         from filelock import FileLock
 
-        locks = settings.ftlab_home() / "locks"
-        locks.mkdir(exist_ok=True)
-        with FileLock(str(locks / f"mlflow-{dagster_run_id}-{lab}.lock")):
+        self.locks.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.locks / f"mlflow-{dagster_run_id}-{lab}.lock")):
             found = self.client.search_runs(
                 [experiment],
                 filter_string=f"tags.dagster_run_id = '{dagster_run_id}' and tags.`{PARENT_TAG}` = 'parent'",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from ftlab_pipelines.core.config.labs import LabConfig
+from ftlab_pipelines.core.config.settings import Settings
 from ftlab_pipelines.core.data import inbox
 from ftlab_pipelines.defs.assets import raw_dataset_op_name
 
@@ -26,7 +27,8 @@ def retrain_schedule(lab: LabConfig, job) -> dg.ScheduleDefinition | None:
 def inbox_run_requests(lab: LabConfig, cursor: str | None) -> tuple[list[dg.RunRequest], str]:
     """One run of the lab's chain per file whose content was never seen; the run key is the content hash,
     so even a lost cursor cannot retrain on the same bytes twice."""
-    new_files, state = inbox.scan(inbox.inbox_dir(lab.name), lab.inbox.patterns, inbox.InboxState.from_cursor(cursor))
+    folder = inbox.inbox_dir(Settings.from_env(), lab.name)
+    new_files, state = inbox.scan(folder, lab.inbox.patterns, inbox.InboxState.from_cursor(cursor))
     requests = [
         dg.RunRequest(
             run_key=f"{lab.name}:{new.sha256}",
@@ -53,7 +55,7 @@ def inbox_sensor(lab: LabConfig, job) -> dg.SensorDefinition:
         requests, cursor = inbox_run_requests(lab, context.cursor)
         context.update_cursor(cursor)
         if not requests:
-            return dg.SkipReason(f"no new files in {inbox.inbox_dir(lab.name)}")
+            return dg.SkipReason(f"no new files in {inbox.inbox_dir(Settings.from_env(), lab.name)}")
         return requests
 
     return _sensor

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ftlab_pipelines.core.config import settings
+from ftlab_pipelines.core.config.settings import Settings
 
 
 class LabConfigError(ValueError):
@@ -370,15 +368,6 @@ class LabConfig(_Strict):
     def registry_name(self) -> str:
         return self.publish.registry_name or f"ftlab-{self.name}"
 
-    def section_hash(self, *sections: str) -> str:
-        """Stable hash of some config sections: a stage's code_version and cache key."""
-        return stable_hash(self.model_dump(mode="json", include=set(sections)))
-
-
-def stable_hash(payload: object, length: int = 16) -> str:
-    blob = json.dumps(payload, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:length]
-
 
 def format_validation_errors(path: Path, error: ValidationError, what: str = "lab config", hint: str = "") -> str:
     """One line per bad key, naming the file and the key (shared by lab files and data contracts)."""
@@ -394,7 +383,8 @@ def format_validation_errors(path: Path, error: ValidationError, what: str = "la
     return "\n".join(lines)
 
 
-def load_lab(path: str | Path) -> LabConfig:
+def load_lab(path: str | Path, contracts_dir: Path | None = None) -> LabConfig:
+    """Read and validate a lab file; its data contract must exist in `contracts_dir` (default: the settings')."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -413,12 +403,14 @@ def load_lab(path: str | Path) -> LabConfig:
                             f"ftlab_pipelines/core/config/labs.py (LabConfig).")) from None
     if lab.name != path.stem:
         raise LabConfigError(f"{path}: key 'name' is {lab.name!r} but must match the file name {path.stem!r}")
-    contract = settings.contracts_dir() / f"{lab.contract}.yaml"
+    contracts_dir = contracts_dir or Settings.from_env().contracts_dir
+    contract = contracts_dir / f"{lab.contract}.yaml"
     if not contract.is_file():
         raise LabConfigError(f"{path}: key 'contract' refers to {contract}, which does not exist; add it or fix the name")
     return lab
 
 
-def load_labs(directory: str | Path | None = None) -> dict[str, LabConfig]:
-    directory = Path(directory) if directory else settings.labs_dir()
-    return {p.stem: load_lab(p) for p in sorted(directory.glob("*.yaml"))}
+def load_labs(directory: str | Path | None = None, settings: Settings | None = None) -> dict[str, LabConfig]:
+    settings = settings or Settings.from_env()
+    directory = Path(directory) if directory else settings.labs_dir
+    return {p.stem: load_lab(p, settings.contracts_dir) for p in sorted(directory.glob("*.yaml"))}

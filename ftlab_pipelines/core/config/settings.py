@@ -1,51 +1,107 @@
-"""Where ftlab keeps things: FTLAB_HOME (state), FTLAB_DATA_DIR (local dataset mirror), labs."""
+"""Where ftlab keeps things, resolved once from the environment at the edge (CLI, Dagster resource) and passed in.
+
+FTLAB_HOME (state), FTLAB_DATA_DIR (local dataset mirror), FTLAB_LABS_DIR, FTLAB_CONTRACTS_DIR,
+FTLAB_MODEL_CACHE (converted base models), MLFLOW_TRACKING_URI, FTLAB_MEMORY_LIMIT_MB.
+Nothing here creates a directory: the code that writes into one creates it.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
+def _path(value: str) -> Path:
+    return Path(value).expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    data_dir: Path | None
+    labs_dir: Path
+    contracts_dir: Path
+    model_cache: Path
+    mlflow_tracking_uri: str
+    memory_limit_mb: float | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        home = _path(env.get("FTLAB_HOME") or str(REPO_ROOT / ".ftlab"))
+        if env.get("FTLAB_DATA_DIR"):
+            data = _path(env["FTLAB_DATA_DIR"])
+        else:
+            shared = REPO_ROOT.parent / "shared" / "data"
+            data = shared if shared.is_dir() else None
+        limit = env.get("FTLAB_MEMORY_LIMIT_MB")
+        return cls(
+            home=home,
+            data_dir=data,
+            labs_dir=_path(env.get("FTLAB_LABS_DIR") or str(REPO_ROOT / "labs")),
+            contracts_dir=_path(env.get("FTLAB_CONTRACTS_DIR") or str(REPO_ROOT / "data_contracts")),
+            model_cache=_path(env["FTLAB_MODEL_CACHE"]) if env.get("FTLAB_MODEL_CACHE") else home / "models",
+            mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}",
+            memory_limit_mb=float(limit) if limit else None,
+        )
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch that must survive a crashed run (training checkpoints)."""
+        return self.home / "work"
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.home / "registry"
+
+    @property
+    def inbox_dir(self) -> Path:
+        return self.home / "inbox"
+
+    @property
+    def mlflow_artifact_root(self) -> str:
+        return (self.home / "mlartifacts").as_uri()
+
+    def contract_path(self, contract: str) -> Path:
+        return self.contracts_dir / f"{contract}.yaml"
+
+
+# Compatibility for code not yet handed a Settings: each call reads the environment afresh.
 def ftlab_home() -> Path:
-    """Root of all ftlab state: Dagster instance, MLflow store, artifacts. Default `<repo>/.ftlab`."""
-    home = Path(os.environ.get("FTLAB_HOME") or REPO_ROOT / ".ftlab").expanduser().resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    return home
+    return Settings.from_env().home
 
 
 def data_dir() -> Path | None:
-    """Local dataset mirror: FTLAB_DATA_DIR, else `../shared/data` beside the repo when it exists."""
-    configured = os.environ.get("FTLAB_DATA_DIR")
-    if configured:
-        return Path(configured).expanduser().resolve()
-    shared = REPO_ROOT.parent / "shared" / "data"
-    return shared if shared.is_dir() else None
+    return Settings.from_env().data_dir
 
 
 def labs_dir() -> Path:
-    return Path(os.environ.get("FTLAB_LABS_DIR") or REPO_ROOT / "labs").expanduser().resolve()
+    return Settings.from_env().labs_dir
 
 
 def contracts_dir() -> Path:
-    return Path(os.environ.get("FTLAB_CONTRACTS_DIR") or REPO_ROOT / "data_contracts").expanduser().resolve()
+    return Settings.from_env().contracts_dir
 
 
 def artifacts_dir() -> Path:
-    return ftlab_home() / "artifacts"
+    return Settings.from_env().artifacts_dir
 
 
 def model_cache_dir() -> Path:
-    """Converted base models (e.g. GGUF dequantized to safetensors): FTLAB_MODEL_CACHE, else FTLAB_HOME/models."""
-    configured = os.environ.get("FTLAB_MODEL_CACHE")
-    return Path(configured).expanduser().resolve() if configured else ftlab_home() / "models"
+    return Settings.from_env().model_cache
 
 
 def mlflow_tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI when set (a server in production), else a sqlite store in FTLAB_HOME."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ftlab_home() / 'mlflow.db'}"
+    return Settings.from_env().mlflow_tracking_uri
 
 
 def mlflow_artifact_root() -> str:
-    return (ftlab_home() / "mlartifacts").as_uri()
+    return Settings.from_env().mlflow_artifact_root

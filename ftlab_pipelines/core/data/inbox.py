@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ftlab_pipelines.core.artifacts import file_sha256
-from ftlab_pipelines.core.config import settings
+from ftlab_pipelines.core.config.settings import Settings
 
 
-def inbox_dir(lab: str) -> Path:
-    return settings.ftlab_home() / "inbox" / lab
+def inbox_dir(settings: Settings, lab: str) -> Path:
+    return settings.inbox_dir / lab
 
 
 @dataclass

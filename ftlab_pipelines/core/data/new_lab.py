@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ftlab_pipelines.core.config import settings
 from ftlab_pipelines.core.config.labs import LabConfig, ModelConfig
+from ftlab_pipelines.core.config.settings import Settings
 from ftlab_pipelines.core.data import sources
 
 MIN_ROWS = 50
@@ -137,12 +137,12 @@ def header(kind: str, found: Inferred, path: Path) -> str:
             f"characters; 99% fit in {found.max_tokens} tokens.\n# Every value below is a default: edit freely.\n")
 
 
-def write_new_lab(name: str, path: Path, text: str, label: str, model: str = "all-minilm-l6-v2",
-                  force: bool = False) -> tuple[Path, Path, Inferred]:
+def write_new_lab(settings: Settings, name: str, path: Path, text: str, label: str,
+                  model: str = "all-minilm-l6-v2", force: bool = False) -> tuple[Path, Path, Inferred]:
     """Write labs/<name>.yaml and data_contracts/<name>.yaml (FTLAB_LABS_DIR / FTLAB_CONTRACTS_DIR)."""
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise NewLabError(f"lab name {name!r}: use lower-case letters, digits and _, starting with a letter")
-    lab_path, contract_path = settings.labs_dir() / f"{name}.yaml", settings.contracts_dir() / f"{name}.yaml"
+    lab_path, contract_path = settings.labs_dir / f"{name}.yaml", settings.contract_path(name)
     for existing in (lab_path, contract_path):
         if existing.exists() and not force:
             raise NewLabError(f"{existing} exists; pick another name or pass --force to overwrite it")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ftlab_pipelines.core.config import settings
 from ftlab_pipelines.core.config.labs import SourceConfig
+from ftlab_pipelines.core.config.settings import REPO_ROOT
 from ftlab_pipelines.core.data import file_checks
 
 FORMATS_BY_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
@@ -18,24 +18,23 @@ class SourceError(ValueError):
     """Raw data that cannot be read; the message names the file and what to do."""
 
 
-def resolve_local_path(source: SourceConfig, local_path: str | None = None) -> Path | None:
-    """The mirror file the lab points at, if it exists (absolute, or under FTLAB_DATA_DIR)."""
+def resolve_local_path(source: SourceConfig, data_dir: Path | None, local_path: str | None = None) -> Path | None:
+    """The mirror file the lab points at, if it exists (absolute, or under `data_dir`, i.e. FTLAB_DATA_DIR)."""
     local_path = local_path or source.local_path
     if not local_path:
         return None
     path = Path(local_path).expanduser()
     if local_path.startswith("./"):
-        path = settings.REPO_ROOT / path  # data shipped with the project
+        path = REPO_ROOT / path  # data shipped with the project
     elif not path.is_absolute():
-        base = settings.data_dir()
-        if base is None:
+        if data_dir is None:
             return None
-        path = base / path
+        path = data_dir / path
     return path if path.is_file() else None
 
 
-def describe_source(source: SourceConfig) -> str:
-    local = resolve_local_path(source)
+def describe_source(source: SourceConfig, data_dir: Path | None) -> str:
+    local = resolve_local_path(source, data_dir)
     if local is not None:
         return str(local)
     return f"hf://{source.hub_id}" + (f"/{source.hub_config}" if source.hub_config else "") + f"[{source.hub_split}]"
@@ -84,7 +83,7 @@ def load_from_hub(source: SourceConfig, split: str | None = None) -> pd.DataFram
     return data.to_pandas()
 
 
-def load_raw(source: SourceConfig, inbox_file: Path | None = None,
+def load_raw(source: SourceConfig, data_dir: Path | None, inbox_file: Path | None = None,
              inbox_mode: str = "replace") -> tuple[pd.DataFrame, str]:
     """Return the raw frame (renamed, labels named, optionally subsampled) and where it came from.
 
@@ -93,7 +92,7 @@ def load_raw(source: SourceConfig, inbox_file: Path | None = None,
     if inbox_file is not None and inbox_mode == "replace":
         frame, origin = read_table(inbox_file, "auto", source.encoding, source.dtype), str(inbox_file)
     else:
-        frame, origin = _read_source(source)
+        frame, origin = _read_source(source, data_dir)
     frame = _prepare(frame, source)
     if inbox_file is not None and inbox_mode == "append":
         frame, origin = _append(frame, origin, _prepare(read_table(inbox_file, "auto", source.encoding,
@@ -103,14 +102,14 @@ def load_raw(source: SourceConfig, inbox_file: Path | None = None,
     return frame.reset_index(drop=True), origin
 
 
-def _read_source(source: SourceConfig) -> tuple[pd.DataFrame, str]:
-    local = resolve_local_path(source)
+def _read_source(source: SourceConfig, data_dir: Path | None) -> tuple[pd.DataFrame, str]:
+    local = resolve_local_path(source, data_dir)
     if local is not None:
         return read_table(local, source.format, source.encoding, source.dtype), str(local)
     if source.hub_id:
-        return load_from_hub(source), describe_source(source)
+        return load_from_hub(source), describe_source(source, data_dir)
     raise SourceError(
-        f"local mirror {source.local_path!r} not found under FTLAB_DATA_DIR={settings.data_dir()}; "
+        f"local mirror {source.local_path!r} not found under FTLAB_DATA_DIR={data_dir}; "
         f"set FTLAB_DATA_DIR to the folder that holds it, or give source.hub_id"
     )
 
@@ -122,16 +121,17 @@ def _append(frame: pd.DataFrame, origin: str, new: pd.DataFrame, new_path: Path)
     return pd.concat([frame, new[list(frame.columns)]], ignore_index=True), f"{origin} + {new_path}"
 
 
-def load_test(source: SourceConfig, train_columns: list[str], train_origin: str) -> tuple[pd.DataFrame, str]:
+def load_test(source: SourceConfig, data_dir: Path | None, train_columns: list[str],
+              train_origin: str) -> tuple[pd.DataFrame, str]:
     """The explicit test set; it must have exactly the main source's columns."""
-    local = resolve_local_path(source, source.test_local_path)
+    local = resolve_local_path(source, data_dir, source.test_local_path)
     if local is not None:
         frame, origin = read_table(local, source.format, source.encoding, source.dtype), str(local)
     elif source.hub_id and source.test_hub_split:
         frame, origin = load_from_hub(source, source.test_hub_split), f"hf://{source.hub_id}[{source.test_hub_split}]"
     else:
         raise SourceError(f"test source {source.test_local_path!r} not found under FTLAB_DATA_DIR="
-                          f"{settings.data_dir()}; set FTLAB_DATA_DIR or source.test_hub_split")
+                          f"{data_dir}; set FTLAB_DATA_DIR or source.test_hub_split")
     frame = _prepare(frame, source)
     missing = [c for c in train_columns if c not in frame.columns]
     extra = [c for c in frame.columns if c not in train_columns]

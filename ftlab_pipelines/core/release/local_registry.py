@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 from ftlab_pipelines.core import artifacts
-from ftlab_pipelines.core.config import settings
+from ftlab_pipelines.core.config.settings import Settings
 
 
-def update_local_registry(lab: str, entry: dict) -> list[dict]:
+def update_local_registry(settings: Settings, lab: str, entry: dict) -> list[dict]:
     """Append a release to FTLAB_HOME/registry/<lab>.json (the offline registry)."""
-    registry = settings.ftlab_home() / "registry"
-    registry.mkdir(exist_ok=True)
+    registry = settings.registry_dir
+    registry.mkdir(parents=True, exist_ok=True)
     path = registry / f"{lab}.json"
     entries = json.loads(path.read_text()) if path.is_file() else []
     entries = [e for e in entries if e.get("path") != entry["path"]] + [entry]
@@ -22,8 +22,8 @@ def update_local_registry(lab: str, entry: dict) -> list[dict]:
     return entries
 
 
-def local_champion(lab: str) -> dict | None:
-    path = settings.ftlab_home() / "registry" / f"{lab}.json"
+def local_champion(settings: Settings, lab: str) -> dict | None:
+    path = settings.registry_dir / f"{lab}.json"
     if not path.is_file():
         return None
     entries = json.loads(path.read_text())
@@ -31,9 +31,9 @@ def local_champion(lab: str) -> dict | None:
     return champions[-1] if champions else (entries[-1] if entries else None)
 
 
-def set_local_champion(lab: str, mlflow_version: int) -> dict | None:
+def set_local_champion(settings: Settings, lab: str, mlflow_version: int) -> dict | None:
     """Mark the local release of an MLflow version as champion (after a manual promotion); None if not here."""
-    path = settings.ftlab_home() / "registry" / f"{lab}.json"
+    path = settings.registry_dir / f"{lab}.json"
     entries = json.loads(path.read_text()) if path.is_file() else []
     target = [e for e in entries if e.get("mlflow_version") == mlflow_version]
     if not target:

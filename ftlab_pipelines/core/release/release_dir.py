@@ -7,19 +7,18 @@ import shutil
 from pathlib import Path
 
 from ftlab_pipelines.core import artifacts
-from ftlab_pipelines.core.config.labs import LabConfig
 
 log = logging.getLogger(__name__)
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
 
-def write_release_dir(lab: LabConfig, adapter_dir: Path, evaluation: dict, tokenizer, out: Path) -> None:
+def write_release_dir(lab, adapter_dir: Path, evaluation, tokenizer, out: Path) -> None:
     """Everything `ftlab predict` / `ftlab chat` need, with no access to the lab file or the pipeline."""
     for name in ADAPTER_FILES:
         shutil.copy2(adapter_dir / name, out / name)
     tokenizer.save_pretrained(str(out))
-    artifacts.write_json(out / "metrics.json", evaluation["metrics"])
+    artifacts.write_json(out / "metrics.json", evaluation.metrics)
     if lab.is_generative:
         gen = lab.eval.generation
         artifacts.write_json(out / "ftlab_model.json", {
@@ -29,7 +28,7 @@ def write_release_dir(lab: LabConfig, adapter_dir: Path, evaluation: dict, token
         (out / "README.md").write_text(generation_model_card(lab, evaluation), encoding="utf-8")
         return
     artifacts.write_json(out / "labels.json", {"labels": lab.labels, "positive_label": lab.positive_label})
-    artifacts.write_json(out / "threshold.json", {"threshold": evaluation["threshold"],
+    artifacts.write_json(out / "threshold.json", {"threshold": evaluation.threshold,
                                                   "mode": lab.eval.threshold.mode})
     artifacts.write_json(out / "ftlab_model.json", {
         "lab": lab.name, "task": lab.task, "model": lab.model.model_dump(mode="json"),
@@ -37,11 +36,11 @@ def write_release_dir(lab: LabConfig, adapter_dir: Path, evaluation: dict, token
     (out / "README.md").write_text(model_card(lab, evaluation), encoding="utf-8")
 
 
-def model_card(lab: LabConfig, evaluation: dict) -> str:
+def model_card(lab, evaluation) -> str:
     from ftlab_pipelines.core.evaluation.metrics import comparison_markdown
 
-    fine = evaluation["metrics"]["fine_tuned"]
-    threshold = evaluation.get("threshold")
+    fine = evaluation.metrics["fine_tuned"]
+    threshold = evaluation.threshold
     return f"""---
 library_name: peft
 base_model: {lab.model.name}
@@ -58,7 +57,7 @@ tags: [ftlab, lora, text-classification]
 
 ## Test results ({fine['n']} rows, natural class distribution)
 
-{comparison_markdown(evaluation['metrics'])}
+{comparison_markdown(evaluation.metrics)}
 
 ```
 {fine['report']}
@@ -72,10 +71,10 @@ ftlab predict {lab.name} "your text here"
 """
 
 
-def generation_model_card(lab: LabConfig, evaluation: dict) -> str:
+def generation_model_card(lab, evaluation) -> str:
     import pandas as pd
 
-    table = pd.DataFrame(evaluation["metrics"]).T.to_markdown()
+    table = pd.DataFrame(evaluation.metrics).T.to_markdown()
     return f"""---
 library_name: peft
 base_model: {lab.model.name}

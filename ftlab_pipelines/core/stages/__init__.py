@@ -1,13 +1,12 @@
-"""One function per pipeline asset: plain Python that the Dagster assets call.
+"""One module per pipeline asset: plain Python that the Dagster assets hand to the stage runner.
 
-Each stage takes the lab config, upstream manifests and an MLflow `AssetRun`, writes its
-artifacts atomically under FTLAB_HOME, and returns a `StageResult`: a JSON-able manifest for
-downstream stages plus metadata for the UI.
+pipeline.py declares what each stage reads; runner.py runs any stage (key, reuse, atomic write, MLflow);
+results.py holds the typed results that stages hand downstream.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class Markdown(str):
@@ -24,11 +23,3 @@ class CheckOutcome:
     report: Markdown
     failures: int
     blocks_downstream: bool = False  # an error that stops the run (data contract), else a warning
-
-
-@dataclass
-class StageResult:
-    manifest: dict
-    metadata: dict = field(default_factory=dict)
-    data_version: str | None = None
-    checks: list[CheckOutcome] = field(default_factory=list)

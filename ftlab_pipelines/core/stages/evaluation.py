@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 
 from ftlab_pipelines.core import artifacts
-from ftlab_pipelines.core.config.labs import LabConfig, stable_hash
 from ftlab_pipelines.core.evaluation import baselines, inference, metrics, plots
 from ftlab_pipelines.core.modeling import models
-from ftlab_pipelines.core.stages import Markdown, StageResult
-from ftlab_pipelines.core.stages.split import load_split_frames
+from ftlab_pipelines.core.stages import Markdown
+from ftlab_pipelines.core.stages.results import Adapter, Evaluation, Splits, Tokenized
+from ftlab_pipelines.core.stages.runner import Prepared, Report, StageContext, Target
 from ftlab_pipelines.core.text import tokenize
-from ftlab_pipelines.core.tracking import AssetRun
-
-log = logging.getLogger(__name__)
 
 FINE_TUNED = "fine_tuned"
 
 
-def _model_probs(model, tokenizer, dataset, lab: LabConfig, name: str) -> dict[str, np.ndarray]:
+def _model_probs(model, tokenizer, dataset, lab, name: str) -> dict[str, np.ndarray]:
     bf16 = models.use_bf16(lab.train.bf16)
     return {split: inference.predict_proba(model, tokenizer, dataset[split]["input_ids"],
                                            batch_size=lab.train.eval_batch_size, bf16=bf16,
@@ -28,17 +23,17 @@ def _model_probs(model, tokenizer, dataset, lab: LabConfig, name: str) -> dict[s
             for split in ("validation", "test")}
 
 
-def collect_probabilities(lab: LabConfig, splits_manifest: dict, tokenized: dict, adapter: dict) -> dict:
+def collect_probabilities(lab, splits: Splits, tokenized: Tokenized, adapter: Adapter) -> dict:
     """Validation and test class probabilities of every model in the comparison table."""
-    dataset = tokenize.load_tokenized(tokenized["path"])
+    dataset = tokenize.load_tokenized(tokenized.dataset_path)
     tokenizer = models.load_tokenizer(lab.model)
-    probs = {FINE_TUNED: _model_probs(models.load_adapter_classifier(adapter["path"], lab.model, lab.labels),
+    probs = {FINE_TUNED: _model_probs(models.load_adapter_classifier(adapter.path, lab.model, lab.labels),
                                       tokenizer, dataset, lab, FINE_TUNED)}
     if "base_model" in lab.eval.baselines:
         base = models.load_classifier(lab.model, lab.labels, seed=lab.train.seed)
         probs["base_model"] = _model_probs(base, tokenizer, dataset, lab, "base_model")
     if "tfidf_logreg" in lab.eval.baselines:
-        frames = load_split_frames(splits_manifest)
+        frames = splits.frames()
         text, label = lab.source.text_column, lab.source.label_column
         ids = {name: i for i, name in enumerate(lab.labels)}
         probs["tfidf_logreg"] = baselines.tfidf_logreg(
@@ -48,16 +43,16 @@ def collect_probabilities(lab: LabConfig, splits_manifest: dict, tokenized: dict
         )
     for kind in ("logreg_features", "hist_gradient_boosting"):
         if kind in lab.eval.baselines:
-            probs[kind] = _feature_baseline(kind, lab, load_split_frames(splits_manifest))
+            probs[kind] = _feature_baseline(kind, lab, splits.frames())
     return {"probs": probs, "y": {s: tokenize.column_array(dataset[s], "labels") for s in ("validation", "test")}}
 
 
-def feature_columns(lab: LabConfig, frame) -> list[str]:
+def feature_columns(lab, frame) -> list[str]:
     """Every numeric column but the label: the classical models see all raw features, not only the rendered."""
     return [c for c in frame.select_dtypes("number").columns if c != lab.source.label_column]
 
 
-def _feature_baseline(kind: str, lab: LabConfig, frames: dict) -> dict[str, np.ndarray]:
+def _feature_baseline(kind: str, lab, frames: dict) -> dict[str, np.ndarray]:
     columns = feature_columns(lab, frames["train"])
     if not columns:
         raise ValueError(f"eval.baselines has {kind}, but the data has no numeric columns; remove it")
@@ -68,7 +63,7 @@ def _feature_baseline(kind: str, lab: LabConfig, frames: dict) -> dict[str, np.n
                                       n_classes=len(lab.labels), seed=lab.split.seed)
 
 
-def score_models(lab: LabConfig, probs: dict, y: dict) -> dict[str, dict]:
+def score_models(lab, probs: dict, y: dict) -> dict[str, dict]:
     """Tune each model's threshold on validation (binary labs), then measure it on test."""
     pos = lab.labels.index(lab.positive_label) if lab.is_binary else None
     results = {}
@@ -84,7 +79,7 @@ def score_models(lab: LabConfig, probs: dict, y: dict) -> dict[str, dict]:
     return results
 
 
-def write_plots(lab: LabConfig, probs: dict, y: dict, results: dict, out) -> dict[str, str]:
+def write_plots(lab, probs: dict, y: dict, results: dict, out) -> dict[str, str]:
     written = {"confusion_matrix": plots.confusion_matrix_png(results[FINE_TUNED]["confusion_matrix"], lab.labels,
                                                               out / "confusion_matrix.png")}
     if lab.is_binary:
@@ -98,52 +93,45 @@ def write_plots(lab: LabConfig, probs: dict, y: dict, results: dict, out) -> dic
     return {k: str(v) for k, v in written.items()}
 
 
-def write_evaluation(lab: LabConfig, splits_manifest: dict, tokenized: dict, adapter: dict, out) -> None:
-    collected = collect_probabilities(lab, splits_manifest, tokenized, adapter)
+def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageContext) -> Evaluation:
+    if lab.is_generative:
+        from ftlab_pipelines.core.stages.generation_eval import build_generation_eval
+
+        return build_generation_eval(lab, upstream, target)
+    collected = collect_probabilities(lab, upstream["splits"], upstream["tokenized"], upstream["adapter"])
     results = score_models(lab, collected["probs"], collected["y"])
     table_rows = {**results, **{f"{name} (reported, not measured)": values
                                 for name, values in lab.eval.reference.items()}}
-    with artifacts.atomic_dir(out) as tmp:
-        write_plots(lab, collected["probs"], collected["y"], results, tmp)
-        artifacts.write_json(tmp / "metrics.json", results)
-        (tmp / "classification_report.txt").write_text(results[FINE_TUNED]["report"], encoding="utf-8")
-        (tmp / "comparison.md").write_text(metrics.comparison_markdown(table_rows), encoding="utf-8")
+    write_plots(lab, collected["probs"], collected["y"], results, target.tmp)
+    artifacts.write_json(target.tmp / "metrics.json", results)
+    (target.tmp / "classification_report.txt").write_text(results[FINE_TUNED]["report"], encoding="utf-8")
+    (target.tmp / "comparison.md").write_text(metrics.comparison_markdown(table_rows), encoding="utf-8")
+    fine, primary = results[FINE_TUNED], lab.eval.primary_metric
+    return Evaluation(key=target.key, dir=str(target.out), metrics=results, primary_metric=primary,
+                      primary_value=fine.get(primary), threshold=fine.get("threshold"))
 
 
-def evaluate(lab: LabConfig, splits_manifest: dict, tokenized: dict, adapter: dict, run: AssetRun) -> StageResult:
+def report(lab, upstream: dict, result: Evaluation, ctx: StageContext, reused: bool) -> Report:
     if lab.is_generative:
-        from ftlab_pipelines.core.stages.generation_eval import evaluate_generation
+        from ftlab_pipelines.core.stages.generation_eval import report_generation_eval
 
-        return evaluate_generation(lab, splits_manifest, tokenized, adapter, run)
-    key = stable_hash({"adapter": adapter["key"], "eval": lab.eval.model_dump(mode="json")})
-    out = artifacts.stage_dir(lab.name, "evaluation", key)
-    reused = artifacts.is_complete(out, "comparison.md")  # same adapter (hence data) and eval config
-    if reused:
-        log.info("evaluation %s already done for this adapter and eval config: reusing it", key)
-    else:
-        write_evaluation(lab, splits_manifest, tokenized, adapter, out)
-    results = artifacts.read_json(out / "metrics.json")
+        return report_generation_eval(lab, upstream, result, ctx)
+    out, run = result.path, ctx.run
     table = (out / "comparison.md").read_text(encoding="utf-8")
     plot_files = {png.stem: str(png) for png in sorted(out.glob("*.png"))}
-    fine = results[FINE_TUNED]
-    run.set_tags({"data_hash": tokenized["key"], "adapter_key": adapter["key"]})
+    fine = result.metrics[FINE_TUNED]
     run.log_params({"eval": lab.eval.model_dump(mode="json")})
     run.log_metrics({f"test_{k}": v for k, v in metrics.headline(fine).items()})
-    for name, res in results.items():
+    for name, res in result.metrics.items():
         if name != FINE_TUNED:
             run.log_metrics({f"{name}_test_{k}": v for k, v in metrics.headline(res).items()})
     for name in ("metrics.json", "classification_report.txt", "comparison.md", *[f"{k}.png" for k in plot_files]):
         run.log_artifact(out / name)
-    primary = lab.eval.primary_metric
-    manifest = {"key": key, "path": str(out), "metrics": results, "primary_metric": primary,
-                "primary_value": fine.get(primary), "threshold": fine.get("threshold"), "adapter_key": adapter["key"]}
     metadata = {
-        f"test_{primary}": fine.get(primary),
-        "threshold": fine.get("threshold"),
+        f"test_{result.primary_metric}": result.primary_value,
+        "threshold": result.threshold,
         "comparison": Markdown(table),
         "classification_report": Markdown(f"```\n{fine['report']}\n```"),
         **{name: Markdown(plots.markdown_image(path, name)) for name, path in plot_files.items()},
-        "reused": reused,
-        "path": out,
     }
-    return StageResult(manifest, metadata, data_version=key)
+    return Report(metadata)

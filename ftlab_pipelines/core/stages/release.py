@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 
 from ftlab_pipelines.core import artifacts
-from ftlab_pipelines.core.config.labs import LabConfig, stable_hash
 from ftlab_pipelines.core.modeling import merge, models
 from ftlab_pipelines.core.release import (
     hub,
@@ -15,9 +14,10 @@ from ftlab_pipelines.core.release import (
     mlflow_registry,
     release_dir,
 )
-from ftlab_pipelines.core.stages import CheckOutcome, Markdown, StageResult
+from ftlab_pipelines.core.stages import CheckOutcome, Markdown
+from ftlab_pipelines.core.stages.results import Adapter, Evaluation, Release
+from ftlab_pipelines.core.stages.runner import Prepared, Report, StageContext, Target
 from ftlab_pipelines.core.text import prompts
-from ftlab_pipelines.core.tracking import AssetRun
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,6 @@ MERGE_PARITY_CHECK = "merge_parity"
 PROMOTION_GATE_CHECK = "promotion_gate"
 MERGED_DIR = "merged"
 PARITY_FILE = "merge_parity.json"
-RELEASE_MARKER = "release.json"  # written last: its presence means the release directory is complete
 
 
 def parity_outcome(parity: merge.Parity) -> CheckOutcome:
@@ -37,7 +36,7 @@ def parity_outcome(parity: merge.Parity) -> CheckOutcome:
     return CheckOutcome(MERGE_PARITY_CHECK, parity.passed, advice, Markdown(report), 0 if parity.passed else 1)
 
 
-def write_merged(lab: LabConfig, adapter_dir: Path, tokenizer, out: Path) -> merge.Parity:
+def write_merged(lab, adapter_dir: Path, tokenizer, out: Path) -> merge.Parity:
     probes = [prompts.render_prompt(lab.prompt, tokenizer, m) for m in merge.PARITY_MESSAGES]
     return merge.merge_adapter(lab.model, adapter_dir, tokenizer, probes, out, lab.publish.parity_tolerance)
 
@@ -48,29 +47,26 @@ def gate_outcome(verdict: mlflow_registry.GateVerdict) -> CheckOutcome:
                         Markdown(verdict.reason), 0 if verdict.passed else 1)
 
 
-def write_release(lab: LabConfig, adapter: dict, evaluation: dict, tokenizer, out: Path, key: str) -> None:
-    with artifacts.atomic_dir(out) as tmp:
-        release_dir.write_release_dir(lab, Path(adapter["path"]), evaluation, tokenizer, tmp)
-        if lab.is_generative and lab.publish.merge:
-            parity = write_merged(lab, Path(adapter["path"]), tokenizer, tmp / MERGED_DIR)
-            artifacts.write_json(tmp / PARITY_FILE, vars(parity) | {"passed": parity.passed})
-        artifacts.write_json(tmp / RELEASE_MARKER, {"key": key, "adapter_key": adapter["key"]})
-
-
-def publish_adapter(lab: LabConfig, adapter: dict, evaluation: dict, run: AssetRun) -> StageResult:
-    key = stable_hash({"adapter": adapter["key"], "evaluation": evaluation["key"],
-                       "merge": lab.publish.merge, "tolerance": lab.publish.parity_tolerance})
-    out = artifacts.stage_dir(lab.name, "published_adapter", key)
+def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageContext) -> Release:
+    adapter: Adapter = upstream["adapter"]
     tokenizer = models.load_tokenizer(lab.model)
-    reused = artifacts.is_complete(out, RELEASE_MARKER)
-    if reused:
-        log.info("release %s already written for this adapter and evaluation: reusing it", key)
-    else:
-        write_release(lab, adapter, evaluation, tokenizer, out, key)
-    parity = merge.Parity.from_json(out / PARITY_FILE) if (out / PARITY_FILE).is_file() else None
-    run.set_tags({"adapter_key": adapter["key"], "data_hash": adapter["tokenized_key"], "release_key": key})
+    release_dir.write_release_dir(lab, adapter.path, upstream["evaluation"], tokenizer, target.tmp)
+    parity = None
+    if lab.is_generative and lab.publish.merge:
+        checked = write_merged(lab, adapter.path, tokenizer, target.tmp / MERGED_DIR)
+        parity = vars(checked) | {"passed": checked.passed}
+        artifacts.write_json(target.tmp / PARITY_FILE, parity)
+    return Release(key=target.key, dir=str(target.out), adapter_key=adapter.key, merge_parity=parity)
+
+
+def report(lab, upstream: dict, result: Release, ctx: StageContext, reused: bool) -> Report:
+    """Registers and gates at every materialization (the champion may have changed since), reused or not."""
+    evaluation: Evaluation = upstream["evaluation"]
+    out, run = result.path, ctx.run
+    parity = merge.Parity.from_json(out / PARITY_FILE) if result.merge_parity is not None else None
+    run.set_tags({"data_hash": upstream["adapter"].data_key})
     run.log_params({"publish": lab.publish.model_dump(mode="json"), "registry_name": lab.registry_name})
-    metric, value = evaluation["primary_metric"], evaluation["primary_value"]
+    metric, value = evaluation.primary_metric, evaluation.primary_value
     run.log_metrics({f"test_{metric}": value})
     if parity is not None:
         run.log_metrics({"merge_max_abs_logit_diff": parity.max_abs_diff})
@@ -81,21 +77,19 @@ def publish_adapter(lab: LabConfig, adapter: dict, evaluation: dict, run: AssetR
     hub_status = hub.push_to_hub(out, lab.publish.hub_repo)
     log.info("Hugging Face Hub: %s", hub_status)
     run.set_tags({"hub": hub_status})
-    verdict = mlflow_registry.register_and_gate(run.client, lab.registry_name, run.artifact_uri("adapter"), run.run_id,
-                                         metric, value, lab.publish.min_improvement, lab.eval.greater_is_better,
-                                         release_key=key)
+    verdict = mlflow_registry.register_and_gate(run.client, lab.registry_name, run.artifact_uri("adapter"),
+                                                run.run_id, metric, value, lab.publish.min_improvement,
+                                                lab.eval.greater_is_better, release_key=result.key)
     log.info("promotion gate: %s", verdict.reason)
     run.set_tags({"model_version": verdict.version, "promoted": verdict.promoted, "promotion_gate": verdict.reason})
     is_champion = verdict.champion_version == verdict.version
-    entries = local_registry.update_local_registry(lab.name, {
+    entries = local_registry.update_local_registry(ctx.settings, lab.name, {
         "path": str(out), "mlflow_version": verdict.version, "champion": is_champion,
-        f"test_{metric}": value, "threshold": evaluation["threshold"],
+        f"test_{metric}": value, "threshold": evaluation.threshold,
         "published_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     })
-    manifest = {"key": key, "path": str(out), **verdict.as_dict(), "hub": hub_status}
     metadata = {
         "release_dir": out,
-        "reused": reused,
         "registered_model": lab.registry_name,
         "version": verdict.version,
         "champion": f"v{verdict.champion_version}" + (" (this release)" if is_champion else ""),
@@ -108,8 +102,7 @@ def publish_adapter(lab: LabConfig, adapter: dict, evaluation: dict, run: AssetR
     }
     checks = [gate_outcome(verdict)]
     if parity is not None:
-        manifest["merged_dir"] = str(out / MERGED_DIR)
         metadata["merged_model"] = out / MERGED_DIR
         metadata["merge_max_abs_logit_diff"] = parity.max_abs_diff
         checks.append(parity_outcome(parity))
-    return StageResult(manifest, metadata, data_version=key, checks=checks)
+    return Report(metadata, checks)

@@ -1,37 +1,26 @@
-"""tokenized: prompt rendering + tokenization into Arrow on disk, cached by content key."""
+"""tokenized: prompt rendering + tokenization into Arrow on disk; the key includes the tokenizer's content."""
 
 from __future__ import annotations
 
-from ftlab_pipelines.core import artifacts, progress
-from ftlab_pipelines.core.config.labs import LabConfig
+from ftlab_pipelines.core import progress
 from ftlab_pipelines.core.data import sources
 from ftlab_pipelines.core.evaluation import plots
 from ftlab_pipelines.core.modeling import models
-from ftlab_pipelines.core.stages import Markdown, StageResult
-from ftlab_pipelines.core.stages.split import load_split_frames
+from ftlab_pipelines.core.stages import Markdown
+from ftlab_pipelines.core.stages.results import Splits, Tokenized
+from ftlab_pipelines.core.stages.runner import Prepared, Report, StageContext, Target
 from ftlab_pipelines.core.text import prompts, tokenize
-from ftlab_pipelines.core.tracking import AssetRun
 
 
-def tokenized_inputs(lab: LabConfig) -> dict:
-    """The config the tokenized stage reads: part of its cache key and its code_version."""
-    inputs = {"name": lab.model.name, "template": lab.model.template, "max_length": lab.model.max_length,
-              "labels": lab.labels}
-    if lab.is_generative:
-        inputs["prompt"] = lab.prompt.model_dump(mode="json")
-    if lab.render:
-        inputs["render"] = lab.render.model_dump(mode="json")
-    return inputs
+def prepare(lab, upstream: dict, ctx: StageContext) -> Prepared:
+    """The tokenizer is fingerprinted by content, so the same name with new files is a new key."""
+    tokenizer = models.load_tokenizer(lab.model)
+    facts = {"tokenizer": tokenize.tokenizer_fingerprint(tokenizer),
+             "chat_template": getattr(tokenizer, "chat_template", None)}
+    return Prepared(facts, tokenizer)
 
 
-def _cache_key(lab: LabConfig, splits_key: str, tokenizer) -> str:
-    """Data + tokenizer content + every config input: a stale cache can never match."""
-    inputs = tokenized_inputs(lab)
-    extra = {k: v for k, v in inputs.items() if k in ("prompt", "render")}  # the tokenizer itself is fingerprinted
-    return tokenize.cache_key(splits_key, tokenizer, lab.model.template, lab.model.max_length, lab.labels, extra)
-
-
-def sft_renderer(lab: LabConfig, tokenizer):
+def sft_renderer(lab, tokenizer):
     """batch of split rows -> (prompt texts, completion texts); only the preferred reply is a completion."""
     cfg = lab.prompt
 
@@ -43,8 +32,7 @@ def sft_renderer(lab: LabConfig, tokenizer):
     return render
 
 
-def _tokenize(lab: LabConfig, splits_manifest: dict, tokenizer, out) -> dict:
-    frames = load_split_frames(splits_manifest)
+def _tokenize(lab, frames: dict, tokenizer, out) -> dict:
     if lab.is_generative:
         return tokenize.tokenize_sft_splits(
             frames, tokenizer, render=sft_renderer(lab, tokenizer), max_length=lab.model.max_length,
@@ -58,9 +46,11 @@ def _tokenize(lab: LabConfig, splits_manifest: dict, tokenizer, out) -> dict:
     )
 
 
-def example_prompts(lab: LabConfig, splits_manifest: dict, tokenizer, n: int = 3) -> str:
+def example_prompts(lab, splits: Splits, tokenizer, n: int = 3) -> str:
     """A few rendered training examples, as the model sees them (markdown)."""
-    train = load_split_frames(splits_manifest)["train"].head(n)
+    import pandas as pd
+
+    train = pd.read_parquet(splits.split_path("train")).head(n)
     blocks = []
     for _, row in train.iterrows():
         if lab.is_generative:
@@ -77,33 +67,29 @@ def example_prompts(lab: LabConfig, splits_manifest: dict, tokenizer, n: int = 3
     return "\n\n".join(blocks)
 
 
-def build_tokenized(lab: LabConfig, splits_manifest: dict, run: AssetRun) -> StageResult:
+def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageContext) -> Tokenized:
+    splits: Splits = upstream["splits"]
+    tokenizer = prepared.loaded
+    out = target.tmp / "dataset"
+    with progress.step(f"tokenizing {sum(splits.rows.values())} rows for {lab.model.name} "
+                       f"(max_length {lab.model.max_length})"):
+        stats = _tokenize(lab, splits.frames(), tokenizer, out)
+    lengths = tokenize.lengths_of(tokenize.load_tokenized(out)["train"])
+    plots.token_lengths_png(lengths, lab.model.max_length, target.tmp / "token_lengths.png")
+    return Tokenized(key=target.key, dir=str(target.out), stats=stats)
+
+
+def report(lab, upstream: dict, result: Tokenized, ctx: StageContext, reused: bool) -> Report:
     tokenizer = models.load_tokenizer(lab.model)
-    key = _cache_key(lab, splits_manifest["key"], tokenizer)
-    out = artifacts.stage_dir(lab.name, "tokenized", key)
-    reused = artifacts.is_complete(out)
-    if not reused:
-        with artifacts.atomic_dir(out) as tmp:
-            with progress.step(f"tokenizing {sum(splits_manifest['rows'].values())} rows for {lab.model.name} "
-                               f"(max_length {lab.model.max_length})"):
-                stats = _tokenize(lab, splits_manifest, tokenizer, tmp / "dataset")
-            lengths = tokenize.lengths_of(tokenize.load_tokenized(tmp / "dataset")["train"])
-            plots.token_lengths_png(lengths, lab.model.max_length, tmp / "token_lengths.png")
-            artifacts.write_json(tmp / "manifest.json", {"stats": stats})
-    stats = artifacts.read_json(out / "manifest.json")["stats"]
-    run.set_tags({"data_hash": key})
+    run = ctx.run
     run.log_params({"model.name": lab.model.name, "model.template": lab.model.template,
                     "model.max_length": lab.model.max_length, "tokenizer": tokenize.tokenizer_fingerprint(tokenizer),
                     **({"prompt": lab.prompt.model_dump(mode="json")} if lab.is_generative else {})})
-    run.log_metrics({f"{split}_{k}": v for split, s in stats.items() for k, v in s.items()})
-    run.log_artifact(out / "token_lengths.png")
-    manifest = {"key": key, "path": str(out / "dataset"), "stats": stats, "splits_key": splits_manifest["key"]}
+    run.log_metrics({f"{split}_{k}": v for split, s in result.stats.items() for k, v in s.items()})
+    run.log_artifact(result.path / "token_lengths.png")
     metadata = {
-        "cache_key": key,
-        "reused_cache": reused,
-        "stats": stats,
-        "token_lengths": Markdown(plots.markdown_image(out / "token_lengths.png", "token lengths")),
-        "example_prompts": Markdown(example_prompts(lab, splits_manifest, tokenizer)),
-        "path": out,
+        "stats": result.stats,
+        "token_lengths": Markdown(plots.markdown_image(result.path / "token_lengths.png", "token lengths")),
+        "example_prompts": Markdown(example_prompts(lab, upstream["splits"], tokenizer)),
     }
-    return StageResult(manifest, metadata, data_version=key)
+    return Report(metadata)

@@ -1,15 +1,13 @@
-"""validated_dataset: run the lab's data contract (GX 1.x) on the raw data."""
+"""validated_dataset: run the lab's data contract (GX 1.x) on the raw data and its explicit test source."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from ftlab_pipelines.core import artifacts
-from ftlab_pipelines.core.config import settings
-from ftlab_pipelines.core.config.labs import LabConfig
 from ftlab_pipelines.core.data import contracts
-from ftlab_pipelines.core.stages import CheckOutcome, Markdown, StageResult
-from ftlab_pipelines.core.tracking import AssetRun
+from ftlab_pipelines.core.stages import CheckOutcome, Markdown
+from ftlab_pipelines.core.stages.results import RawDataset, ValidatedDataset
+from ftlab_pipelines.core.stages.runner import Prepared, Report, StageContext, Target
 
 CONTRACT_CHECK = "data_contract"
 
@@ -18,58 +16,39 @@ class ContractFailed(ValueError):
     """Downstream stages refuse data whose contract failed."""
 
 
-def contract_path(lab: LabConfig):
-    return settings.contracts_dir() / f"{lab.contract}.yaml"
+def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageContext) -> ValidatedDataset:
+    raw: RawDataset = upstream["raw_dataset"]
+    spec = contracts.load_contract(ctx.settings.contract_path(lab.contract))
+    reports = [contracts.run_contract(pd.read_parquet(raw.data_path), spec, source=raw.origin)]
+    if raw.test_path is not None:
+        reports.append(contracts.run_contract(pd.read_parquet(raw.test_path), contracts.for_test_source(spec),
+                                              source=raw.test_origin))
+    passed = all(r.success for r in reports)
+    (target.tmp / "contract_report.md").write_text("\n\n".join(r.to_markdown() for r in reports), encoding="utf-8")
+    return ValidatedDataset(
+        key=target.key, dir=str(target.out), data_path=str(raw.data_path),
+        test_path=str(raw.test_path) if raw.test_path else None, origin=raw.origin, test_origin=raw.test_origin,
+        contract=lab.contract, passed=passed, failures=sum(len(r.failures) for r in reports),
+        error=None if passed else "\n".join(r.error_message() for r in reports if not r.success)[:2000],
+    )
 
 
-def validate_dataset(lab: LabConfig, raw: dict, run: AssetRun) -> StageResult:
-    """Validate; the manifest records the verdict so no later stage can train on failed data."""
-    frame = pd.read_parquet(raw["path"])
-    spec = contracts.load_contract(contract_path(lab))
-    reports = [contracts.run_contract(frame, spec, source=raw["origin"])]
-    if raw.get("test_path"):
-        reports.append(contracts.run_contract(pd.read_parquet(raw["test_path"]), contracts.for_test_source(spec),
-                                              source=raw["test_origin"]))
-    report = combined(reports)
-    out = artifacts.stage_dir(lab.name, "validated_dataset", raw["data_hash"])
-    with artifacts.atomic_dir(out) as tmp:
-        (tmp / "contract_report.md").write_text(report.to_markdown(), encoding="utf-8")
-    run.set_tags({"data_hash": raw["data_hash"], "contract": lab.contract})
-    run.log_params({"contract": lab.contract, "contract_file": str(contract_path(lab))})
-    run.log_metrics({"contract_passed": float(report.success), "failed_expectations": len(report.failures),
-                     "rows": len(frame)})
-    run.log_artifact(out / "contract_report.md")
-    manifest = {**raw, "contract": lab.contract, "contract_passed": report.success,
-                "report_path": str(out / "contract_report.md")}
-    metadata = {"contract": lab.contract, "passed": report.success, "failed_expectations": len(report.failures),
-                "report": Markdown(report.to_markdown())}
-    check = CheckOutcome(CONTRACT_CHECK, report.success, None if report.success else report.error_message()[:2000],
-                         Markdown(report.to_markdown()), len(report.failures), blocks_downstream=True)
-    return StageResult(manifest, metadata, data_version=raw["data_hash"], checks=[check])
+def report(lab, upstream: dict, result: ValidatedDataset, ctx: StageContext, reused: bool) -> Report:
+    text = result.report_path.read_text(encoding="utf-8")
+    ctx.run.set_tags({"contract": result.contract})
+    ctx.run.log_params({"contract": result.contract, "contract_file": str(ctx.settings.contract_path(lab.contract))})
+    ctx.run.log_metrics({"contract_passed": float(result.passed), "failed_expectations": result.failures})
+    ctx.run.log_artifact(result.report_path)
+    check = CheckOutcome(CONTRACT_CHECK, result.passed, result.error, Markdown(text), result.failures,
+                         blocks_downstream=True)
+    metadata = {"contract": result.contract, "passed": result.passed, "failed_expectations": result.failures,
+                "report": Markdown(text)}
+    return Report(metadata, [check])
 
 
-class CombinedReport:
-    """The contract verdicts of the main and the test source, read as one."""
-
-    def __init__(self, reports: list):
-        self.reports = reports
-        self.success = all(r.success for r in reports)
-        self.failures = [f for r in reports for f in r.failures]
-
-    def to_markdown(self) -> str:
-        return "\n\n".join(r.to_markdown() for r in self.reports)
-
-    def error_message(self) -> str:
-        return "\n".join(r.error_message() for r in self.reports if not r.success)
-
-
-def combined(reports: list):
-    return reports[0] if len(reports) == 1 else CombinedReport(reports)
-
-
-def require_valid(validated: dict) -> None:
-    if not validated.get("contract_passed"):
+def require_valid(validated: ValidatedDataset) -> None:
+    if not validated.passed:
         raise ContractFailed(
-            f"{validated.get('origin')}: data contract {validated.get('contract')!r} failed "
-            f"(see {validated.get('report_path')}); fix the data and re-materialize validated_dataset"
+            f"{validated.origin}: data contract {validated.contract!r} failed (see {validated.report_path}); "
+            f"fix the data and re-materialize validated_dataset"
         )

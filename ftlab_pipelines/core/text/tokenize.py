@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ftlab_pipelines.core.config.labs import stable_hash
+from ftlab_pipelines.core.config.hashing import stable_hash
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

@@ -20,9 +20,13 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ftlab_pipelines.core.config.labs import LabConfig, TrainConfig
+from ftlab_pipelines.core.config.labs import TrainConfig
 from ftlab_pipelines.core.tracking import AssetRun
+
+if TYPE_CHECKING:
+    from ftlab_pipelines.core.training.recipe import TrainingJob
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +66,15 @@ def check_devices(num_processes: int) -> None:
                          f"visible: on GPUs it is one process per GPU")
 
 
-def launch(lab: LabConfig, tokenized_path, key: str, checkpoints: Path, out_dir: Path, run: AssetRun) -> None:
-    """Train with `lab.train.num_processes` processes; on return out_dir holds what the single-process path writes."""
-    n = lab.train.num_processes
+def launch(job: TrainingJob, tokenized_path, key: str, checkpoints: Path, out_dir: Path, run: AssetRun) -> None:
+    """Train with `job.train.num_processes` processes; on return out_dir holds what the single-process path writes."""
+    n = job.train.num_processes
     check_devices(n)
-    threads = threads_per_process(lab.train)
+    threads = threads_per_process(job.train)
     with tempfile.TemporaryDirectory(prefix="ftlab-ddp-") as scratch:
-        lab_file = Path(scratch) / "lab.json"
-        lab_file.write_text(lab.model_dump_json(), encoding="utf-8")
-        worker_args = ["--lab", str(lab_file), "--tokenized", str(tokenized_path), "--checkpoints", str(checkpoints),
+        job_file = Path(scratch) / "job.json"
+        job_file.write_text(job.model_dump_json(), encoding="utf-8")
+        worker_args = ["--job", str(job_file), "--tokenized", str(tokenized_path), "--checkpoints", str(checkpoints),
                        "--out", str(out_dir), "--key", key,
                        "--tracking-uri", run.client.tracking_uri, "--run-id", run.run_id]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1",
@@ -136,7 +140,7 @@ def mlflow_sink(tracking_uri: str, run_id: str):
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="One rank of a data-parallel adapter training run.")
-    for name in ("--lab", "--tokenized", "--checkpoints", "--out", "--key", "--tracking-uri", "--run-id"):
+    for name in ("--job", "--tokenized", "--checkpoints", "--out", "--key", "--tracking-uri", "--run-id"):
         parser.add_argument(name, required=True)
     return parser.parse_args(argv)
 
@@ -152,15 +156,15 @@ def main(argv: list[str] | None = None) -> None:
 
     if torch.cuda.is_available():  # models are loaded onto "cuda" before the Trainer picks this rank's GPU
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    lab = LabConfig.model_validate_json(Path(args.lab).read_text(encoding="utf-8"))
+    job = recipe.TrainingJob.model_validate_json(Path(args.job).read_text(encoding="utf-8"))
     out = Path(args.out)
     seen = SeenExamples()
     on_log = mlflow_sink(args.tracking_uri, args.run_id) if rank == 0 else None
-    result = recipe.fit(lab, args.tokenized, Path(args.checkpoints), out, on_log=on_log, on_train_batch=seen.record)
+    result = recipe.fit(job, args.tokenized, Path(args.checkpoints), out, on_log=on_log, on_train_batch=seen.record)
     seen.write(out / RANK_EXAMPLES / f"rank{rank}.json", rank, world_size)
     log.info("trained on %d examples (%d distinct)", seen.count, len(seen.fingerprints))
     if rank == 0:
-        recipe.write_outputs(result, out, args.key, lab.train.num_processes)
+        recipe.write_outputs(result, out, args.key, job.train.num_processes)
     if dist.is_initialized():
         dist.destroy_process_group()
 

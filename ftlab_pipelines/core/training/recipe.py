@@ -1,4 +1,4 @@
-"""The training recipe: build the tokenizer and LoRA model as the lab says, train, write the outputs.
+"""The training recipe: build the tokenizer and LoRA model as the job says, train, write the outputs.
 
 Every process of a distributed run calls `fit` exactly as a single-process run does."""
 
@@ -6,28 +6,44 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from ftlab_pipelines.core import artifacts
-from ftlab_pipelines.core.config.labs import LabConfig
+from ftlab_pipelines.core.config.labs import ModelConfig, PeftConfig, TrainConfig
 from ftlab_pipelines.core.evaluation import plots
 from ftlab_pipelines.core.modeling import models
 from ftlab_pipelines.core.text import tokenize
 from ftlab_pipelines.core.training import train
 
 
-def fit(lab: LabConfig, tokenized_path, checkpoints: Path, out_dir: Path, **hooks) -> train.TrainResult:
+class TrainingJob(BaseModel):
+    """The part of a lab that training reads; it travels as JSON to the processes of a distributed run."""
+
+    model: ModelConfig
+    peft: PeftConfig
+    train: TrainConfig
+    labels: list[str]
+    generative: bool
+
+    @classmethod
+    def from_lab(cls, lab) -> TrainingJob:
+        return cls(model=lab.model, peft=lab.peft, train=lab.train, labels=lab.labels, generative=lab.is_generative)
+
+
+def fit(job: TrainingJob, tokenized_path, checkpoints: Path, out_dir: Path, **hooks) -> train.TrainResult:
     """`hooks`: `on_log` / `on_train_batch` of `train.train_adapter`."""
     from transformers import set_seed
 
-    set_seed(lab.train.seed)  # LoRA initialisation and data order; the training entry point owns the global seed
-    tokenizer = models.load_tokenizer(lab.model)
-    if lab.is_generative:
-        model = models.attach_lora(models.load_causal_lm(lab.model), lab.peft, task_type="CAUSAL_LM")
+    set_seed(job.train.seed)  # LoRA initialisation and data order: the training entry point owns the global seed
+    tokenizer = models.load_tokenizer(job.model)
+    if job.generative:
+        model = models.attach_lora(models.load_causal_lm(job.model), job.peft, task_type="CAUSAL_LM")
     else:
-        model = models.attach_lora(models.load_classifier(lab.model, lab.labels, seed=lab.train.seed), lab.peft)
+        model = models.attach_lora(models.load_classifier(job.model, job.labels, seed=job.train.seed), job.peft)
     return train.train_adapter(
-        model, tokenizer, tokenize.load_tokenized(tokenized_path), lab.train,
+        model, tokenizer, tokenize.load_tokenized(tokenized_path), job.train,
         checkpoint_dir=checkpoints, out_dir=out_dir,
-        sft_max_length=lab.model.max_length if lab.is_generative else None, **hooks,
+        sft_max_length=job.model.max_length if job.generative else None, **hooks,
     )
 
 
