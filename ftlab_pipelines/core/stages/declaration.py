@@ -16,7 +16,7 @@ from ftlab_pipelines.core.config.labs import LabConfig
 from ftlab_pipelines.core.config.settings import Settings
 
 # Fields that identify or schedule a lab but feed no stage's output.
-ORCHESTRATION_ONLY = ("name", "description", "schedule", "inbox.enabled", "inbox.patterns", "inbox.interval_seconds")
+ORCHESTRATION_ONLY = ("name", "schedule", "inbox.enabled", "inbox.patterns", "inbox.interval_seconds")
 ALWAYS_READABLE = ("name",)  # the lab's identity: it names the asset keys and the artifact folders
 
 
