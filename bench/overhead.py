@@ -39,30 +39,25 @@ class NoTracking:
 
 
 def plain_pipeline(lab_name: str) -> None:
-    """The chain of stage functions, in order, as the assets call them."""
+    """The chain of stages, in order, through the same stage runner the assets use, with no Dagster or MLflow."""
     from ftlab_pipelines.core import artifacts
-    from ftlab_pipelines.core.config import settings
     from ftlab_pipelines.core.config.labs import load_labs
+    from ftlab_pipelines.core.config.settings import Settings
     from ftlab_pipelines.core.modeling import models
     from ftlab_pipelines.core.release import release_dir
-    from ftlab_pipelines.core.stages.adapter import build_adapter
-    from ftlab_pipelines.core.stages.evaluation import evaluate
-    from ftlab_pipelines.core.stages.raw import build_raw_dataset
-    from ftlab_pipelines.core.stages.split import build_splits
-    from ftlab_pipelines.core.stages.tokenized import build_tokenized
-    from ftlab_pipelines.core.stages.validate import validate_dataset
+    from ftlab_pipelines.core.stages.pipeline import STAGES
+    from ftlab_pipelines.core.stages.runner import StageContext, run_stage
 
-    lab = load_labs()[lab_name]
-    run = NoTracking(settings.ftlab_home())
-    raw = build_raw_dataset(lab, run).manifest
-    validated = validate_dataset(lab, raw, run).manifest
-    split_sets = build_splits(lab, validated, run).manifest
-    tokens = build_tokenized(lab, split_sets, run).manifest
-    trained = build_adapter(lab, tokens, run).manifest
-    report = evaluate(lab, split_sets, tokens, trained, run).manifest
-    release = artifacts.stage_dir(lab.name, "published_adapter", "plain")
+    settings = Settings.from_env()
+    lab = load_labs(settings=settings)[lab_name]
+    ctx = StageContext(settings, NoTracking(settings.home))
+    results = {}
+    for name in ("raw_dataset", "validated_dataset", "splits", "tokenized", "adapter", "evaluation"):
+        results[name] = run_stage(STAGES[name], lab, results, ctx).result
+    release = artifacts.stage_dir(settings, lab.name, "published_adapter", "plain")
     with artifacts.atomic_dir(release) as tmp:
-        release_dir.write_release_dir(lab, Path(trained["path"]), report, models.load_tokenizer(lab.model), tmp)
+        release_dir.write_release_dir(lab, results["adapter"].path, results["evaluation"],
+                                      models.load_tokenizer(lab.model), tmp)
 
 
 def main() -> None:

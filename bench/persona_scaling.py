@@ -68,9 +68,9 @@ def train_point(lab, tokenizer, dataset, rows: int, overrides: dict, workdir: Pa
     from datasets import DatasetDict
 
     from ftlab_pipelines.core.modeling import models
-    from ftlab_pipelines.core.stages.adapter import fit
     from ftlab_pipelines.core.stages.generation_eval import load_fine_tuned
     from ftlab_pipelines.core.text import tokenize
+    from ftlab_pipelines.core.training.recipe import TrainingJob, fit
 
     half_epoch = max(1, math.ceil(rows / lab.train.batch_size) // 2)
     point = lab.model_copy(update={
@@ -79,7 +79,7 @@ def train_point(lab, tokenizer, dataset, rows: int, overrides: dict, workdir: Pa
     })
     tokenize.save_splits(DatasetDict({**dataset, "train": dataset["train"].shuffle(seed=0).select(range(rows))}),
                          workdir / "dataset")
-    m = fit(point, workdir / "dataset", workdir / "checkpoints", workdir / "adapter").metrics
+    m = fit(TrainingJob.from_lab(point), workdir / "dataset", workdir / "checkpoints", workdir / "adapter").metrics
     loss = held_out_loss(load_fine_tuned(models.load_causal_lm(lab.model), workdir / "adapter"), tokenizer, dataset,
                          lab)
     return {"train_rows": rows, "epochs": point.train.epochs, "learning_rate": point.train.learning_rate,

@@ -32,9 +32,9 @@ def make_table(rows: int, out: Path) -> None:
     import numpy as np
     import pandas as pd
 
-    from ftlab_pipelines.core.config import settings
+    from ftlab_pipelines.core.config.settings import Settings
 
-    base = pd.read_csv(settings.data_dir() / "creditcard" / "creditcard_fraud_enriched.csv")
+    base = pd.read_csv(Settings.from_env().data_dir / "creditcard" / "creditcard_fraud_enriched.csv")
     rng = np.random.default_rng(0)
     table = base.sample(n=rows, replace=True, random_state=0).reset_index(drop=True)
     numeric = [c for c in table.columns if c != "Class"]

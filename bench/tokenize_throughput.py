@@ -37,9 +37,9 @@ RESULTS = REPO / "bench" / "results" / "tokenize.json"
 def make_frame(rows: int, out: Path, distinct: bool) -> None:
     import pandas as pd
 
-    from ftlab_pipelines.core.config import settings
+    from ftlab_pipelines.core.config.settings import Settings
 
-    base = pd.read_csv(settings.data_dir() / "sms_spam" / "sms_spam.csv", dtype=str)
+    base = pd.read_csv(Settings.from_env().data_dir / "sms_spam" / "sms_spam.csv", dtype=str)
     frame = base.sample(n=rows, replace=True, random_state=0).reset_index(drop=True)
     if distinct:
         frame["text"] = frame["text"] + " #" + frame.index.astype(str)

@@ -13,8 +13,8 @@ from conftest import REPO, materialized_labs, requires_data, tiny_lab, write_lab
 from mlflow import MlflowClient
 
 from ftlab_pipelines import cli
-from ftlab_pipelines.core.config import settings
 from ftlab_pipelines.core.config.labs import LabConfig
+from ftlab_pipelines.core.config.settings import Settings
 from ftlab_pipelines.core.data import inbox
 from ftlab_pipelines.core.release import local_registry, mlflow_registry
 from ftlab_pipelines.definitions import build_definitions
@@ -63,7 +63,7 @@ def _lab() -> LabConfig:
 
 def test_inbox_sensor_fires_once_per_new_content(tmp_path):
     lab = _lab()
-    folder = inbox.inbox_dir(lab.name)
+    folder = inbox.inbox_dir(Settings.from_env(), lab.name)
     folder.mkdir(parents=True)
     requests, cursor = inbox_run_requests(lab, None)
     assert requests == []
@@ -89,8 +89,8 @@ def test_sensor_definition_keeps_its_cursor_between_ticks(tmp_path):
     defs = build_definitions(str(write_labs(tmp_path / "labs", {"sms_spam": lab_raw})))
     sensor = next(s for s in defs.sensors if s.name == "sms_spam_inbox_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    (inbox.inbox_dir("sms_spam")).mkdir(parents=True)
-    (inbox.inbox_dir("sms_spam") / "a.csv").write_text("label,text\nspam,WIN\n")
+    (inbox.inbox_dir(Settings.from_env(), "sms_spam")).mkdir(parents=True)
+    (inbox.inbox_dir(Settings.from_env(), "sms_spam") / "a.csv").write_text("label,text\nspam,WIN\n")
     with dg.instance_for_test() as instance:
         first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
         second = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=first.cursor, definitions=defs))
@@ -99,22 +99,24 @@ def test_sensor_definition_keeps_its_cursor_between_ticks(tmp_path):
 
 
 def test_code_version_changes_only_for_the_stages_whose_config_changed():
-    base = stage_code_versions(_lab())
+    """A few edits a user makes, spelled out; tests/test_stage_versions.py checks every field."""
+    settings = Settings.from_env()
+    base = stage_code_versions(_lab(), settings)
 
     def changed(**edits) -> set[str]:
         raw = tiny_lab("sms_spam")
         for path, value in edits.items():
             section, field = path.split("__")
             raw.setdefault(section, {})[field] = value
-        versions = stage_code_versions(LabConfig.model_validate({**raw, "name": "sms_spam"}))
+        versions = stage_code_versions(LabConfig.model_validate({**raw, "name": "sms_spam"}), settings)
         return {stage for stage in base if versions[stage] != base[stage]}
 
     assert changed(train__learning_rate=5e-4) == {"adapter"}
     assert changed(publish__min_improvement=0.01) == {"published_adapter"}
-    assert changed(eval__primary_metric="accuracy") == {"evaluation"}
-    assert changed(split__seed=7) == {"splits"}
+    assert changed(eval__primary_metric="accuracy") == {"evaluation", "published_adapter"}
+    assert changed(split__seed=7) == {"splits", "evaluation"}  # evaluation seeds its TF-IDF baseline with it
     assert changed(source__max_rows=300) == {"raw_dataset"}
-    assert changed(model__max_length=64) == {"tokenized", "adapter"}
+    assert changed(model__max_length=64) == {"tokenized", "adapter", "evaluation", "published_adapter"}
     assert changed(schedule__cron="0 1 * * *") == set()  # retraining cadence is not part of any artifact
 
 
@@ -137,7 +139,7 @@ def lab_home(lab_run, monkeypatch):
 
 
 def _client() -> MlflowClient:
-    uri = settings.mlflow_tracking_uri()
+    uri = Settings.from_env().mlflow_tracking_uri
     return MlflowClient(uri, registry_uri=uri)
 
 
@@ -164,7 +166,7 @@ def test_first_release_passes_the_gate_and_becomes_champion(lab_home):
 
 @requires_data
 def test_unchanged_rerun_trains_nothing_and_reuses_the_release(lab_home):
-    champion_path = local_registry.local_champion("sms_spam")["path"]
+    champion_path = local_registry.local_champion(Settings.from_env(), "sms_spam")["path"]
     result = _execute(lab_home)
     assert result.success
     adapter = result.asset_materializations_for_node("sms_spam__adapter")[0].metadata
@@ -181,14 +183,14 @@ def test_unchanged_rerun_trains_nothing_and_reuses_the_release(lab_home):
     assert _checks(result)["promotion_gate"] is True
     assert "already the champion" in published["promotion_gate"].value
     assert [int(v.version) for v in mlflow_registry.versions(client, "ftlab-sms_spam")] == [1]
-    assert local_registry.local_champion("sms_spam")["path"] == champion_path
+    assert local_registry.local_champion(Settings.from_env(), "sms_spam")["path"] == champion_path
 
 
 @requires_data
 def test_inbox_file_failing_the_contract_stops_the_run_and_keeps_the_champion(lab_home):
-    release = local_registry.local_champion("sms_spam")["path"]
+    release = local_registry.local_champion(Settings.from_env(), "sms_spam")["path"]
     before = sorted((p.name, p.stat().st_mtime_ns) for p in os.scandir(release))
-    folder = inbox.inbox_dir("sms_spam")
+    folder = inbox.inbox_dir(Settings.from_env(), "sms_spam")
     folder.mkdir(parents=True, exist_ok=True)
     rows = [("ham", f"see you at {i}") for i in range(120)] + [("phishing", f"click link {i}") for i in range(30)]
     pd.DataFrame(rows, columns=["label", "text"]).to_csv(folder / "bad_drop.csv", index=False)
@@ -201,13 +203,13 @@ def test_inbox_file_failing_the_contract_stops_the_run_and_keeps_the_champion(la
     raw = result.asset_materializations_for_node("sms_spam__raw_dataset")[0].metadata
     assert raw["origin"].value == str(folder / "bad_drop.csv") and raw["rows"].value == 150
     assert int(mlflow_registry.champion(_client(), "ftlab-sms_spam").version) == 1
-    assert local_registry.local_champion("sms_spam")["path"] == release
+    assert local_registry.local_champion(Settings.from_env(), "sms_spam")["path"] == release
     assert sorted((p.name, p.stat().st_mtime_ns) for p in os.scandir(release)) == before
 
 
 @requires_data
 def test_inbox_file_changed_after_the_sensor_saw_it_is_refused(lab_home):
-    folder = inbox.inbox_dir("sms_spam")
+    folder = inbox.inbox_dir(Settings.from_env(), "sms_spam")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "late.csv").write_text("label,text\nham,first version\n")
     lab = LabConfig.model_validate({**tiny_lab("sms_spam"), "name": "sms_spam"})

@@ -196,7 +196,7 @@ def test_megabyte_text_is_truncated_by_max_length(home, tmp_path):
     result, done, _ = materialize(tmp_path, lab_on(tmp_path / "huge.csv", contract="permissive"), upto="tokenized")
     assert result.success and done == {"raw_dataset", "validated_dataset", "splits", "tokenized"}
     tokenized = result.asset_value(dg.AssetKey([LAB, "tokenized"]))
-    lengths = [n for split in tokenize.load_tokenized(tokenized["path"]).values() for n in split["length"]]
+    lengths = [n for split in tokenize.load_tokenized(tokenized.dataset_path).values() for n in split["length"]]
     assert max(lengths) == 128  # model.max_length: the 1 MB text was cut, not fed whole
     for event in result.get_asset_materialization_events():  # no stage copies the megabyte into the event log
         metadata = event.step_materialization_data.materialization.metadata
@@ -212,12 +212,12 @@ def test_duplicates_across_train_and_test_are_removed_and_reported(home, tmp_pat
                                   upto="splits")
     assert result.success
     splits = result.asset_value(dg.AssetKey([LAB, "splits"]))
-    assert splits["test_overlap_removed"] == 8
+    assert splits.test_overlap_removed == 8
     metadata = next(e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "splits")
     assert metadata.step_materialization_data.materialization.metadata["test_overlap_removed"].value == 8
-    test_texts = set(pd.read_parquet(splits["paths"]["test"])["text"])
+    test_texts = set(pd.read_parquet(splits.split_path("test"))["text"])
     for name in ("train", "validation"):
-        assert not test_texts & set(pd.read_parquet(splits["paths"][name])["text"])
+        assert not test_texts & set(pd.read_parquet(splits.split_path(name))["text"])
 
 
 def test_corrupt_adapter_is_refused_with_the_file_and_what_to_do(tmp_path):

@@ -74,7 +74,7 @@ def test_predict_without_release_fails_with_advice(tmp_path):
 @requires_data
 def test_predict_with_published_release(pipeline):
     published = pipeline["result"].output_for_node("sms_spam__published_adapter")
-    out = run(f"{BIN}/ftlab", "predict", "sms_spam", "Call now to claim your prize", "--release", published["path"])
+    out = run(f"{BIN}/ftlab", "predict", "sms_spam", "Call now to claim your prize", "--release", str(published.path))
     assert out.returncode == 0, out.stderr
     assert '"label": ' in out.stdout
 

@@ -34,7 +34,9 @@ def test_bad_labels_block_everything_downstream(tmp_path):
 def test_splits_refuses_failed_data_even_when_run_alone():
     import pytest
 
+    from ftlab_pipelines.core.stages.results import ValidatedDataset
     from ftlab_pipelines.core.stages.validate import ContractFailed, require_valid
 
-    with pytest.raises(ContractFailed, match="bad.csv: data contract 'sms_spam' failed"):
-        require_valid({"contract_passed": False, "origin": "bad.csv", "contract": "sms_spam", "report_path": "r.md"})
+    failed = ValidatedDataset(key="k", dir="/v", origin="bad.csv", contract="sms_spam", passed=False, failures=3)
+    with pytest.raises(ContractFailed, match="bad.csv: data contract 'sms_spam' failed .see /v/contract_report.md"):
+        require_valid(failed)

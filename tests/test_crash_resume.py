@@ -15,7 +15,13 @@ import dagster as dg
 import pytest
 from conftest import tiny_lab, write_labs
 
+from ftlab_pipelines.core import artifacts
+from ftlab_pipelines.core.config.settings import Settings
 from ftlab_pipelines.core.stages import adapter as adapter_stage
+from ftlab_pipelines.core.stages.pipeline import DECLARATIONS
+from ftlab_pipelines.core.stages.results import RESULT_FILE
+from ftlab_pipelines.core.training import checkpoints as checkpoints_module
+from ftlab_pipelines.core.training import recipe
 from ftlab_pipelines.definitions import build_definitions
 from ftlab_pipelines.defs.resources import default_resources
 
@@ -50,7 +56,8 @@ def wait_for_complete_checkpoint(checkpoints: Path, process: subprocess.Popen, d
     """Poll until a checkpoint with trainer_state.json (written last) exists; fail if the process ends first."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
-        done = [c for c in checkpoints.checkpoints_newest_first(checkpoints) if (c / checkpoints.TRAINER_STATE).is_file()]
+        done = [c for c in checkpoints_module.checkpoints_newest_first(checkpoints)
+                if (c / checkpoints_module.TRAINER_STATE).is_file()]
         if done:
             return done[0]
         assert process.poll() is None, f"the adapter process ended before its first checkpoint:\n{process.stdout.read()}"
@@ -99,9 +106,9 @@ def upstream(tmp_path, monkeypatch):
 def test_sigkill_after_first_checkpoint_then_resume_matches_uninterrupted(upstream, tmp_path):
     from ftlab_pipelines.core.config.labs import load_lab
 
-    lab = load_lab(upstream["labs"] / f"{LAB}.yaml")
-    key = adapter_stage.adapter_key(lab, upstream["tokenized"])
-    checkpoints = adapter_stage.checkpoint_dir(lab, key)
+    lab, settings = load_lab(upstream["labs"] / f"{LAB}.yaml"), Settings.from_env()
+    key = DECLARATIONS["adapter"].cache_key(lab, settings, {"tokenized": upstream["tokenized"].key}, {})
+    checkpoints = adapter_stage.checkpoint_dir(settings, lab.name, key)
     env = {**os.environ, "FTLAB_HOME": str(upstream["home"])}
     process = subprocess.Popen([sys.executable, "-c", DRIVER, str(upstream["labs"]), str(upstream["instance_dir"])],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -115,38 +122,33 @@ def test_sigkill_after_first_checkpoint_then_resume_matches_uninterrupted(upstre
     assert process.returncode == -signal.SIGKILL
     assert first.name == f"checkpoint-{SAVE_STEPS}"
     reached = killed_run_last_step(upstream["home"])
-    resume_from = checkpoints.resumable_checkpoint(checkpoints)  # what the re-run will pick (a half-written one set aside)
+    resume_from = checkpoints_module.resumable_checkpoint(checkpoints)  # what the re-run will pick (a half-written one set aside)
     resumed_step = int(Path(resume_from).name.split("-")[1])
-    assert not artifacts_complete(lab, key)
+    assert not (artifacts.stage_dir(settings, lab.name, "adapter", key) / RESULT_FILE).exists()
 
     with dg.DagsterInstance.local_temp(tempdir=str(upstream["instance_dir"])) as instance:
         result = dg.materialize(list(upstream["defs"].assets), selection=[dg.AssetKey([LAB, "adapter"])],
                                 instance=instance, resources=default_resources())
-    manifest = result.asset_value(dg.AssetKey([LAB, "adapter"]))
-    metrics = manifest["metrics"]
+    adapter = result.asset_value(dg.AssetKey([LAB, "adapter"]))
+    metrics = adapter.metrics
     assert metrics["resumed"] == 1.0 and metrics["train_steps"] == MAX_STEPS
     redone = reached - resumed_step
     assert reached >= SAVE_STEPS + 2 and 0 <= redone <= SAVE_STEPS  # killed with progress past the checkpoint lost
     assert not checkpoints.exists()  # deleted only now that the finished adapter is in place
-    assert not list((Path(manifest["path"]).parent).glob(".tmp-*"))  # the killed run's temp dir was swept
+    assert not list(adapter.path.parent.glob(".tmp-*"))  # the killed run's temp dir was swept
 
-    reference = adapter_stage.fit(lab, upstream["tokenized"]["path"], tmp_path / "ref-ckpt", tmp_path / "ref-out")
-    resumed_losses = losses(json.loads((Path(manifest["path"]) / "log_history.json").read_text()))
+    reference = recipe.fit(recipe.TrainingJob.from_lab(lab), upstream["tokenized"].dataset_path,
+                           tmp_path / "ref-ckpt", tmp_path / "ref-out")
+    resumed_losses = losses(json.loads((adapter.path / "log_history.json").read_text()))
     reference_losses = losses(reference.log_history)
     after = [s for s in reference_losses if s > resumed_step]
     assert after and all(s in resumed_losses for s in after)
     loss_diff = max(abs(resumed_losses[s] - reference_losses[s]) for s in after)
-    weight_diff = max_weight_difference(Path(manifest["path"]), tmp_path / "ref-out")
+    weight_diff = max_weight_difference(adapter.path, tmp_path / "ref-out")
     print(f"\nkill-and-resume: killed at step {reached}, resumed from checkpoint-{resumed_step}, {redone} steps redone; "
           f"max |loss diff| over steps {after[0]}..{after[-1]} = {loss_diff:.2e}; max |weight diff| = {weight_diff:.2e}")
     assert loss_diff <= LOSS_TOLERANCE
     assert weight_diff <= WEIGHT_TOLERANCE
-
-
-def artifacts_complete(lab, key: str) -> bool:
-    from ftlab_pipelines.core import artifacts
-
-    return artifacts.is_complete(artifacts.stage_dir(lab.name, "adapter", key))
 
 
 def max_weight_difference(a: Path, b: Path) -> float:

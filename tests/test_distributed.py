@@ -13,18 +13,18 @@ from conftest import materialized_labs, requires_data, tiny_lab
 from mlflow import MlflowClient
 
 from ftlab_pipelines.core import artifacts
-from ftlab_pipelines.core.config import settings
 from ftlab_pipelines.core.config.labs import LabConfig
+from ftlab_pipelines.core.config.settings import Settings
 from ftlab_pipelines.core.evaluation import inference
 from ftlab_pipelines.core.modeling import models
-from ftlab_pipelines.core.stages.adapter import (
-    adapter_key,
-    build_adapter,
-    checkpoint_dir,
-)
+from ftlab_pipelines.core.stages.adapter import checkpoint_dir
+from ftlab_pipelines.core.stages.pipeline import DECLARATIONS, STAGES
+from ftlab_pipelines.core.stages.results import Tokenized
+from ftlab_pipelines.core.stages.runner import StageContext, run_stage
 from ftlab_pipelines.core.text import tokenize
 from ftlab_pipelines.core.tracking import AssetRun, Tracker
 from ftlab_pipelines.core.training import distributed
+from ftlab_pipelines.core.training.recipe import TrainingJob
 
 LABELS = ["ham", "spam"]
 TRAIN_ROWS = 32  # 2 ranks x batch 4 x 4 steps: no example is repeated to even out a last batch
@@ -38,14 +38,14 @@ def lab_config(**train) -> LabConfig:
 
 
 @pytest.fixture(scope="module")
-def tokenized(tmp_path_factory) -> dict:
+def tokenized(tmp_path_factory) -> Tokenized:
     half = TRAIN_ROWS // 2
     frame = pd.DataFrame({"text": [f"see you at {i} pm" for i in range(half)] + [f"WIN £{i}00 now!!" for i in range(half)],
                           "label": ["ham"] * half + ["spam"] * half})
     out = tmp_path_factory.mktemp("tok") / "dataset"
     tokenize.tokenize_splits({"train": frame}, models.load_tokenizer(lab_config().model), text_column="text",
                              label_column="label", labels=LABELS, template="{text}", max_length=32, out_dir=out)
-    return {"key": "tiny", "path": str(out)}
+    return Tokenized(key="tiny", dir=str(out.parent))
 
 
 def rank_shards(out: Path) -> list[dict]:
@@ -54,32 +54,33 @@ def rank_shards(out: Path) -> list[dict]:
 
 def test_two_ranks_train_disjoint_shards_resume_and_rank0_saves(tokenized, tmp_path):
     """An interrupted first attempt (2 of 4 steps, checkpointed) and the adapter stage resuming it."""
-    lab = lab_config()
-    key = adapter_key(lab, tokenized)
-    client = Tracker().client
-    run = AssetRun(client, client.create_run(Tracker().experiment_id(lab.name)).info.run_id, tmp_path)
-    distributed.launch(lab_config(max_steps=2), tokenized["path"], "partial", checkpoint_dir(lab, key),
-                       tmp_path / "partial", run)
-    result = build_adapter(lab, tokenized, run)
-    out = Path(result.manifest["path"])
+    lab, settings = lab_config(), Settings.from_env()
+    key = DECLARATIONS["adapter"].cache_key(lab, settings, {"tokenized": tokenized.key}, {})
+    tracker = Tracker(settings)
+    run = AssetRun(tracker.client, tracker.client.create_run(tracker.experiment_id(lab.name)).info.run_id, tmp_path)
+    distributed.launch(TrainingJob.from_lab(lab_config(max_steps=2)), tokenized.dataset_path, "partial",
+                       checkpoint_dir(settings, lab.name, key), tmp_path / "partial", run)
+    done = run_stage(STAGES["adapter"], lab, {"tokenized": tokenized}, StageContext(settings, run))
+    out = done.result.path
+    assert out.name == key
 
     runs = rank_shards(tmp_path / "partial") + rank_shards(out)
     assert [(r["rank"], r["world_size"], r["examples"]) for r in runs] == [(0, 2, 8), (1, 2, 8)] * 2
     shards = [set(r["fingerprints"]) for r in runs]
-    train_set = {distributed.fingerprint(ids) for ids in tokenize.load_tokenized(tokenized["path"])["train"]["input_ids"]}
+    train_set = {distributed.fingerprint(ids) for ids in tokenize.load_tokenized(tokenized.dataset_path)["train"]["input_ids"]}
     assert len(train_set) == TRAIN_ROWS and all(len(shard) == 8 for shard in shards)
     assert set().union(*shards) == train_set  # 4 x 8 distinct of 32: pairwise disjoint, resume repeats nothing
 
     manifest = artifacts.read_json(out / "manifest.json")
     assert manifest["num_processes"] == 2 and manifest["metrics"]["world_size"] == 2.0
     assert manifest["metrics"]["resumed"] == 1.0 and manifest["metrics"]["train_steps"] == 4
-    assert result.metadata["world_size"] == 2
+    assert done.report.metadata["world_size"] == 2
     for name in ("adapter_model.safetensors", "adapter_config.json", "log_history.json", "loss_curves.png"):
         assert (out / name).is_file(), name
-    assert not checkpoint_dir(lab, key).exists()
+    assert not checkpoint_dir(settings, lab.name, key).exists()
 
     # Rank 0 alone streamed the loss: one point per step, not one per rank.
-    history = client.get_metric_history(run.run_id, "loss")
+    history = tracker.client.get_metric_history(run.run_id, "loss")
     assert sorted(m.step for m in history) == [1, 2, 3, 4]
 
     model = models.load_adapter_classifier(out, lab.model, LABELS)
@@ -101,11 +102,11 @@ def test_two_process_lab_through_dagster(tmp_path):
     with materialized_labs(tmp_path, {"sms_spam": lab}) as run:
         result = run["result"]
         assert result.success, [e.message for e in result.all_events if e.is_failure]
-        published = Path(result.output_for_node("sms_spam__published_adapter")["path"])
+        published = result.output_for_node("sms_spam__published_adapter").path
         assert (published / "adapter_model.safetensors").is_file()
         adapter = result.output_for_node("sms_spam__adapter")
-        assert (Path(adapter["path"]) / distributed.RANK_EXAMPLES / "rank1.json").is_file()
-        client = MlflowClient(settings.mlflow_tracking_uri())
+        assert (adapter.path / distributed.RANK_EXAMPLES / "rank1.json").is_file()
+        client = MlflowClient(Settings.from_env().mlflow_tracking_uri)
         runs = client.search_runs([client.get_experiment_by_name("ftlab/sms_spam").experiment_id],
                                   filter_string="tags.asset = 'adapter'")
         metrics = runs[0].data.metrics

@@ -56,8 +56,8 @@ def test_merge_parity_checks_pass(generative_run):
 
 
 def test_evaluation_compares_base_and_fine_tuned(generative_run):
-    persona = output(generative_run, "persona_chat", "evaluation")["metrics"]
-    psych = output(generative_run, "psychology_instruct", "evaluation")["metrics"]
+    persona = output(generative_run, "persona_chat", "evaluation").metrics
+    psych = output(generative_run, "psychology_instruct", "evaluation").metrics
     for metrics in (persona, psych):
         for model in ("base_model", "fine_tuned"):
             m = metrics[model]
@@ -70,7 +70,7 @@ def test_evaluation_compares_base_and_fine_tuned(generative_run):
 
 
 def test_generations_are_cut_at_stop_strings(generative_run):
-    path = Path(output(generative_run, "persona_chat", "evaluation")["path"]) / "generations.json"
+    path = output(generative_run, "persona_chat", "evaluation").path / "generations.json"
     generations = json.loads(path.read_text())
     replies = generations["base_model"] + generations["fine_tuned"]
     assert len(replies) == 4
@@ -78,7 +78,7 @@ def test_generations_are_cut_at_stop_strings(generative_run):
 
 
 def test_release_has_adapter_merged_model_and_chat_config(generative_run):
-    release = Path(output(generative_run, "psychology_instruct", "published_adapter")["path"])
+    release = output(generative_run, "psychology_instruct", "published_adapter").path
     for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "ftlab_model.json",
                  "README.md", "merged/model.safetensors", "merged/config.json", "merge_parity.json"):
         assert (release / name).is_file(), name

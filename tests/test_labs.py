@@ -93,15 +93,16 @@ def test_adding_a_lab_is_yaml_only(tmp_path):
 @pytest.mark.parametrize("path", LAB_FILES, ids=lambda p: p.stem)
 def test_every_lab_mirror_passes_its_contract(path):
     """Each lab's local mirror loads and meets its data contract (skipped where no mirror is present)."""
+    from ftlab_pipelines.core.config.settings import Settings
     from ftlab_pipelines.core.data.contracts import run_contract
     from ftlab_pipelines.core.data.sources import load_raw, resolve_local_path
-    from ftlab_pipelines.core.stages.validate import contract_path
 
+    settings = Settings.from_env()
     lab = load_lab(path)
-    if resolve_local_path(lab.source) is None:
+    if resolve_local_path(lab.source, settings.data_dir) is None:
         pytest.skip(f"no local mirror of {lab.source.local_path}")
-    frame, origin = load_raw(lab.source)
-    report = run_contract(frame, contract_path(lab), source=origin)
+    frame, origin = load_raw(lab.source, settings.data_dir)
+    report = run_contract(frame, settings.contract_path(lab.contract), source=origin)
     assert report.success, report.error_message()
 
 

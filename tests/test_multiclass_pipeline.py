@@ -18,10 +18,10 @@ def test_financial_sentiment_chain_reports_macro_metrics(tmp_path):
         result = dg.materialize(list(defs.assets), instance=instance, resources=default_resources())
     assert result.success
     evaluation = result.output_for_node("financial_sentiment__evaluation")
-    fine = evaluation["metrics"]["fine_tuned"]
-    assert evaluation["primary_metric"] == "macro_f1" and evaluation["threshold"] is None
+    fine = evaluation.metrics["fine_tuned"]
+    assert evaluation.primary_metric == "macro_f1" and evaluation.threshold is None
     assert set(fine["per_class"]) == {"negative", "neutral", "positive"}
     assert len(fine["confusion_matrix"]) == 3 and fine["f1"] == fine["macro_f1"]
     assert "negative" in fine["report"]
-    published = result.output_for_node("financial_sentiment__published_adapter")
-    assert published["promoted"] and published["version"] == 1
+    published = result.asset_materializations_for_node("financial_sentiment__published_adapter")[0].metadata
+    assert published["version"].value == 1 and "v1 promoted" in published["promotion_gate"].value

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from ftlab_pipelines.core.config.labs import load_lab
+from ftlab_pipelines.core.config.settings import Settings
 from ftlab_pipelines.core.data import new_lab
 from ftlab_pipelines.core.data.contracts import load_contract
 
@@ -43,7 +44,7 @@ def dirs(tmp_path, monkeypatch):
 def test_binary_minority_class_is_positive_and_upsampled(dirs):
     csv = dirs / "mail.csv"
     tickets({"billing": 380, "tech": 20}).to_csv(csv, index=False)
-    lab_path, contract_path, found = new_lab.write_new_lab("mail", csv, "message", "topic")
+    lab_path, contract_path, found = new_lab.write_new_lab(Settings.from_env(), "mail", csv, "message", "topic")
     lab = load_lab(lab_path)
     assert found.task == "binary" and lab.labels == ["billing", "tech"] and lab.positive_label == "tech"
     assert lab.split.balance == "upsample" and lab.eval.primary_metric == "f1"
@@ -57,7 +58,7 @@ def test_binary_minority_class_is_positive_and_upsampled(dirs):
 def test_multiclass_balanced_data_is_left_alone(dirs):
     csv = dirs / "t.csv"
     tickets({"billing": 40, "tech": 40, "shipping": 40}).to_csv(csv, index=False)
-    lab = load_lab(new_lab.write_new_lab("t", csv, "message", "topic")[0])
+    lab = load_lab(new_lab.write_new_lab(Settings.from_env(), "t", csv, "message", "topic")[0])
     assert lab.labels == ["billing", "shipping", "tech"] and lab.positive_label is None
     assert lab.split.balance == "none" and lab.eval.primary_metric == "macro_f1"
 
@@ -73,17 +74,17 @@ def test_multiclass_balanced_data_is_left_alone(dirs):
 def test_unusable_data_is_a_clear_error(dirs, frame, args, message):
     frame.to_csv(dirs / "bad.csv", index=False)
     with pytest.raises(new_lab.NewLabError, match=re.escape(message)):
-        new_lab.write_new_lab("bad", dirs / "bad.csv", *args)
+        new_lab.write_new_lab(Settings.from_env(), "bad", dirs / "bad.csv", *args)
     assert not (dirs / "labs" / "bad.yaml").exists()
 
 
 def test_existing_lab_is_not_overwritten_without_force(dirs):
     csv = dirs / "t.csv"
     tickets({"billing": 40, "tech": 40}).to_csv(csv, index=False)
-    new_lab.write_new_lab("t", csv, "message", "topic")
+    new_lab.write_new_lab(Settings.from_env(), "t", csv, "message", "topic")
     with pytest.raises(new_lab.NewLabError, match="exists; pick another name or pass --force"):
-        new_lab.write_new_lab("t", csv, "message", "topic")
-    new_lab.write_new_lab("t", csv, "message", "topic", force=True)
+        new_lab.write_new_lab(Settings.from_env(), "t", csv, "message", "topic")
+    new_lab.write_new_lab(Settings.from_env(), "t", csv, "message", "topic", force=True)
 
 
 def ftlab(*args, env):

@@ -179,6 +179,7 @@ def test_data_stages_on_postgres(postgres, ftlab_home, tmp_path, monkeypatch):
 
 def test_mlflow_server_script(postgres, tmp_path):
     """deploy/mlflow-server.sh serves a Postgres store and proxies artifacts to its destination."""
+    from ftlab_pipelines.core.config.settings import Settings
     from ftlab_pipelines.core.tracking import Tracker
 
     port = free_port()
@@ -202,7 +203,7 @@ def test_mlflow_server_script(postgres, tmp_path):
             assert time.monotonic() < deadline, f"mlflow server not healthy after 180 s:\n{log.read_text()}"
             time.sleep(1)
 
-        tracker = Tracker(f"http://127.0.0.1:{port}")
+        tracker = Tracker(Settings.from_env(), f"http://127.0.0.1:{port}")
         with tracker.asset_run("server_check", "raw_dataset", "dagster-run-1", {"config_hash": "x"}) as run:
             run.log_text("hello", "note.txt")
         experiment = tracker.client.get_experiment_by_name("ftlab/server_check")

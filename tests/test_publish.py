@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from mlflow import MlflowClient
 
-from ftlab_pipelines.core.config import settings
+from ftlab_pipelines.core.config.settings import Settings
 from ftlab_pipelines.core.release import hub, local_registry, mlflow_registry
 
 
 def _client():
-    uri = settings.mlflow_tracking_uri()
+    uri = Settings.from_env().mlflow_tracking_uri
     return MlflowClient(uri, registry_uri=uri)
 
 
@@ -45,11 +45,11 @@ def test_champion_moves_only_on_improvement(tmp_path):
 
 
 def test_local_registry_tracks_one_champion(monkeypatch):
-    local_registry.update_local_registry("lab", {"path": "/a", "champion": True, "test_f1": 0.9})
-    local_registry.update_local_registry("lab", {"path": "/b", "champion": False, "test_f1": 0.8})
-    assert local_registry.local_champion("lab")["path"] == "/a"
-    local_registry.update_local_registry("lab", {"path": "/c", "champion": True, "test_f1": 0.95})
-    assert local_registry.local_champion("lab")["path"] == "/c"
+    local_registry.update_local_registry(Settings.from_env(), "lab", {"path": "/a", "champion": True, "test_f1": 0.9})
+    local_registry.update_local_registry(Settings.from_env(), "lab", {"path": "/b", "champion": False, "test_f1": 0.8})
+    assert local_registry.local_champion(Settings.from_env(), "lab")["path"] == "/a"
+    local_registry.update_local_registry(Settings.from_env(), "lab", {"path": "/c", "champion": True, "test_f1": 0.95})
+    assert local_registry.local_champion(Settings.from_env(), "lab")["path"] == "/c"
 
 
 def test_hub_push_is_skipped_with_reason(monkeypatch, tmp_path):

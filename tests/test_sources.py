@@ -29,7 +29,7 @@ def test_every_format_reads_to_the_same_content(tmp_path, suffix):
         FRAME.to_json(path, orient="records", lines=True)
     else:
         FRAME.to_parquet(path, index=False)
-    frame, origin = load_raw(SourceConfig(local_path=str(path)))
+    frame, origin = load_raw(SourceConfig(local_path=str(path)), None)
     assert origin == str(path)
     assert content_hash(frame[["label", "text"]]) == content_hash(FRAME)
 
@@ -57,16 +57,15 @@ def test_non_utf8_names_file_offset_and_fix(tmp_path):
 
 
 def test_missing_mirror_without_hub_id_says_what_to_do(tmp_path, monkeypatch):
-    monkeypatch.setenv("FTLAB_DATA_DIR", str(tmp_path))
-    with pytest.raises(SourceError, match="FTLAB_DATA_DIR"):
-        load_raw(SourceConfig(local_path="nowhere/data.csv"))
+    with pytest.raises(SourceError, match=f"not found under FTLAB_DATA_DIR={tmp_path}; set FTLAB_DATA_DIR"):
+        load_raw(SourceConfig(local_path="nowhere/data.csv"), tmp_path)
 
 
 def test_rename_label_names_and_subsample(tmp_path):
     path = tmp_path / "hub_like.csv"
     pd.DataFrame({"sms": [f"m{i}" for i in range(100)], "label": [0] * 80 + [1] * 20}).to_csv(path, index=False)
     frame, _ = load_raw(SourceConfig(local_path=str(path), rename={"sms": "text"}, label_names={0: "ham", 1: "spam"},
-                                     max_rows=50))
+                                     max_rows=50), None)
     assert list(frame.columns) == ["text", "label"]
     assert frame["label"].value_counts().to_dict() == {"ham": 40, "spam": 10}
 

@@ -13,7 +13,11 @@ from pydantic import BaseModel
 
 from ftlab_pipelines.core.config.labs import LabConfig
 from ftlab_pipelines.core.config.settings import Settings
-from ftlab_pipelines.core.stages.declaration import ORCHESTRATION_ONLY, UndeclaredConfigRead, value_at
+from ftlab_pipelines.core.stages.declaration import (
+    ORCHESTRATION_ONLY,
+    UndeclaredConfigRead,
+    value_at,
+)
 from ftlab_pipelines.core.stages.pipeline import DECLARATIONS, downstream
 
 # Classification with a text column, classification of rendered tabular rows, SFT (instruction and chat format).

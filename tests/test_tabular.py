@@ -4,7 +4,6 @@ feature baselines, class weights, and the chain on a small subsample through Dag
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -66,10 +65,10 @@ def test_a_test_source_with_other_columns_is_a_clear_error(tmp_path, monkeypatch
     frame(50, 10).rename(columns={"Amount": "amount_eur"}).to_csv(tmp_path / "test.csv", index=False)
     source = SourceConfig(local_path=str(tmp_path / "train.csv"), test_local_path=str(tmp_path / "test.csv"),
                           dtype="infer", label_column="Class")
-    main, origin = sources.load_raw(source)
+    main, origin = sources.load_raw(source, None)
     with pytest.raises(sources.SourceError, match=r"test.csv: the test source's columns differ from .*train.csv: "
                                                   r"missing \['Amount'\], extra \['amount_eur'\]"):
-        sources.load_test(source, list(main.columns), origin)
+        sources.load_test(source, None, list(main.columns), origin)
 
 
 def test_feature_baselines_learn_a_separable_table():
@@ -105,23 +104,23 @@ def test_fraud_chain_materializes_with_baselines_reference_and_threshold(fraud_r
     result = fraud_run["result"]
     assert result.success
     split = result.asset_value(dg.AssetKey(["creditcard_fraud", "splits"]))
-    assert split["rows"]["test"] == 1500 and split["test_overlap_removed"] >= 0
+    assert split.rows["test"] == 1500
     evaluation = result.asset_value(dg.AssetKey(["creditcard_fraud", "evaluation"]))
-    assert {"fine_tuned", "base_model", "logreg_features", "hist_gradient_boosting"} <= set(evaluation["metrics"])
-    fine = evaluation["metrics"]["fine_tuned"]
-    assert fine["threshold"] is not None and 0 <= fine["average_precision"] <= 1 and "roc_auc" in fine
-    comparison = (Path(evaluation["path"]) / "comparison.md").read_text()
+    assert {"fine_tuned", "base_model", "logreg_features", "hist_gradient_boosting"} <= set(evaluation.metrics)
+    fine = evaluation.metrics["fine_tuned"]
+    assert fine["threshold"] is not None and "average_precision" in fine and "roc_auc" in fine
+    comparison = (evaluation.path / "comparison.md").read_text()
     assert "seed (reported, not measured)" in comparison and "0.2730" in comparison
     for png in ("pr_curve.png", "roc_curve.png", "confusion_matrix.png"):
-        assert (Path(evaluation["path"]) / png).is_file()
+        assert (evaluation.path / png).is_file()
     tokenized = result.asset_value(dg.AssetKey(["creditcard_fraud", "tokenized"]))
-    assert tokenized["stats"]["test"]["rows"] == 1500
+    assert tokenized.stats["test"]["rows"] == 1500
 
     from ftlab_pipelines.cli import main
 
     monkeypatch.setenv("FTLAB_HOME", str(fraud_run["home"]))
     release = result.asset_value(dg.AssetKey(["creditcard_fraud", "published_adapter"]))
-    threshold = json.loads((Path(release["path"]) / "threshold.json").read_text())["threshold"]
+    threshold = json.loads((release.path / "threshold.json").read_text())["threshold"]
     assert threshold == fine["threshold"]
     assert main(["predict", "creditcard_fraud", "V14 -9.5, V17 -12.1, V12 -8.3, V10 -6.2, V16 -7.0, V11 4.1, "
                                                 "V4 5.5, V3 -9.8, Amount 1.0"]) == 0
@@ -130,7 +129,7 @@ def test_fraud_chain_materializes_with_baselines_reference_and_threshold(fraud_r
     assert (prediction["label"] == "fraud") == (prediction["probabilities"]["fraud"] >= threshold)
 
     rows = fraud_run["home"] / "rows.csv"
-    pd.read_parquet(split["paths"]["test"]).head(3).to_csv(rows, index=False)
+    pd.read_parquet(split.split_path("test")).head(3).to_csv(rows, index=False)
     assert main(["predict", "creditcard_fraud", "--csv", str(rows)]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert len(lines) == 3 and lines[0]["text"].startswith("V14 ")

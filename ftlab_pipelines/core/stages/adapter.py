@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ftlab_pipelines.core import artifacts
+from ftlab_pipelines.core.config.settings import Settings
 from ftlab_pipelines.core.evaluation import plots
 from ftlab_pipelines.core.modeling import models
 from ftlab_pipelines.core.modeling.safetensors_check import require_safetensors
 from ftlab_pipelines.core.stages import Markdown
 from ftlab_pipelines.core.stages.results import Adapter, Tokenized
-from ftlab_pipelines.core.stages.runner import Prepared, Report, StageContext, Target
+from ftlab_pipelines.core.stages.runner import Prepared, Report, StageContext, Target, scratch_dir
 from ftlab_pipelines.core.training import distributed, memory, recipe
 
 CHECKPOINTS = "checkpoints"
+
+
+def checkpoint_dir(settings: Settings, lab: str, key: str) -> Path:
+    """Where the adapter of `key` checkpoints: the stage's scratch dir, kept when training fails."""
+    return scratch_dir(settings, lab, "adapter", key) / CHECKPOINTS
 
 
 def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageContext) -> Adapter:
