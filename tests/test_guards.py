@@ -43,17 +43,17 @@ def test_nan_loss_stops_training_naming_the_step_and_keeps_the_last_good_checkpo
     model = models.attach_lora(models.load_classifier(ModelConfig(), LABELS), PeftConfig(r=4, alpha=8))
     # Warmup keeps the first steps sane; then a learning rate of 1e10 blows the weights up.
     config = TrainConfig(max_steps=8, batch_size=8, save_steps=1, logging_steps=1, learning_rate=1e10, warmup_ratio=0.5)
-    checkpoints = tmp_path / "ckpt"
+    folder = tmp_path / "ckpt"
     with pytest.raises(nan_guard.NonFiniteLoss) as error:
-        train.train_adapter(model, tokenizer, data, config, checkpoint_dir=checkpoints, out_dir=tmp_path / "out")
+        train.train_adapter(model, tokenizer, data, config, checkpoint_dir=folder, out_dir=tmp_path / "out")
     message = str(error.value)
     step = int(message.split(" at step ")[1].split(":")[0])
     assert "training loss is nan" in message and "Lower train.learning_rate (now 1e+10)" in message
-    kept = checkpoints.checkpoints_newest_first(checkpoints)
+    kept = checkpoints.checkpoints_newest_first(folder)
     assert len(kept) == 1 and str(kept[0]) in message and int(kept[0].name.split("-")[1]) < step - 1
     assert checkpoints.weights_are_finite(kept[0])
-    assert (checkpoints / f"nonfinite-checkpoint-{step - 1}").is_dir()  # the weights that produced the nan
-    assert checkpoints.resumable_checkpoint(checkpoints) == str(kept[0])
+    assert (folder / f"nonfinite-checkpoint-{step - 1}").is_dir()  # the weights that produced the nan
+    assert checkpoints.resumable_checkpoint(folder) == str(kept[0])
     assert not (tmp_path / "out").exists()
 
 
@@ -96,7 +96,7 @@ def test_no_lab_key_can_hold_a_secret(tmp_path):
     lab_file = tmp_path / "lab.yaml"
     lab_file.write_text("contract: sms_spam\nlabels: [ham, spam]\nsource: {local_path: x.csv}\n"
                         "publish: {hub_repo: me/x, hub_token: hf_abc}\n")
-    with pytest.raises(LabConfigError, match="unknown key 'release_dir.hub_token'"):
+    with pytest.raises(LabConfigError, match="unknown key 'publish.hub_token'"):
         load_lab(lab_file)
 
 

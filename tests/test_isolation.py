@@ -5,6 +5,7 @@ parallel with the multiprocess executor share no written path."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -49,9 +50,11 @@ def champion_state(home: Path) -> tuple:
 
     uri = f"sqlite:///{home / 'mlflow.db'}"
     version = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias("ftlab-sms_spam", "champion")
-    release = home / "artifacts" / "sms_spam" / "published_adapter"
+    registry = (home / "registry" / "sms_spam.json").read_text()
+    # The champion's own release directory; a failed publish of another config may leave its own release beside it.
+    release = Path(next(e["path"] for e in json.loads(registry) if e["champion"]))
     files = {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(release.rglob("*")) if p.is_file()}
-    return version.version, version.source, files, (home / "registry" / "sms_spam.json").read_text()
+    return version.version, version.source, files, registry
 
 
 def mlflow_texts(home: Path) -> list[str]:

@@ -90,7 +90,3 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def is_complete(directory: Path, marker: str = "manifest.json") -> bool:
-    return (directory / marker).is_file()
