@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from ftlab_pipelines.core.config.labs import LabConfig, TrainConfig
+from ftlab_pipelines.core.modeling.device import placement
 from ftlab_pipelines.core.tracking import AssetRun
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def launch_command(num_processes: int, threads: int, worker_args: list[str]) -> 
 def check_devices(num_processes: int) -> None:
     import torch
 
-    if torch.cuda.is_available() and torch.cuda.device_count() < num_processes:
+    if placement().on_gpu and torch.cuda.device_count() < num_processes:
         raise ValueError(f"train.num_processes is {num_processes} but {torch.cuda.device_count()} GPU(s) are "
                          f"visible: on GPUs it is one process per GPU")
 
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from ftlab_pipelines.core.training import recipe
 
-    if torch.cuda.is_available():  # models are loaded onto "cuda" before the Trainer picks this rank's GPU
+    if placement().on_gpu:  # models are loaded onto "cuda" before the Trainer picks this rank's GPU
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     lab = LabConfig.model_validate_json(Path(args.lab).read_text(encoding="utf-8"))
     out = Path(args.out)

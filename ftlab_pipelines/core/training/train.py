@@ -20,6 +20,7 @@ import torch
 from ftlab_pipelines.core import progress
 from ftlab_pipelines.core.config.labs import TrainConfig
 from ftlab_pipelines.core.modeling import models
+from ftlab_pipelines.core.modeling.device import placement
 from ftlab_pipelines.core.text import tokenize
 from ftlab_pipelines.core.training import sampling
 
@@ -45,14 +46,14 @@ def optimizer_name(config: TrainConfig, quantized: bool) -> str:
     """QLoRA on CUDA pages 8-bit AdamW states (the QLoRA recipe); bitsandbytes' optimizers need a GPU."""
     if config.optim != "auto":
         return config.optim
-    return "paged_adamw_8bit" if quantized and torch.cuda.is_available() else "adamw_torch"
+    return "paged_adamw_8bit" if quantized and placement().on_gpu else "adamw_torch"
 
 
 def ddp_backend() -> str | None:
     """gloo for DDP on CPU (accelerate would pick MPI when torch has it); None: NCCL on GPUs, or no DDP at all
     (accelerate fails on a backend without a process group)."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return "gloo" if distributed and not torch.cuda.is_available() else None
+    return "gloo" if distributed and not placement().on_gpu else None
 
 
 def training_arguments(config: TrainConfig, checkpoint_dir: Path, bf16: bool, has_eval: bool,
@@ -73,7 +74,7 @@ def training_arguments(config: TrainConfig, checkpoint_dir: Path, bf16: bool, ha
         seed=config.seed,
         data_seed=config.seed,
         bf16=bf16,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=not placement().on_gpu,
         ddp_backend=ddp_backend(),
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         eval_strategy=("steps" if config.keep_best else "epoch") if has_eval else "no",
@@ -188,7 +189,7 @@ def packing_tokens(lengths, batch_size: int, max_length: int) -> int:
 def attention_for_training(setting: str) -> str:
     if setting != "auto":
         return setting
-    return "sdpa" if torch.cuda.is_available() else "eager"
+    return "sdpa" if placement().on_gpu else "eager"
 
 
 def sft_trainer(model, tokenizer, dataset, config: TrainConfig, checkpoint_dir: Path, bf16: bool,
@@ -214,7 +215,7 @@ def sft_trainer(model, tokenizer, dataset, config: TrainConfig, checkpoint_dir: 
         batching = dict(max_length=max_length, packing=False, pad_to_multiple_of=8)
     args = training_arguments(config, checkpoint_dir, bf16, eval_set is not None, is_quantized(model),
                               args_class=SFTConfig, completion_only_loss=True, dataset_num_proc=None, **batching)
-    trainer_class = SFTTrainer if torch.cuda.is_available() else cpu_sft_trainer_class(model, bf16)
+    trainer_class = SFTTrainer if placement().on_gpu else cpu_sft_trainer_class(model, bf16)
     if config.group_by_length:
         trainer_class = sampling.with_length_window(trainer_class, config.length_group_batches)
     return trainer_class(model=model, args=args, train_dataset=dataset["train"], eval_dataset=eval_set,
@@ -281,7 +282,8 @@ def train_adapter(
     """
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    bf16 = models.use_bf16(config.bf16)
+    where = placement(config.bf16)
+    bf16 = where.bf16
     train_set = dataset["train"]
     callbacks = [progress.training_callback(train_set), *([metrics_callback(on_log)] if on_log else [])]
     if sft_max_length:
@@ -325,6 +327,6 @@ def train_adapter(
         metrics["best_eval_loss"] = round(float(trainer.state.best_metric), 4)
         best = trainer.state.best_model_checkpoint or ""
         metrics["best_step"] = float(best.rsplit("-", 1)[-1]) if best.rsplit("-", 1)[-1].isdigit() else -1.0
-    if torch.cuda.is_available():
+    if where.on_gpu:
         metrics["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return TrainResult(out_dir, trainer.state.log_history, metrics)
