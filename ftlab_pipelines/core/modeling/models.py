@@ -3,6 +3,7 @@ LoRA."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -85,23 +86,25 @@ def quantization_config(config: ModelConfig, skip_modules: list[str]):
 
 
 def load_classifier(config: ModelConfig, labels: list[str], seed: int = 42):
-    """Base model with a new classification head (seeded, so 'untrained head' is reproducible)."""
-    from transformers import AutoModelForSequenceClassification, set_seed
+    """Base model with a new classification head initialised from `seed` (so 'untrained head' is reproducible),
+    leaving the process's random state as it was: the training entry point owns the global seed."""
+    from transformers import AutoModelForSequenceClassification
 
     if config.trust_remote_code:
         log.warning("model.trust_remote_code is true: custom code from %s will run", config.name)
-    set_seed(seed)
     path = resolve_model(config.name)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)},
-            quantization_config=quantization_config(config, ["classifier", "score", "pooler"]),
-            trust_remote_code=config.trust_remote_code,
-            use_safetensors=True,
-        )
+        # from_pretrained initialises the weights missing from the checkpoint (the head) with torch's CPU RNG.
+        with seeded_torch_rng(seed):
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path,
+                num_labels=len(labels),
+                id2label=dict(enumerate(labels)),
+                label2id={label: i for i, label in enumerate(labels)},
+                quantization_config=quantization_config(config, ["classifier", "score", "pooler"]),
+                trust_remote_code=config.trust_remote_code,
+                use_safetensors=True,
+            )
     except OSError as exc:
         raise ModelError(
             f"model.name {config.name!r} cannot be loaded ({exc}). Offline? Use a local directory or an alias"
@@ -109,6 +112,18 @@ def load_classifier(config: ModelConfig, labels: list[str], seed: int = 42):
     if model.config.pad_token_id is None and getattr(model.config, "eos_token_id", None) is not None:
         model.config.pad_token_id = model.config.eos_token_id
     return model
+
+
+@contextlib.contextmanager
+def seeded_torch_rng(seed: int):
+    """torch's generators (CPU, and this process's GPU) seeded with `seed` inside the block and restored after it;
+    Python's and numpy's are not touched."""
+    gpus = [torch.cuda.current_device()] if placement().on_gpu else []
+    with torch.random.fork_rng(devices=gpus):
+        torch.random.default_generator.manual_seed(seed)
+        if gpus:
+            torch.cuda.manual_seed(seed)  # a 4-bit model may be loaded straight onto the GPU
+        yield
 
 
 def load_causal_lm(config: ModelConfig, *, quantize: bool = True):
