@@ -18,6 +18,8 @@ def ensure_dagster_home() -> Path:
     """DAGSTER_HOME defaults to FTLAB_HOME/dagster, seeded with the repo's dagster.yaml."""
     home = Path(os.environ.get("DAGSTER_HOME") or settings.ftlab_home() / "dagster")
     home.mkdir(parents=True, exist_ok=True)
+    # The CLI is the process edge: the in-process Dagster run (DagsterInstance.get) reads DAGSTER_HOME from the
+    # environment, so it is set here; library code under core/ never writes the environment.
     os.environ["DAGSTER_HOME"] = str(home)
     config = settings.REPO_ROOT / "dagster.yaml"
     if not (home / "dagster.yaml").exists() and config.is_file():
@@ -29,7 +31,7 @@ def quiet_libraries() -> None:
     """Keep model-loading chatter off stdout, so `predict` prints only its JSON lines."""
     import warnings
 
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # the CLI owns its process environment
     warnings.filterwarnings("ignore", category=FutureWarning)
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     from transformers.utils import logging as hf_logging
