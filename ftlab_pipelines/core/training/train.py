@@ -258,6 +258,24 @@ def watch_train_batches(trainer, on_batch: Callable[[dict], None]) -> None:
     trainer.training_step = training_step
 
 
+class TrainedTokens:
+    """Real (non-padding) tokens of the train batches this process stepped through. Batches a resume skips never
+    reach a training step, so after a resume only the steps trained since are counted."""
+
+    def __init__(self):
+        self.count = 0  # a tensor once a batch is seen: summed on the batch's device, read once at the end
+
+    def record(self, inputs: dict) -> None:
+        mask = inputs.get("attention_mask")
+        # Packed (padding-free) batches carry no mask: every token in them is real.
+        self.count += mask.sum() if mask is not None else inputs["input_ids"].numel()
+
+    def all_processes(self, trainer) -> int:
+        """The sum over the processes of a distributed run (every process must call this)."""
+        total = torch.as_tensor(self.count, device=trainer.args.device, dtype=torch.int64)
+        return int(trainer.accelerator.reduce(total, reduction="sum"))
+
+
 def is_quantized(model) -> bool:
     return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_quantized", False))
 
@@ -291,8 +309,14 @@ def train_adapter(
         trainer = sft_trainer(model, tokenizer, dataset, config, checkpoint_dir, bf16, callbacks, sft_max_length)
     else:
         trainer = classification_trainer(model, tokenizer, dataset, config, checkpoint_dir, bf16, callbacks)
-    if on_train_batch:
-        watch_train_batches(trainer, on_train_batch)
+    trained_tokens = TrainedTokens()
+
+    def on_batch(inputs: dict) -> None:
+        trained_tokens.record(inputs)
+        if on_train_batch:
+            on_train_batch(inputs)
+
+    watch_train_batches(trainer, on_batch)
     from ftlab_pipelines.core.training import checkpoints, nan_guard
 
     nan_guard.stop_on_nonfinite_loss(trainer, checkpoint_dir)
@@ -308,19 +332,21 @@ def train_adapter(
 
     steps_done = trainer.state.global_step
     epochs_done = trainer.state.epoch or config.epochs
-    # Every process holds the whole train set (the sampler shards it), so this is all processes' tokens.
-    real_tokens = float(tokenize.lengths_of(train_set).sum()) * epochs_done
+    # This run's tokens (all processes) over this run's seconds: a resumed run does not count the checkpoint's.
+    tokens = trained_tokens.all_processes(trainer)
     metrics = {
         "train_loss": float(output.training_loss),
         "train_seconds": round(seconds, 2),
         "train_steps": int(steps_done),
         "epochs": float(epochs_done),
-        "tokens_per_s": round(real_tokens / seconds, 1) if seconds > 0 else 0.0,
+        "train_tokens": float(tokens),
+        "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else 0.0,
         "world_size": float(trainer.args.world_size),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "rss_before_train_mb": round(rss_before_train, 1),
         "bf16": float(bf16),
         "resumed": float(resume_from is not None),
+        "resumed_from_step": float(checkpoints.step_of(resume_from) if resume_from else 0),
         **{k: float(v) for k, v in models.count_parameters(model).items()},
     }
     if trainer.state.best_metric is not None:
