@@ -19,6 +19,8 @@ def ensure_dagster_home(settings: Settings) -> Path:
     the process, so it may set the environment that Dagster's instance reads."""
     home = Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster")
     home.mkdir(parents=True, exist_ok=True)
+    # The CLI is the process edge: the in-process Dagster run (DagsterInstance.get) reads DAGSTER_HOME from the
+    # environment, so it is set here; library code under core/ never writes the environment.
     os.environ["DAGSTER_HOME"] = str(home)
     config = REPO_ROOT / "dagster.yaml"
     if not (home / "dagster.yaml").exists() and config.is_file():
@@ -30,7 +32,7 @@ def quiet_libraries() -> None:
     """Keep model-loading chatter off stdout, so `predict` prints only its JSON lines."""
     import warnings
 
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # the CLI owns its process environment
     warnings.filterwarnings("ignore", category=FutureWarning)
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     from transformers.utils import logging as hf_logging

@@ -10,13 +10,13 @@ import numpy as np
 import torch
 
 from ftlab_pipelines.core.config.labs import PromptConfig
+from ftlab_pipelines.core.modeling.device import placement
 from ftlab_pipelines.core.text import prompts, tokenize
 
 
 def autocast(bf16: bool):
     """bf16 autocast on the device the models run on, or nothing."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    return torch.autocast(placement().device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
 def _length_sorted_batches(lengths: list[int], batch_size: int) -> Iterator[list[int]]:

@@ -8,13 +8,13 @@ import numpy as np
 import torch
 
 from ftlab_pipelines.core import progress
-from ftlab_pipelines.core.modeling import models
+from ftlab_pipelines.core.modeling.device import placement
 
 
 def _autocast(bf16: bool):
     if not bf16:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=models.device().type, dtype=torch.bfloat16)
+    return torch.autocast(device_type=placement().device.type, dtype=torch.bfloat16)
 
 
 @torch.inference_mode()

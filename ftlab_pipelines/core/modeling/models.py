@@ -1,8 +1,9 @@
-"""Resolve a base model (offline alias, local dir, hub id), pick device and dtype, attach LoRA."""
+"""Resolve a base model (offline alias, local dir, hub id), load it where core/modeling/device.py places it, attach
+LoRA."""
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 
 from ftlab_pipelines.core.config.labs import ModelConfig, PeftConfig
 from ftlab_pipelines.core.modeling import lora_precision
+from ftlab_pipelines.core.modeling.device import placement
 from ftlab_pipelines.core.modeling.offline_models import (
     OFFLINE_ALIASES,
     OfflineModelMissing,
@@ -46,25 +48,12 @@ def resolve_model(name: str) -> str:
 
 
 def device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
-@functools.cache
-def cpu_has_bf16() -> bool:
-    """True when the CPU computes bf16 matmuls natively (AVX-512 BF16 or AMX); emulated bf16 is slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return placement().device
 
 
 def use_bf16(setting: str = "auto") -> bool:
-    if setting != "auto":
-        return setting == "on"
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return cpu_has_bf16()
+    """bf16 autocast for a lab's `train.bf16` on this process's hardware (see core/modeling/device.py)."""
+    return placement(setting).bf16
 
 
 def load_tokenizer(config: ModelConfig):
@@ -85,34 +74,37 @@ def quantization_config(config: ModelConfig, skip_modules: list[str]):
         return None
     from transformers import BitsAndBytesConfig
 
-    # NF4 + double quant + bf16 compute is the QLoRA recipe; the head must stay out of bnb.
+    # NF4 + double quant + bf16 compute is the QLoRA recipe (fp32 compute where bf16 would be emulated);
+    # the head must stay out of bnb.
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_compute_dtype=placement().compute_dtype,
         llm_int8_skip_modules=skip_modules,
     )
 
 
 def load_classifier(config: ModelConfig, labels: list[str], seed: int = 42):
-    """Base model with a new classification head (seeded, so 'untrained head' is reproducible)."""
-    from transformers import AutoModelForSequenceClassification, set_seed
+    """Base model with a new classification head initialised from `seed` (so 'untrained head' is reproducible),
+    leaving the process's random state as it was: the training entry point owns the global seed."""
+    from transformers import AutoModelForSequenceClassification
 
     if config.trust_remote_code:
         log.warning("model.trust_remote_code is true: custom code from %s will run", config.name)
-    set_seed(seed)
     path = resolve_model(config.name)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)},
-            quantization_config=quantization_config(config, ["classifier", "score", "pooler"]),
-            trust_remote_code=config.trust_remote_code,
-            use_safetensors=True,
-        )
+        # from_pretrained initialises the weights missing from the checkpoint (the head) with torch's CPU RNG.
+        with seeded_torch_rng(seed):
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path,
+                num_labels=len(labels),
+                id2label=dict(enumerate(labels)),
+                label2id={label: i for i, label in enumerate(labels)},
+                quantization_config=quantization_config(config, ["classifier", "score", "pooler"]),
+                trust_remote_code=config.trust_remote_code,
+                use_safetensors=True,
+            )
     except OSError as exc:
         raise ModelError(
             f"model.name {config.name!r} cannot be loaded ({exc}). Offline? Use a local directory or an alias"
@@ -120,6 +112,18 @@ def load_classifier(config: ModelConfig, labels: list[str], seed: int = 42):
     if model.config.pad_token_id is None and getattr(model.config, "eos_token_id", None) is not None:
         model.config.pad_token_id = model.config.eos_token_id
     return model
+
+
+@contextlib.contextmanager
+def seeded_torch_rng(seed: int):
+    """torch's generators (CPU, and this process's GPU) seeded with `seed` inside the block and restored after it;
+    Python's and numpy's are not touched."""
+    gpus = [torch.cuda.current_device()] if placement().on_gpu else []
+    with torch.random.fork_rng(devices=gpus):
+        torch.random.default_generator.manual_seed(seed)
+        if gpus:
+            torch.cuda.manual_seed(seed)  # a 4-bit model may be loaded straight onto the GPU
+        yield
 
 
 def load_causal_lm(config: ModelConfig, *, quantize: bool = True):
@@ -143,8 +147,8 @@ def load_causal_lm(config: ModelConfig, *, quantize: bool = True):
         ) from None
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = model.config.eos_token_id
-    if torch.cuda.is_available() and not getattr(model, "is_loaded_in_4bit", False):
-        model.to(device())  # evaluation, merge and chat run where training ran
+    if placement().on_gpu and not getattr(model, "is_loaded_in_4bit", False):
+        model.to(placement().device)  # evaluation, merge and chat run where training ran
     return model
 
 

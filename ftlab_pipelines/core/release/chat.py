@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ftlab_pipelines.core.config.labs import ModelConfig, PromptConfig
 from ftlab_pipelines.core.modeling import models
+from ftlab_pipelines.core.modeling.device import placement
 from ftlab_pipelines.core.text import prompts
 
 
@@ -33,7 +34,7 @@ class Chatbot:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         base = models.load_causal_lm(ModelConfig.model_validate(info["model"]))
         self.model = models.load_lora(base, self.release_dir)
-        self.bf16 = models.use_bf16("auto")
+        self.bf16 = placement("auto").bf16
 
     def _inputs(self, message: str):
         text = prompts.render_prompt(self.prompt, self.tokenizer, message)

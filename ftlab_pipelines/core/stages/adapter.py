@@ -11,7 +11,13 @@ from ftlab_pipelines.core.modeling import models
 from ftlab_pipelines.core.modeling.safetensors_check import require_safetensors
 from ftlab_pipelines.core.stages import Markdown
 from ftlab_pipelines.core.stages.results import Adapter, Tokenized
-from ftlab_pipelines.core.stages.runner import Prepared, Report, StageContext, Target, scratch_dir
+from ftlab_pipelines.core.stages.runner import (
+    Prepared,
+    Report,
+    StageContext,
+    Target,
+    scratch_dir,
+)
 from ftlab_pipelines.core.training import distributed, memory, recipe
 
 CHECKPOINTS = "checkpoints"

@@ -7,6 +7,7 @@ import hashlib
 import itertools
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -98,19 +99,26 @@ def tokenize_splits(
     return stats
 
 
-@contextlib.contextmanager
-def tokenizer_threads():
-    """Let the Rust tokenizer use every core for this call only. ftlab's commands turn its thread pool off
-    (TOKENIZERS_PARALLELISM=false) to keep forked processes quiet; the variable is read at each call."""
-    previous = os.environ.get("TOKENIZERS_PARALLELISM")
-    os.environ["TOKENIZERS_PARALLELISM"] = "true"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("TOKENIZERS_PARALLELISM", None)
-        else:
-            os.environ["TOKENIZERS_PARALLELISM"] = previous
+MIN_TEXTS_PER_THREAD = 256  # below this a thread costs more than it saves
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def encode_in_threads(encode_batch, texts: list[str], threads: int) -> list:
+    """`encode_batch` over contiguous slices of `texts` on `threads` Python threads, results in order.
+
+    The Rust tokenizer releases the GIL while it encodes, so the slices run in parallel whatever
+    TOKENIZERS_PARALLELISM says (ftlab's commands set it to false to keep forked processes quiet; library code
+    leaves the process environment alone). Its own thread pool, when the caller turned it on, is shared."""
+    threads = max(1, min(threads, len(texts) // MIN_TEXTS_PER_THREAD))
+    if threads == 1:
+        return encode_batch(texts)
+    size = -(-len(texts) // threads)
+    with ThreadPoolExecutor(threads, thread_name_prefix="tokenize") as pool:
+        parts = pool.map(encode_batch, [texts[i:i + size] for i in range(0, len(texts), size)])
+        return list(itertools.chain.from_iterable(parts))
 
 
 @contextlib.contextmanager
@@ -131,7 +139,7 @@ def truncated_unpadded(backend, max_length: int):
 class TextEncoder:
     """Texts -> (Arrow list array of token ids, lengths), truncated to max_length, special tokens added.
 
-    A fast (Rust) tokenizer is called directly without offsets (`encode_batch_fast`, parallel across cores);
+    A fast (Rust) tokenizer is called directly without offsets (`encode_batch_fast`, on a thread per core);
     transformers' own call builds a Python dict per row first. Other tokenizers go through their regular
     `__call__`. Both give the same ids (tests/test_fast_paths.py). Each distinct text is encoded once, across
     calls too: the ids of the first `remembered_texts` distinct texts are kept, so an upsampled split fed in
@@ -172,8 +180,9 @@ class TextEncoder:
 
     def _encode_unique(self, texts: list[str]) -> list[list[int]]:
         if self.backend is not None:
-            with tokenizer_threads(), truncated_unpadded(self.backend, self.max_length):
-                return [encoding.ids for encoding in self.backend.encode_batch_fast(texts)]
+            with truncated_unpadded(self.backend, self.max_length):
+                encodings = encode_in_threads(self.backend.encode_batch_fast, texts, usable_cores())
+            return [encoding.ids for encoding in encodings]
         return self.tokenizer(texts, truncation=True, max_length=self.max_length, return_attention_mask=False,
                               return_token_type_ids=False)["input_ids"]
 

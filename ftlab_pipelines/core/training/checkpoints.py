@@ -20,6 +20,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be resumed from; the message names it and says what to delete."""
 
 
+def step_of(checkpoint: str | Path) -> int:
+    """The global step a checkpoint directory (checkpoint-N) was saved at."""
+    return int(CHECKPOINT.match(Path(checkpoint).name).group(1))
+
+
 def checkpoints_newest_first(checkpoint_dir: Path) -> list[Path]:
     if not checkpoint_dir.is_dir():
         return []

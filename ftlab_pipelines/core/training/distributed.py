@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ftlab_pipelines.core.config.labs import TrainConfig
+from ftlab_pipelines.core.modeling.device import placement
 from ftlab_pipelines.core.tracking import AssetRun
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ def launch_command(num_processes: int, threads: int, worker_args: list[str]) -> 
 def check_devices(num_processes: int) -> None:
     import torch
 
-    if torch.cuda.is_available() and torch.cuda.device_count() < num_processes:
+    if placement().on_gpu and torch.cuda.device_count() < num_processes:
         raise ValueError(f"train.num_processes is {num_processes} but {torch.cuda.device_count()} GPU(s) are "
                          f"visible: on GPUs it is one process per GPU")
 
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from ftlab_pipelines.core.training import recipe
 
-    if torch.cuda.is_available():  # models are loaded onto "cuda" before the Trainer picks this rank's GPU
+    if placement().on_gpu:  # models are loaded onto "cuda" before the Trainer picks this rank's GPU
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     job = recipe.TrainingJob.model_validate_json(Path(args.job).read_text(encoding="utf-8"))
     out = Path(args.out)

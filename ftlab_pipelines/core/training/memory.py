@@ -7,6 +7,7 @@ import math
 import os
 from pathlib import Path
 
+from ftlab_pipelines.core.modeling.device import placement
 from ftlab_pipelines.core.modeling.safetensors_check import parameter_count
 
 log = logging.getLogger(__name__)
@@ -46,15 +47,13 @@ def _cgroup_free_mb() -> float:
 
 def check_memory(model_name: str, model_dir: str, quantization: str, num_processes: int = 1) -> dict | None:
     """Fail before loading when params x bytes/param x overhead (x processes) exceeds the memory available."""
-    import torch
-
     if not Path(model_dir).is_dir():
         log.info("model %s is a hub id: no memory estimate before download", model_name)
         return None
     params = parameter_count(Path(model_dir))
     if params is None:
         return None
-    on_gpu = torch.cuda.is_available()
+    on_gpu = placement().on_gpu
     need = params * BYTES_PER_PARAM[quantization] * TRAINING_OVERHEAD * (1 if on_gpu else num_processes) / 2**20
     free = available_memory_mb(on_gpu)
     if need > free:

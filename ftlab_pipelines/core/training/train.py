@@ -20,6 +20,7 @@ import torch
 from ftlab_pipelines.core import progress
 from ftlab_pipelines.core.config.labs import TrainConfig
 from ftlab_pipelines.core.modeling import models
+from ftlab_pipelines.core.modeling.device import placement
 from ftlab_pipelines.core.text import tokenize
 from ftlab_pipelines.core.training import sampling
 
@@ -45,14 +46,14 @@ def optimizer_name(config: TrainConfig, quantized: bool) -> str:
     """QLoRA on CUDA pages 8-bit AdamW states (the QLoRA recipe); bitsandbytes' optimizers need a GPU."""
     if config.optim != "auto":
         return config.optim
-    return "paged_adamw_8bit" if quantized and torch.cuda.is_available() else "adamw_torch"
+    return "paged_adamw_8bit" if quantized and placement().on_gpu else "adamw_torch"
 
 
 def ddp_backend() -> str | None:
     """gloo for DDP on CPU (accelerate would pick MPI when torch has it); None: NCCL on GPUs, or no DDP at all
     (accelerate fails on a backend without a process group)."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return "gloo" if distributed and not torch.cuda.is_available() else None
+    return "gloo" if distributed and not placement().on_gpu else None
 
 
 def training_arguments(config: TrainConfig, checkpoint_dir: Path, bf16: bool, has_eval: bool,
@@ -73,7 +74,7 @@ def training_arguments(config: TrainConfig, checkpoint_dir: Path, bf16: bool, ha
         seed=config.seed,
         data_seed=config.seed,
         bf16=bf16,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=not placement().on_gpu,
         ddp_backend=ddp_backend(),
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         eval_strategy=("steps" if config.keep_best else "epoch") if has_eval else "no",
@@ -188,7 +189,7 @@ def packing_tokens(lengths, batch_size: int, max_length: int) -> int:
 def attention_for_training(setting: str) -> str:
     if setting != "auto":
         return setting
-    return "sdpa" if torch.cuda.is_available() else "eager"
+    return "sdpa" if placement().on_gpu else "eager"
 
 
 def sft_trainer(model, tokenizer, dataset, config: TrainConfig, checkpoint_dir: Path, bf16: bool,
@@ -214,7 +215,7 @@ def sft_trainer(model, tokenizer, dataset, config: TrainConfig, checkpoint_dir: 
         batching = dict(max_length=max_length, packing=False, pad_to_multiple_of=8)
     args = training_arguments(config, checkpoint_dir, bf16, eval_set is not None, is_quantized(model),
                               args_class=SFTConfig, completion_only_loss=True, dataset_num_proc=None, **batching)
-    trainer_class = SFTTrainer if torch.cuda.is_available() else cpu_sft_trainer_class(model, bf16)
+    trainer_class = SFTTrainer if placement().on_gpu else cpu_sft_trainer_class(model, bf16)
     if config.group_by_length:
         trainer_class = sampling.with_length_window(trainer_class, config.length_group_batches)
     return trainer_class(model=model, args=args, train_dataset=dataset["train"], eval_dataset=eval_set,
@@ -257,6 +258,24 @@ def watch_train_batches(trainer, on_batch: Callable[[dict], None]) -> None:
     trainer.training_step = training_step
 
 
+class TrainedTokens:
+    """Real (non-padding) tokens of the train batches this process stepped through. Batches a resume skips never
+    reach a training step, so after a resume only the steps trained since are counted."""
+
+    def __init__(self):
+        self.count = 0  # a tensor once a batch is seen: summed on the batch's device, read once at the end
+
+    def record(self, inputs: dict) -> None:
+        mask = inputs.get("attention_mask")
+        # Packed (padding-free) batches carry no mask: every token in them is real.
+        self.count += mask.sum() if mask is not None else inputs["input_ids"].numel()
+
+    def all_processes(self, trainer) -> int:
+        """The sum over the processes of a distributed run (every process must call this)."""
+        total = torch.as_tensor(self.count, device=trainer.args.device, dtype=torch.int64)
+        return int(trainer.accelerator.reduce(total, reduction="sum"))
+
+
 def is_quantized(model) -> bool:
     return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_quantized", False))
 
@@ -281,7 +300,8 @@ def train_adapter(
     """
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    bf16 = models.use_bf16(config.bf16)
+    where = placement(config.bf16)
+    bf16 = where.bf16
     train_set = dataset["train"]
     callbacks = [progress.training_callback(train_set), *([metrics_callback(on_log)] if on_log else [])]
     if sft_max_length:
@@ -289,8 +309,14 @@ def train_adapter(
         trainer = sft_trainer(model, tokenizer, dataset, config, checkpoint_dir, bf16, callbacks, sft_max_length)
     else:
         trainer = classification_trainer(model, tokenizer, dataset, config, checkpoint_dir, bf16, callbacks)
-    if on_train_batch:
-        watch_train_batches(trainer, on_train_batch)
+    trained_tokens = TrainedTokens()
+
+    def on_batch(inputs: dict) -> None:
+        trained_tokens.record(inputs)
+        if on_train_batch:
+            on_train_batch(inputs)
+
+    watch_train_batches(trainer, on_batch)
     from ftlab_pipelines.core.training import checkpoints, nan_guard
 
     nan_guard.stop_on_nonfinite_loss(trainer, checkpoint_dir)
@@ -306,25 +332,27 @@ def train_adapter(
 
     steps_done = trainer.state.global_step
     epochs_done = trainer.state.epoch or config.epochs
-    # Every process holds the whole train set (the sampler shards it), so this is all processes' tokens.
-    real_tokens = float(tokenize.lengths_of(train_set).sum()) * epochs_done
+    # This run's tokens (all processes) over this run's seconds: a resumed run does not count the checkpoint's.
+    tokens = trained_tokens.all_processes(trainer)
     metrics = {
         "train_loss": float(output.training_loss),
         "train_seconds": round(seconds, 2),
         "train_steps": int(steps_done),
         "epochs": float(epochs_done),
-        "tokens_per_s": round(real_tokens / seconds, 1) if seconds > 0 else 0.0,
+        "train_tokens": float(tokens),
+        "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else 0.0,
         "world_size": float(trainer.args.world_size),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "rss_before_train_mb": round(rss_before_train, 1),
         "bf16": float(bf16),
         "resumed": float(resume_from is not None),
+        "resumed_from_step": float(checkpoints.step_of(resume_from) if resume_from else 0),
         **{k: float(v) for k, v in models.count_parameters(model).items()},
     }
     if trainer.state.best_metric is not None:
         metrics["best_eval_loss"] = round(float(trainer.state.best_metric), 4)
         best = trainer.state.best_model_checkpoint or ""
         metrics["best_step"] = float(best.rsplit("-", 1)[-1]) if best.rsplit("-", 1)[-1].isdigit() else -1.0
-    if torch.cuda.is_available():
+    if where.on_gpu:
         metrics["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return TrainResult(out_dir, trainer.state.log_history, metrics)

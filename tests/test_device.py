@@ -1,0 +1,80 @@
+"""One place decides the device and bf16 (core/modeling/device.py): the decision table, the CPU-flags probe, and
+the callers that follow a simulated machine. No model is loaded here."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from ftlab_pipelines.core.config.labs import ModelConfig, TrainConfig
+from ftlab_pipelines.core.modeling import device, models
+from ftlab_pipelines.core.training import train
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ftlab_pipelines"
+
+CPU_PLAIN = device.Hardware(cuda=False, cpu_flags=frozenset({"fpu", "sse2", "avx2", "avx512f"}))
+CPU_AMX = device.Hardware(cuda=False, cpu_flags=frozenset({"avx512f", "amx_bf16", "amx_tile"}))
+CPU_AVX512_BF16 = device.Hardware(cuda=False, cpu_flags=frozenset({"avx512f", "avx512_bf16"}))
+GPU_BF16 = device.Hardware(cuda=True, cuda_bf16=True)
+GPU_OLD = device.Hardware(cuda=True, cuda_bf16=False)
+
+
+@pytest.mark.parametrize(("hw", "setting", "bf16"), [
+    (CPU_PLAIN, "auto", False), (CPU_PLAIN, "on", False), (CPU_PLAIN, "off", False),  # emulated bf16: never
+    (CPU_AMX, "auto", True), (CPU_AMX, "on", True), (CPU_AMX, "off", False),
+    (CPU_AVX512_BF16, "auto", True),
+    (GPU_BF16, "auto", True), (GPU_BF16, "off", False),
+    (GPU_OLD, "auto", False), (GPU_OLD, "on", False),
+])
+def test_bf16_only_where_the_hardware_computes_it(hw, setting, bf16):
+    placed = device.resolve(setting, hw)
+    assert placed.bf16 is bf16
+    assert placed.on_gpu is hw.cuda and placed.device.type == ("cuda" if hw.cuda else "cpu")
+    assert placed.compute_dtype == (torch.bfloat16 if hw.native_bf16 else torch.float32)
+
+
+def test_unknown_setting_is_refused():
+    with pytest.raises(ValueError, match="train.bf16"):
+        device.resolve("yes", CPU_AMX)
+
+
+def test_cpu_flags_are_read_from_the_flags_line_not_anywhere_in_cpuinfo():
+    cpuinfo = ("processor\t: 0\nmodel name\t: Some amx_bf16-free CPU\n"
+               "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16\nbugs\t\t: spectre_v1\n\nprocessor\t: 1\n")
+    assert device.cpu_flags(cpuinfo) == {"fpu", "sse2", "avx2", "avx512f", "avx512_bf16"}
+    assert device.cpu_flags("model name: amx_bf16 in a name only\n") == frozenset()
+    assert device.Hardware(cuda=False, cpu_flags=device.cpu_flags(cpuinfo)).native_bf16
+
+
+def test_the_probe_runs_once_per_process():
+    assert device.hardware() is device.hardware()
+    assert device._probed.cache_info().misses <= 1
+
+
+def test_callers_follow_a_simulated_plain_cpu():
+    with device.simulated(CPU_PLAIN):
+        assert not models.use_bf16("on") and not models.use_bf16("auto")
+        assert models.device() == torch.device("cpu")
+        assert train.attention_for_training("auto") == "eager"
+        assert train.optimizer_name(TrainConfig(), quantized=True) == "adamw_torch"
+        assert models.quantization_config(ModelConfig(quantization="4bit"), []).bnb_4bit_compute_dtype == torch.float32
+    with device.simulated(CPU_AMX):
+        assert models.use_bf16("auto") and not models.use_bf16("off")
+        assert models.quantization_config(ModelConfig(quantization="4bit"), []).bnb_4bit_compute_dtype == torch.bfloat16
+
+
+def test_callers_follow_a_simulated_gpu():
+    with device.simulated(GPU_BF16):
+        assert models.device() == torch.device("cuda")
+        assert train.attention_for_training("auto") == "sdpa"
+        assert train.optimizer_name(TrainConfig(), quantized=True) == "paged_adamw_8bit"
+    assert device.hardware() == device._probed()  # put back
+
+
+def test_no_other_module_asks_torch_for_the_device():
+    callers = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+               if re.search(r"cuda\.is_available\(|cuda\.is_bf16_supported\(|/proc/cpuinfo", p.read_text())]
+    assert callers == ["core/modeling/device.py"]

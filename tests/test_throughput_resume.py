@@ -1,0 +1,106 @@
+"""tokens/s after a resume counts only the steps this process trained, over the seconds it trained them.
+
+A run stopped at step 10 and resumed to step 12 trains 2 steps; dividing every step's tokens by the resumed run's
+seconds reported several times the uninterrupted rate. Real Trainer, tiny random BERT (a few seconds)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from tiny_models import save_tiny_bert
+
+from ftlab_pipelines.core.config.labs import ModelConfig, PeftConfig, TrainConfig
+from ftlab_pipelines.core.modeling import models
+from ftlab_pipelines.core.text import tokenize
+from ftlab_pipelines.core.training import train
+
+STOP, END, BATCH = 10, 12, 64
+LABELS = ["a", "b"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("throughput")
+    config = ModelConfig(name=str(save_tiny_bert(root / "bert")))
+    tokenizer = models.load_tokenizer(config)
+    words = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "it", "rains"]
+    texts = [" ".join(words[(i + j) % len(words)] for j in range(20 + i % 40)) for i in range(400)]
+    frame = pd.DataFrame({"text": texts, "label": LABELS * 200})
+    tokenize.tokenize_splits({"train": frame}, tokenizer, text_column="text", label_column="label", labels=LABELS,
+                             template="{text}", max_length=64, out_dir=root / "tok")
+    return config, tokenizer, tokenize.load_tokenized(root / "tok")
+
+
+def run(setup, checkpoints, out, max_steps: int) -> tuple[dict, list[int]]:
+    """Train to `max_steps` (resuming from `checkpoints` if it holds one); the metrics and each batch's tokens."""
+    config, tokenizer, dataset = setup
+    model = models.attach_lora(models.load_classifier(config, LABELS), PeftConfig(r=4, alpha=8))
+    settings = TrainConfig(max_steps=max_steps, batch_size=BATCH, save_steps=STOP, logging_steps=1,
+                           learning_rate=1e-3, group_by_length=False)
+    batches: list[int] = []
+    result = train.train_adapter(model, tokenizer, dataset, settings, checkpoint_dir=checkpoints, out_dir=out,
+                                 on_train_batch=lambda inputs: batches.append(int(inputs["attention_mask"].sum())))
+    return result.metrics, batches
+
+
+def test_resumed_run_reports_its_own_tokens_per_second(setup, tmp_path):
+    # The interrupted run goes first: it also absorbs the process's one-off warm-up.
+    first, _ = run(setup, tmp_path / "ckpt", tmp_path / "first", STOP)
+    resumed, resumed_batches = run(setup, tmp_path / "ckpt", tmp_path / "resumed", END)
+    whole, whole_batches = run(setup, tmp_path / "ckpt-whole", tmp_path / "whole", END)
+
+    assert first["resumed"] == 0.0 and first["train_tokens"] == sum(whole_batches[:STOP])
+    assert resumed["resumed"] == 1.0 and resumed["resumed_from_step"] == STOP and resumed["train_steps"] == END
+    assert len(resumed_batches) == END - STOP
+    # The tokens of steps 11 and 12 only, the same batches the uninterrupted run trained at those steps.
+    assert resumed["train_tokens"] == sum(resumed_batches) == sum(whole_batches[STOP:])
+    assert whole["train_tokens"] == sum(whole_batches)
+    for metrics in (first, resumed, whole):
+        assert metrics["tokens_per_s"] == pytest.approx(metrics["train_tokens"] / metrics["train_seconds"], rel=0.02)
+
+    # Against both runs that trained from scratch, so another process slowing one of them cannot fail the test.
+    rates = first["tokens_per_s"], whole["tokens_per_s"]
+    print(f"\ntokens/s: from scratch {rates[0]} and {rates[1]}, resumed {resumed['tokens_per_s']}")
+    # Counting all 12 steps' tokens over the resumed run's seconds gave ~3.5x here.
+    assert 0.2 * min(rates) < resumed["tokens_per_s"] < 2.0 * max(rates)
+
+
+DDP_ROWS = 32  # 2 ranks x batch 4 x 4 steps: no example is repeated to even out a last batch
+
+
+def test_distributed_resume_counts_both_ranks_tokens_since_the_checkpoint(setup, tmp_path):
+    """Two DDP ranks on gloo: 2 steps, then a resume to 4. Each run counts the tokens both ranks trained."""
+    from conftest import tiny_lab
+
+    from ftlab_pipelines.core.config.labs import LabConfig
+    from ftlab_pipelines.core.tracking import AssetRun, Tracker
+    from ftlab_pipelines.core.training import distributed
+
+    config, tokenizer, _ = setup
+    frame = pd.DataFrame({"text": [f"message number {i} " + "la " * (i % 9) for i in range(DDP_ROWS)],
+                          "label": ["ham", "spam"] * (DDP_ROWS // 2)})
+    tokenize.tokenize_splits({"train": frame}, tokenizer, text_column="text", label_column="label",
+                             labels=["ham", "spam"], template="{text}", max_length=32, out_dir=tmp_path / "tok")
+    lengths = {distributed.fingerprint(row["input_ids"]): row["length"]
+               for row in tokenize.load_tokenized(tmp_path / "tok")["train"]}
+    raw = tiny_lab("sms_spam")
+    raw["model"]["name"] = config.name
+    raw["train"].update({"num_processes": 2, "num_threads": 1, "batch_size": 4, "epochs": 1, "save_steps": 2,
+                         "logging_steps": 1})
+    client = Tracker().client
+    metrics, trained = [], []
+    for name, max_steps in (("first", 2), ("resumed", -1)):
+        lab = LabConfig.model_validate({**raw, "name": "sms_spam", "train": {**raw["train"], "max_steps": max_steps}})
+        run = AssetRun(client, client.create_run(Tracker().experiment_id(lab.name)).info.run_id, tmp_path)
+        distributed.launch(lab, str(tmp_path / "tok"), name, tmp_path / "ckpt", tmp_path / name, run)
+        metrics.append(json.loads((tmp_path / name / "manifest.json").read_text())["metrics"])
+        shards = [json.loads((tmp_path / name / distributed.RANK_EXAMPLES / f"rank{r}.json").read_text())
+                  for r in (0, 1)]
+        assert [s["examples"] for s in shards] == [8, 8]
+        trained.append(sum(lengths[f] for s in shards for f in s["fingerprints"]))
+
+    assert metrics[1]["resumed"] == 1.0 and metrics[1]["train_steps"] == 4
+    assert [m["train_tokens"] for m in metrics] == trained
+    assert sum(trained) == sum(lengths.values())  # the two runs trained the train set once between them
