@@ -67,7 +67,7 @@ def run_lab(lab: str) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"{lab} failed:\n{proc.stderr[-3000:]}")
     metrics = json.loads(latest(home, lab, "evaluation", "metrics.json").read_text())
-    splits = latest(home, lab, "splits", "manifest.json")
+    splits = latest(home, lab, "splits", "result.json")
     import pandas as pd
 
     rows = {s: len(pd.read_parquet(splits.parent / f"{s}.parquet")) for s in ("train", "validation", "test")}
@@ -105,15 +105,16 @@ def run_lab(lab: str) -> dict:
 def main() -> None:
     existing = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"labs": {}}
     labs = existing.get("labs", {})
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     for lab in LABS:
         print(f"bench-quality: running {lab} ...", flush=True)
         labs[lab] = run_lab(lab)
         print(json.dumps(labs[lab], indent=1), flush=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "benchmark": "quality", "machine": machine(), "date": dt.date.today().isoformat(),
-        "command": "make bench-quality", "labs": labs,
-    }, indent=2) + "\n")
+        # Written after every lab, so an interrupted run keeps the labs it finished.
+        RESULTS.write_text(json.dumps({
+            "benchmark": "quality", "machine": machine(), "date": dt.date.today().isoformat(),
+            "command": "make bench-quality", "labs": labs,
+        }, indent=2) + "\n")
     print(f"wrote {RESULTS}")
 
 

@@ -22,7 +22,7 @@ from ftlab_pipelines.core.config.labs import (
 )
 from ftlab_pipelines.core.modeling import models
 from ftlab_pipelines.core.text import tokenize
-from ftlab_pipelines.core.training import memory, nan_guard, train
+from ftlab_pipelines.core.training import checkpoints, memory, nan_guard, train
 
 LABELS = ["ham", "spam"]
 
