@@ -100,7 +100,7 @@ def cmd_predict(args, settings: Settings) -> int:
     release = champion_release(settings, args.lab, args.release)
     if release is None:
         return 1
-    classifier = Classifier(release)
+    classifier = Classifier(release, settings.model_cache)
     texts = list(args.texts)
     if args.csv:
         from ftlab_pipelines.core.data.sources import read_table
@@ -133,7 +133,7 @@ def cmd_chat(args, settings: Settings) -> int:
     release = champion_release(settings, args.lab, args.release)
     if release is None:
         return 1
-    bot = Chatbot(release, max_new_tokens=args.max_new_tokens)
+    bot = Chatbot(release, max_new_tokens=args.max_new_tokens, model_cache=settings.model_cache)
     interactive = not args.messages
     messages = args.messages or iter(lambda: input("you> "), "")
     try:

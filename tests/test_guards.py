@@ -57,16 +57,15 @@ def test_nan_loss_stops_training_naming_the_step_and_keeps_the_last_good_checkpo
     assert not (tmp_path / "out").exists()
 
 
-def test_memory_estimate_from_parameter_count_and_dtype(monkeypatch):
+def test_memory_estimate_from_parameter_count_and_dtype():
     path = models.resolve_model("all-minilm-l6-v2")
     estimate = memory.check_memory("all-minilm-l6-v2", path, "none")
     assert 20e6 < estimate["params"] < 25e6  # MiniLM-L6: 22.7M parameters
     assert estimate["need_mb"] == pytest.approx(estimate["params"] * 4 * 1.5 / 2**20, rel=1e-3)
-    monkeypatch.setenv("FTLAB_MEMORY_LIMIT_MB", "50")
     with pytest.raises(memory.InsufficientMemory, match=r"model.name 'all-minilm-l6-v2': training needs about "
                                                         r"1\d\d MB .* only 50 MB is available .*use a smaller model"):
-        memory.check_memory("all-minilm-l6-v2", path, "none")
-    assert memory.check_memory("all-minilm-l6-v2", path, "4bit")["need_mb"] < 50  # NF4: 0.5 byte per weight
+        memory.check_memory("all-minilm-l6-v2", path, "none", limit_mb=50)
+    assert memory.check_memory("all-minilm-l6-v2", path, "4bit", limit_mb=50)["need_mb"] < 50  # NF4: 0.5 B/weight
 
 
 def test_trust_remote_code_is_off_by_default_and_logged_when_set(caplog, tmp_path):

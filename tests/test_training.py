@@ -1,4 +1,4 @@
-"""Tokenization cache keys, model resolution, LoRA/QLoRA training and resume on the real MiniLM."""
+"""Tokenized keys, model resolution, LoRA/QLoRA training and resume on the real MiniLM."""
 
 from __future__ import annotations
 
@@ -35,13 +35,27 @@ def test_tokenized_rows_have_ids_labels_lengths(dataset):
     assert row["labels"] == 1 and row["length"] == len(row["input_ids"]) <= 32
 
 
-def test_cache_key_changes_with_every_input(tokenizer):
-    base = tokenize.cache_key("data1", tokenizer, "{text}", 128, LABELS)
-    assert base == tokenize.cache_key("data1", tokenizer, "{text}", 128, LABELS)
-    assert base != tokenize.cache_key("data2", tokenizer, "{text}", 128, LABELS)
-    assert base != tokenize.cache_key("data1", tokenizer, "SMS: {text}", 128, LABELS)
-    assert base != tokenize.cache_key("data1", tokenizer, "{text}", 64, LABELS)
-    assert base != tokenize.cache_key("data1", tokenizer, "{text}", 128, ["spam", "ham"])
+def test_tokenized_key_changes_with_the_data_and_the_tokenizer_content(tokenizer):
+    """Config fields are covered by tests/test_stage_versions.py; the run-time facts of the key are checked here."""
+    from ftlab_pipelines.core.config.labs import LabConfig
+    from ftlab_pipelines.core.config.settings import Settings
+    from ftlab_pipelines.core.stages.pipeline import DECLARATIONS
+
+    lab = LabConfig.model_validate({"name": "t", "contract": "sms_spam", "labels": LABELS,
+                                    "source": {"local_path": "x.csv"}})
+    settings, tokenized = Settings.from_env(), DECLARATIONS["tokenized"]
+
+    def key(splits_key: str, tok) -> str:
+        return tokenized.cache_key(lab, settings, {"splits": splits_key},
+                                   {"tokenizer": tokenize.tokenizer_fingerprint(tok), "chat_template": None})
+
+    base = key("data1", tokenizer)
+    assert base == key("data1", tokenizer)
+    assert base != key("data2", tokenizer)
+    other = models.load_tokenizer(ModelConfig())
+    other.add_tokens(["<new_token>"])  # same name, other content
+    assert tokenize.tokenizer_fingerprint(other) != tokenize.tokenizer_fingerprint(tokenizer)
+    assert base != key("data1", other)
 
 
 def test_missing_model_path_is_a_clear_error(tmp_path):

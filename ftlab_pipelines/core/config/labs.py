@@ -165,7 +165,9 @@ class TrainConfig(_Strict):
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of steps spent warming up the LR.")
     seed: int = Field(42, description="Seed of initialisation and data order.")
     bf16: Literal["auto", "on", "off"] = Field(
-        "auto", description="bf16 autocast: auto turns it on when the CPU (AMX/avx512_bf16) or GPU supports it."
+        "auto", description="bf16 autocast: auto turns it on where the hardware runs bf16 natively (CPU with "
+                            "AMX/avx512_bf16, or a bf16 GPU); on asks for it and falls back to fp32 with a warning where "
+                            "bf16 would be emulated; off never uses it."
     )
     group_by_length: bool = Field(True, description="Batch similar lengths together to cut padding.")
     length_group_batches: int | None = Field(

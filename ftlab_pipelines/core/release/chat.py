@@ -14,7 +14,7 @@ from ftlab_pipelines.core.text import prompts
 
 
 class Chatbot:
-    def __init__(self, release_dir: str | Path, max_new_tokens: int | None = None):
+    def __init__(self, release_dir: str | Path, max_new_tokens: int | None = None, model_cache: Path | None = None):
         from transformers import AutoTokenizer
 
         self.release_dir = Path(release_dir)
@@ -32,7 +32,8 @@ class Chatbot:
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.release_dir))
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        base = models.load_causal_lm(ModelConfig.model_validate(info["model"]))
+        config = ModelConfig.model_validate(info["model"])
+        base = models.load_causal_lm(models.resolved(config, model_cache) if model_cache else config)
         self.model = models.load_lora(base, self.release_dir)
         self.bf16 = placement("auto").bf16
 

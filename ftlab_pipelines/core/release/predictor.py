@@ -25,7 +25,8 @@ class Prediction:
 class Classifier:
     """A release directory: base model + LoRA adapter + tokenizer + labels + threshold."""
 
-    def __init__(self, release_dir: str | Path):
+    def __init__(self, release_dir: str | Path, model_cache: Path | None = None):
+        """`model_cache`: where converted offline base models live (the settings' FTLAB_MODEL_CACHE)."""
         from transformers import AutoTokenizer
 
         self.release_dir = Path(release_dir)
@@ -40,7 +41,8 @@ class Classifier:
         self.positive_label: str | None = labels.get("positive_label")
         self.threshold: float | None = self._read("threshold.json").get("threshold")
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.release_dir))
-        self.model = models.load_adapter_classifier(self.release_dir, self.model_config, self.labels)
+        base = models.resolved(self.model_config, model_cache) if model_cache else self.model_config
+        self.model = models.load_adapter_classifier(self.release_dir, base, self.labels)
 
     def _read(self, name: str) -> dict:
         path = self.release_dir / name

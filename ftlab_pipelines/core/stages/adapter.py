@@ -7,7 +7,6 @@ from pathlib import Path
 from ftlab_pipelines.core import artifacts
 from ftlab_pipelines.core.config.settings import Settings
 from ftlab_pipelines.core.evaluation import plots
-from ftlab_pipelines.core.modeling import models
 from ftlab_pipelines.core.modeling.safetensors_check import require_safetensors
 from ftlab_pipelines.core.stages import Markdown
 from ftlab_pipelines.core.stages.results import Adapter, Tokenized
@@ -30,9 +29,9 @@ def checkpoint_dir(settings: Settings, lab: str, key: str) -> Path:
 
 def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageContext) -> Adapter:
     tokenized: Tokenized = upstream["tokenized"]
-    job = recipe.TrainingJob.from_lab(lab)
-    memory.check_memory(lab.model.name, models.resolve_model(lab.model.name), lab.model.quantization,
-                        lab.train.num_processes)
+    job = recipe.TrainingJob.from_lab(lab, ctx.settings.model_cache)
+    memory.check_memory(lab.model.name, job.model.name, lab.model.quantization, lab.train.num_processes,
+                        limit_mb=ctx.settings.memory_limit_mb)
     checkpoints = target.scratch / CHECKPOINTS  # outside tmp: a crashed run resumes from them
     if job.train.num_processes > 1:
         # The workers stream metrics to the run (rank 0) and write the outputs into tmp themselves.
@@ -62,6 +61,7 @@ def report(lab, upstream: dict, result: Adapter, ctx: StageContext, reused: bool
         "world_size": int(metrics.get("world_size", 1)),
         "peak_rss_mb": metrics["peak_rss_mb"],
         "train_loss": metrics["train_loss"],
+        **({"resumed_from_step": int(metrics["resumed_from_step"])} if metrics.get("resumed_from_step") else {}),
         "loss_curves": Markdown(plots.markdown_image(result.path / "loss_curves.png", "loss curves")),
     }
     return Report(metadata)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ftlab_pipelines.core import artifacts
+from ftlab_pipelines.core.config.labs import ModelConfig
 from ftlab_pipelines.core.evaluation import baselines, inference, metrics, plots
 from ftlab_pipelines.core.modeling import models
 from ftlab_pipelines.core.stages import Markdown
@@ -23,14 +24,14 @@ def _model_probs(model, tokenizer, dataset, lab, name: str) -> dict[str, np.ndar
             for split in ("validation", "test")}
 
 
-def collect_probabilities(lab, splits: Splits, tokenized: Tokenized, adapter: Adapter) -> dict:
-    """Validation and test class probabilities of every model in the comparison table."""
+def collect_probabilities(lab, model: ModelConfig, splits: Splits, tokenized: Tokenized, adapter: Adapter) -> dict:
+    """Validation and test class probabilities of every model in the comparison table (`model`: resolved)."""
     dataset = tokenize.load_tokenized(tokenized.dataset_path)
-    tokenizer = models.load_tokenizer(lab.model)
-    probs = {FINE_TUNED: _model_probs(models.load_adapter_classifier(adapter.path, lab.model, lab.labels),
+    tokenizer = models.load_tokenizer(model)
+    probs = {FINE_TUNED: _model_probs(models.load_adapter_classifier(adapter.path, model, lab.labels),
                                       tokenizer, dataset, lab, FINE_TUNED)}
     if "base_model" in lab.eval.baselines:
-        base = models.load_classifier(lab.model, lab.labels, seed=lab.train.seed)
+        base = models.load_classifier(model, lab.labels, seed=lab.train.seed)
         probs["base_model"] = _model_probs(base, tokenizer, dataset, lab, "base_model")
     if "tfidf_logreg" in lab.eval.baselines:
         frames = splits.frames()
@@ -97,8 +98,9 @@ def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageCon
     if lab.is_generative:
         from ftlab_pipelines.core.stages.generation_eval import build_generation_eval
 
-        return build_generation_eval(lab, upstream, target)
-    collected = collect_probabilities(lab, upstream["splits"], upstream["tokenized"], upstream["adapter"])
+        return build_generation_eval(lab, upstream, target, ctx)
+    model = models.resolved(lab.model, ctx.settings.model_cache)
+    collected = collect_probabilities(lab, model, upstream["splits"], upstream["tokenized"], upstream["adapter"])
     results = score_models(lab, collected["probs"], collected["y"])
     table_rows = {**results, **{f"{name} (reported, not measured)": values
                                 for name, values in lab.eval.reference.items()}}

@@ -58,7 +58,7 @@ def generations_table(samples: pd.DataFrame, results: dict[str, dict]) -> str:
     return table.map(lambda s: str(s).replace("\n", " ").replace("|", "\\|")).to_markdown(index=False)
 
 
-def build_generation_eval(lab, upstream: dict, target) -> Evaluation:
+def build_generation_eval(lab, upstream: dict, target, ctx) -> Evaluation:
     splits: Splits = upstream["splits"]
     gen = lab.eval.generation
     test_set = tokenize.load_tokenized(upstream["tokenized"].dataset_path)["test"]
@@ -67,8 +67,9 @@ def build_generation_eval(lab, upstream: dict, target) -> Evaluation:
         test_set = test_set.select(range(min(gen.max_eval_rows, len(test_set))))
         test_pairs = test_pairs.head(gen.max_eval_rows)
     samples = test_pairs.drop_duplicates(prompts.PROMPT).head(gen.samples)
-    tokenizer = models.load_tokenizer(lab.model)
-    base = models.load_causal_lm(lab.model)
+    model = models.resolved(lab.model, ctx.settings.model_cache)
+    tokenizer = models.load_tokenizer(model)
+    base = models.load_causal_lm(model)
     log.info("evaluating the base model on %d held-out rows", len(test_set))
     results = {BASE: measure(base, tokenizer, lab, test_set, test_pairs, samples)}
     log.info("evaluating the fine-tuned model")

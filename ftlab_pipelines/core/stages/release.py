@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from ftlab_pipelines.core import artifacts
+from ftlab_pipelines.core.config.labs import ModelConfig
 from ftlab_pipelines.core.modeling import merge, models
 from ftlab_pipelines.core.release import (
     hub,
@@ -36,9 +37,9 @@ def parity_outcome(parity: merge.Parity) -> CheckOutcome:
     return CheckOutcome(MERGE_PARITY_CHECK, parity.passed, advice, Markdown(report), 0 if parity.passed else 1)
 
 
-def write_merged(lab, adapter_dir: Path, tokenizer, out: Path) -> merge.Parity:
+def write_merged(lab, model: ModelConfig, adapter_dir: Path, tokenizer, out: Path) -> merge.Parity:
     probes = [prompts.render_prompt(lab.prompt, tokenizer, m) for m in merge.PARITY_MESSAGES]
-    return merge.merge_adapter(lab.model, adapter_dir, tokenizer, probes, out, lab.publish.parity_tolerance)
+    return merge.merge_adapter(model, adapter_dir, tokenizer, probes, out, lab.publish.parity_tolerance)
 
 
 def gate_outcome(verdict: mlflow_registry.GateVerdict) -> CheckOutcome:
@@ -49,11 +50,12 @@ def gate_outcome(verdict: mlflow_registry.GateVerdict) -> CheckOutcome:
 
 def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageContext) -> Release:
     adapter: Adapter = upstream["adapter"]
-    tokenizer = models.load_tokenizer(lab.model)
+    model = models.resolved(lab.model, ctx.settings.model_cache)
+    tokenizer = models.load_tokenizer(model)
     release_dir.write_release_dir(lab, adapter.path, upstream["evaluation"], tokenizer, target.tmp)
     parity = None
     if lab.is_generative and lab.publish.merge:
-        checked = write_merged(lab, adapter.path, tokenizer, target.tmp / MERGED_DIR)
+        checked = write_merged(lab, model, adapter.path, tokenizer, target.tmp / MERGED_DIR)
         parity = vars(checked) | {"passed": checked.passed}
         artifacts.write_json(target.tmp / PARITY_FILE, parity)
     return Release(key=target.key, dir=str(target.out), adapter_key=adapter.key, merge_parity=parity)

@@ -14,7 +14,7 @@ from ftlab_pipelines.core.text import prompts, tokenize
 
 def prepare(lab, upstream: dict, ctx: StageContext) -> Prepared:
     """The tokenizer is fingerprinted by content, so the same name with new files is a new key."""
-    tokenizer = models.load_tokenizer(lab.model)
+    tokenizer = models.load_tokenizer(models.resolved(lab.model, ctx.settings.model_cache))
     facts = {"tokenizer": tokenize.tokenizer_fingerprint(tokenizer),
              "chat_template": getattr(tokenizer, "chat_template", None)}
     return Prepared(facts, tokenizer)
@@ -80,7 +80,7 @@ def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageCon
 
 
 def report(lab, upstream: dict, result: Tokenized, ctx: StageContext, reused: bool) -> Report:
-    tokenizer = models.load_tokenizer(lab.model)
+    tokenizer = models.load_tokenizer(models.resolved(lab.model, ctx.settings.model_cache))
     run = ctx.run
     run.log_params({"model.name": lab.model.name, "model.template": lab.model.template,
                     "model.max_length": lab.model.max_length, "tokenizer": tokenize.tokenizer_fingerprint(tokenizer),

@@ -14,8 +14,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ftlab_pipelines.core.config.hashing import stable_hash
-
 
 def tokenizer_fingerprint(tokenizer) -> str:
     """Identity of a tokenizer by content (vocab, normalizer, special tokens), not by name."""
@@ -23,17 +21,6 @@ def tokenizer_fingerprint(tokenizer) -> str:
     blob = backend.to_str() if backend is not None else f"{tokenizer.name_or_path}:{len(tokenizer)}"
     blob += repr(sorted(tokenizer.special_tokens_map.items()))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def cache_key(data_hash: str, tokenizer, template: str, max_length: int, labels: list[str],
-              extra: dict | None = None) -> str:
-    """Everything that changes the token ids: a stale cache can never match a new key.
-
-    `extra`: further inputs of a lab (its prompt section, its row template)."""
-    return stable_hash(
-        {"data": data_hash, "tokenizer": tokenizer_fingerprint(tokenizer), "template": template,
-         "max_length": max_length, "labels": labels, **(extra or {})}
-    )
 
 
 def render_prompts(texts: pd.Series, template: str) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 
 from ftlab_pipelines.core.modeling.device import placement
@@ -20,9 +19,9 @@ class InsufficientMemory(RuntimeError):
     """The model would not fit in the memory available for training."""
 
 
-def available_memory_mb(on_gpu: bool) -> float:
-    """Free GPU memory, or RAM available to this process (the cgroup limit counts); FTLAB_MEMORY_LIMIT_MB caps it
-    (a machine shared with other jobs)."""
+def available_memory_mb(on_gpu: bool, limit_mb: float | None = None) -> float:
+    """Free GPU memory, or RAM available to this process (the cgroup limit counts); `limit_mb` (the settings'
+    FTLAB_MEMORY_LIMIT_MB) caps it, for a machine shared with other jobs."""
     if on_gpu:
         import torch
 
@@ -32,8 +31,7 @@ def available_memory_mb(on_gpu: bool) -> float:
 
         free = psutil.virtual_memory().available / 2**20
         free = min(free, _cgroup_free_mb())
-    cap = os.environ.get("FTLAB_MEMORY_LIMIT_MB")
-    return min(free, float(cap)) if cap else free
+    return min(free, limit_mb) if limit_mb else free
 
 
 def _cgroup_free_mb() -> float:
@@ -45,7 +43,8 @@ def _cgroup_free_mb() -> float:
     return math.inf if limit == "max" else (int(limit) - used) / 2**20
 
 
-def check_memory(model_name: str, model_dir: str, quantization: str, num_processes: int = 1) -> dict | None:
+def check_memory(model_name: str, model_dir: str, quantization: str, num_processes: int = 1,
+                 limit_mb: float | None = None) -> dict | None:
     """Fail before loading when params x bytes/param x overhead (x processes) exceeds the memory available."""
     if not Path(model_dir).is_dir():
         log.info("model %s is a hub id: no memory estimate before download", model_name)
@@ -55,7 +54,7 @@ def check_memory(model_name: str, model_dir: str, quantization: str, num_process
         return None
     on_gpu = placement().on_gpu
     need = params * BYTES_PER_PARAM[quantization] * TRAINING_OVERHEAD * (1 if on_gpu else num_processes) / 2**20
-    free = available_memory_mb(on_gpu)
+    free = available_memory_mb(on_gpu, limit_mb)
     if need > free:
         raise InsufficientMemory(
             f"model.name {model_name!r}: training needs about {need:,.0f} MB ({params / 1e6:,.1f}M parameters x "

@@ -26,8 +26,10 @@ class TrainingJob(BaseModel):
     generative: bool
 
     @classmethod
-    def from_lab(cls, lab) -> TrainingJob:
-        return cls(model=lab.model, peft=lab.peft, train=lab.train, labels=lab.labels, generative=lab.is_generative)
+    def from_lab(cls, lab, model_cache: Path | None = None) -> TrainingJob:
+        """`model.name` resolved to its local directory here, so every training process loads the same files."""
+        model = models.resolved(lab.model, model_cache) if model_cache else lab.model
+        return cls(model=model, peft=lab.peft, train=lab.train, labels=lab.labels, generative=lab.is_generative)
 
 
 def fit(job: TrainingJob, tokenized_path, checkpoints: Path, out_dir: Path, **hooks) -> train.TrainResult:
