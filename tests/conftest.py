@@ -28,6 +28,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Converted base models (SmolLM2 GGUF -> safetensors, ~20 s) are shared by every test of the session.
 os.environ.setdefault("FTLAB_MODEL_CACHE", str(REPO / ".ftlab" / "test-model-cache"))
+# One torch thread (set before torch is imported; subprocesses inherit it): the tiny models gain nothing from a
+# second one, and on a busy 2-core machine a second, spin-waiting thread made a tiny chain's training 4x slower
+# (5.7 s vs 22.5 s). The real-model chains take every core back (`all_cores`).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def shared_data_dir() -> Path | None:
@@ -92,8 +96,10 @@ def tiny_models(tmp_path_factory) -> TinyModels:
     root = tmp_path_factory.mktemp("tiny_models")
     return TinyModels(
         classifier=build_tiny_model(minilm_path(), root / "bert", num_attention_heads=2),
+        # An output layer of its own: tied to the input embeddings, a random model's greedy reply repeats the
+        # prompt's last token (often a newline, which the reply cut then strips to nothing).
         causal_lm=build_tiny_model(smollm2_path(), root / "llama", num_attention_heads=4, num_key_value_heads=2,
-                                   head_dim=16),
+                                   head_dim=16, tie_word_embeddings=False),
     )
 
 
@@ -150,10 +156,24 @@ def home_env(home: Path):
 
 
 @contextlib.contextmanager
-def materialized_labs(root: Path, labs: dict[str, dict]):
+def all_cores():
+    """torch uses every core inside the block (the real models' matmuls), one thread again after it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def materialized_labs(root: Path, labs: dict[str, dict], real_models: bool = False):
     """Materialize every asset of `labs` once through a real Dagster instance, with FTLAB_HOME = root/home.
 
-    root/labs holds the lab files and root/dagster the instance: the whole run lives under `root`."""
+    root/labs holds the lab files and root/dagster the instance: the whole run lives under `root`.
+    `real_models`: the labs train the real MiniLM or SmolLM2, so the materialization uses every core."""
     import dagster as dg
 
     from ftlab_pipelines.definitions import build_definitions
@@ -165,8 +185,9 @@ def materialized_labs(root: Path, labs: dict[str, dict]):
         defs = build_definitions(str(labs_dir))
         (root / "dagster").mkdir()
         with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
-            result = dg.materialize(list(defs.assets), instance=instance, resources=default_resources(),
-                                    raise_on_error=False)
+            with all_cores() if real_models else contextlib.nullcontext():
+                result = dg.materialize(list(defs.assets), instance=instance, resources=default_resources(),
+                                        raise_on_error=False)
             yield {"result": result, "home": home, "instance": instance, "defs": defs, "labs": labs_dir,
                    "root": root}
 
@@ -197,7 +218,7 @@ def tiny_spam(tiny_spam_run, monkeypatch):
 def real_spam_run(tmp_path_factory):
     """The sms_spam chain on the real MiniLM (400 rows, 12 steps) through Dagster, with a real MLflow store."""
     root = tmp_path_factory.mktemp("real_spam")
-    with materialized_labs(root, {"sms_spam": tiny_lab("sms_spam")}) as run:
+    with materialized_labs(root, {"sms_spam": tiny_lab("sms_spam")}, real_models=True) as run:
         yield run
     shutil.rmtree(root, ignore_errors=True)
 

@@ -16,6 +16,8 @@ import pytest
 from conftest import tiny_lab, write_labs
 
 from ftlab_pipelines.core.stages import adapter as adapter_stage
+from ftlab_pipelines.core.training import checkpoints as ckpt
+from ftlab_pipelines.core.training import recipe
 from ftlab_pipelines.definitions import build_definitions
 from ftlab_pipelines.defs.resources import default_resources
 
@@ -38,8 +40,8 @@ with dg.DagsterInstance.local_temp(tempdir=sys.argv[2]) as instance:
 """
 
 
-def lab_config() -> dict:
-    lab = tiny_lab("sms_spam")
+def lab_config(model) -> dict:
+    lab = tiny_lab("sms_spam", model)
     lab["source"] = {"local_path": str(CORPUS / "good.csv")}
     lab["train"].update(max_steps=MAX_STEPS, save_steps=SAVE_STEPS, logging_steps=1, batch_size=8,
                         group_by_length=False)
@@ -50,7 +52,7 @@ def wait_for_complete_checkpoint(checkpoints: Path, process: subprocess.Popen, d
     """Poll until a checkpoint with trainer_state.json (written last) exists; fail if the process ends first."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
-        done = [c for c in checkpoints.checkpoints_newest_first(checkpoints) if (c / checkpoints.TRAINER_STATE).is_file()]
+        done = [c for c in ckpt.checkpoints_newest_first(checkpoints) if (c / ckpt.TRAINER_STATE).is_file()]
         if done:
             return done[0]
         assert process.poll() is None, f"the adapter process ended before its first checkpoint:\n{process.stdout.read()}"
@@ -82,11 +84,11 @@ def losses(log_history: list[dict]) -> dict[int, float]:
 
 
 @pytest.fixture
-def upstream(tmp_path, monkeypatch):
+def upstream(tmp_path, monkeypatch, tiny_models):
     """raw -> tokenized materialized in a persistent instance that a subprocess can open too."""
     home, instance_dir = tmp_path / "home", tmp_path / "dagster"
     monkeypatch.setenv("FTLAB_HOME", str(home))
-    labs = write_labs(tmp_path / "labs", {LAB: lab_config()})
+    labs = write_labs(tmp_path / "labs", {LAB: lab_config(tiny_models.classifier)})
     defs = build_definitions(str(labs))
     instance_dir.mkdir()
     with dg.DagsterInstance.local_temp(tempdir=str(instance_dir)) as instance:
@@ -115,7 +117,7 @@ def test_sigkill_after_first_checkpoint_then_resume_matches_uninterrupted(upstre
     assert process.returncode == -signal.SIGKILL
     assert first.name == f"checkpoint-{SAVE_STEPS}"
     reached = killed_run_last_step(upstream["home"])
-    resume_from = checkpoints.resumable_checkpoint(checkpoints)  # what the re-run will pick (a half-written one set aside)
+    resume_from = ckpt.resumable_checkpoint(checkpoints)  # what the re-run will pick (a half-written one set aside)
     resumed_step = int(Path(resume_from).name.split("-")[1])
     assert not artifacts_complete(lab, key)
 
@@ -130,7 +132,7 @@ def test_sigkill_after_first_checkpoint_then_resume_matches_uninterrupted(upstre
     assert not checkpoints.exists()  # deleted only now that the finished adapter is in place
     assert not list((Path(manifest["path"]).parent).glob(".tmp-*"))  # the killed run's temp dir was swept
 
-    reference = adapter_stage.fit(lab, upstream["tokenized"]["path"], tmp_path / "ref-ckpt", tmp_path / "ref-out")
+    reference = recipe.fit(lab, upstream["tokenized"]["path"], tmp_path / "ref-ckpt", tmp_path / "ref-out")
     resumed_losses = losses(json.loads((Path(manifest["path"]) / "log_history.json").read_text()))
     reference_losses = losses(reference.log_history)
     after = [s for s in reference_losses if s > resumed_step]

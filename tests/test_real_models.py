@@ -52,8 +52,8 @@ def test_minilm_release_tells_obvious_spam_from_ham(real_spam_run):
 
 @pytest.fixture(scope="module")
 def smollm2_run(tmp_path_factory):
-    with materialized_labs(tmp_path_factory.mktemp("smollm2"),
-                           {"persona_chat": tiny_generation_lab("persona_chat")}) as run:
+    with materialized_labs(tmp_path_factory.mktemp("smollm2"), {"persona_chat": tiny_generation_lab("persona_chat")},
+                           real_models=True) as run:
         yield run
 
 
