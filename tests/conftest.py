@@ -1,10 +1,23 @@
-"""Shared fixtures: a throwaway FTLAB_HOME per session, tiny labs, and one real pipeline run."""
+"""Shared fixtures: a throwaway FTLAB_HOME per test, tiny models built once per run, and each lab shape
+materialized once per run.
+
+Two tiers of models:
+- tiny models (`tiny_models`): 2-layer, hidden-64 BERT and Llama models, randomly initialised from the real
+  MiniLM and SmolLM2 configs, with the real tokenizers. Every test that only exercises logic uses them.
+- the real MiniLM and SmolLM2 weights: one chain per family in the default suite (tests/test_real_models.py),
+  everything else that needs them is marked `slow` (`make test-slow`).
+
+A lab chain that several tests need is materialized once per session (`tiny_spam_run`, `real_spam_run`, ...);
+a test that changes a trained home gets its own copy (`trained_home`).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
+import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,6 +28,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Converted base models (SmolLM2 GGUF -> safetensors, ~20 s) are shared by every test of the session.
 os.environ.setdefault("FTLAB_MODEL_CACHE", str(REPO / ".ftlab" / "test-model-cache"))
+# One torch thread (set before torch is imported; subprocesses inherit it): the tiny models gain nothing from a
+# second one, and on a busy 2-core machine a second, spin-waiting thread made a tiny chain's training 4x slower
+# (5.7 s vs 22.5 s). The real-model chains take every core back (`all_cores`).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def shared_data_dir() -> Path | None:
@@ -38,17 +55,83 @@ def ftlab_home(tmp_path_factory, monkeypatch) -> Path:
     return home
 
 
-def tiny_lab(base: str, **overrides) -> dict:
-    """A reference lab shrunk for tests: a stratified subsample and a few training steps."""
+# --- tiny models -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TinyModels:
+    """Directories usable as a lab's `model.name`: weights as safetensors, the real tokenizer beside them."""
+
+    classifier: Path  # BERT (MiniLM's config shrunk), MiniLM's tokenizer: LoRA targets query, key, value, dense
+    causal_lm: Path  # Llama (SmolLM2's config shrunk), SmolLM2's tokenizer and chat template: q_proj, v_proj, ...
+
+    def for_model(self, name: str) -> str:
+        """The tiny stand-in for a reference lab's model."""
+        return str(self.causal_lm if "smollm2" in name else self.classifier)
+
+
+TINY_SIZES = {"hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128}
+
+
+def build_tiny_model(real: str, out: Path, **sizes) -> Path:
+    """A randomly initialised model with `real`'s architecture and tokenizer, shrunk to `sizes`, saved to `out`."""
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(real)
+    config.update({**TINY_SIZES, **sizes})
+    torch.manual_seed(0)
+    causal = any(a.endswith("ForCausalLM") for a in config.architectures or [])
+    model = (AutoModelForCausalLM if causal else AutoModel).from_config(config)
+    model.save_pretrained(str(out), safe_serialization=True)
+    AutoTokenizer.from_pretrained(real).save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> TinyModels:
+    """Tiny BERT and Llama models, built once per test run (a second or two) in a temp directory."""
+    from ftlab_pipelines.core.config.settings import Settings
+    from ftlab_pipelines.core.modeling.offline_models import minilm_path, smollm2_path
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    return TinyModels(
+        classifier=build_tiny_model(minilm_path(), root / "bert", num_attention_heads=2),
+        # An output layer of its own: tied to the input embeddings, a random model's greedy reply repeats the
+        # prompt's last token (often a newline, which the reply cut then strips to nothing).
+        causal_lm=build_tiny_model(smollm2_path(Settings.from_env().model_cache), root / "llama", num_attention_heads=4, num_key_value_heads=2,
+                                   head_dim=16, tie_word_embeddings=False),
+    )
+
+
+# --- labs --------------------------------------------------------------------------------------------------------
+
+
+def tiny_lab(base: str, model: str | Path | None = None, **overrides) -> dict:
+    """A reference lab shrunk for tests: a stratified subsample and a few training steps; `model` replaces
+    model.name (a tiny model's directory)."""
     raw = yaml.safe_load((REPO / "labs" / f"{base}.yaml").read_text())
     raw["source"]["max_rows"] = overrides.pop("max_rows", 400)
     raw["train"].update({"epochs": 1, "max_steps": 12, "save_steps": 6, "logging_steps": 3, "batch_size": 16})
+    if model is not None:
+        raw["model"]["name"] = str(model)
     for key, value in overrides.items():
         section, _, field = key.partition("__")
         if field:
             raw.setdefault(section, {})[field] = value
         else:
             raw[key] = value
+    return raw
+
+
+def tiny_generation_lab(name: str, model: str | Path | None = None) -> dict:
+    """A generation lab shrunk for tests: 80 rows, 8 steps, 2 short generations per model."""
+    raw = yaml.safe_load((REPO / "labs" / f"{name}.yaml").read_text())
+    raw["source"]["max_rows"] = 80
+    raw["train"].update({"epochs": 1, "max_steps": 8, "save_steps": 4, "logging_steps": 2, "batch_size": 4})
+    raw["eval"]["generation"].update({"samples": 2, "max_new_tokens": 12, "max_eval_rows": 8})
+    if model is not None:
+        raw["model"]["name"] = str(model)
     return raw
 
 
@@ -60,24 +143,12 @@ def write_labs(directory: Path, labs: dict[str, dict]) -> Path:
 
 
 @contextlib.contextmanager
-def materialized_labs(root: Path, labs: dict[str, dict]):
-    """Materialize every asset of `labs` once through a real Dagster instance, with FTLAB_HOME = root/home."""
-    import dagster as dg
-
-    from ftlab_pipelines.definitions import build_definitions
-    from ftlab_pipelines.defs.resources import default_resources
-
-    home = root / "home"
-    labs_dir = write_labs(root / "labs", labs)
+def home_env(home: Path):
+    """FTLAB_HOME = home inside the block (for session fixtures, which cannot use monkeypatch)."""
     saved = os.environ.get("FTLAB_HOME")
     os.environ["FTLAB_HOME"] = str(home)
     try:
-        defs = build_definitions(str(labs_dir))
-        (root / "dagster").mkdir()
-        with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
-            result = dg.materialize(list(defs.assets), instance=instance, resources=default_resources(),
-                                    raise_on_error=False)
-            yield {"result": result, "home": home, "instance": instance, "defs": defs, "labs": labs_dir}
+        yield home
     finally:
         if saved is None:
             os.environ.pop("FTLAB_HOME", None)
@@ -85,17 +156,121 @@ def materialized_labs(root: Path, labs: dict[str, dict]):
             os.environ["FTLAB_HOME"] = saved
 
 
+@contextlib.contextmanager
+def all_cores():
+    """torch uses every core inside the block (the real models' matmuls), one thread again after it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def materialized_labs(root: Path, labs: dict[str, dict], real_models: bool = False):
+    """Materialize every asset of `labs` once through a real Dagster instance, with FTLAB_HOME = root/home.
+
+    root/labs holds the lab files and root/dagster the instance: the whole run lives under `root`.
+    `real_models`: the labs train the real MiniLM or SmolLM2, so the materialization uses every core."""
+    import dagster as dg
+
+    from ftlab_pipelines.definitions import build_definitions
+    from ftlab_pipelines.defs.resources import default_resources
+
+    home = root / "home"
+    labs_dir = write_labs(root / "labs", labs)
+    with home_env(home):
+        defs = build_definitions(str(labs_dir))
+        (root / "dagster").mkdir()
+        with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
+            with all_cores() if real_models else contextlib.nullcontext():
+                result = dg.materialize(list(defs.assets), instance=instance, resources=default_resources(),
+                                        raise_on_error=False)
+            yield {"result": result, "home": home, "instance": instance, "defs": defs, "labs": labs_dir,
+                   "root": root}
+
+
+# --- each lab shape, materialized once per session ---------------------------------------------------------------
+
+
 @pytest.fixture(scope="session")
-def pipeline_run(tmp_path_factory):
-    """Materialize the whole tiny sms_spam chain once, through Dagster, with a real MLflow store."""
-    root = tmp_path_factory.mktemp("pipeline")
-    with materialized_labs(root, {"sms_spam": tiny_lab("sms_spam")}) as run:
+def tiny_spam_run(tmp_path_factory, tiny_models):
+    """The tiny sms_spam chain (400 real rows, 12 steps on the tiny BERT) through Dagster, with a real MLflow
+    store; materialized once. Read it, never change it: a test that changes a trained home takes
+    `trained_home`."""
+    root = tmp_path_factory.mktemp("tiny_spam")
+    with materialized_labs(root, {"sms_spam": tiny_lab("sms_spam", tiny_models.classifier)}) as run:
+        assert run["result"].success, [e.message for e in run["result"].all_events if e.is_failure]
         yield run
     shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
-def pipeline(pipeline_run, monkeypatch):
-    """The session's pipeline run, with FTLAB_HOME pointing at its home."""
-    monkeypatch.setenv("FTLAB_HOME", str(pipeline_run["home"]))
-    return pipeline_run
+def tiny_spam(tiny_spam_run, monkeypatch):
+    """The session's tiny sms_spam run, with FTLAB_HOME pointing at its home (read only)."""
+    monkeypatch.setenv("FTLAB_HOME", str(tiny_spam_run["home"]))
+    return tiny_spam_run
+
+
+@pytest.fixture(scope="session")
+def real_spam_run(tmp_path_factory):
+    """The sms_spam chain on the real MiniLM (400 rows, 12 steps) through Dagster, with a real MLflow store."""
+    root = tmp_path_factory.mktemp("real_spam")
+    with materialized_labs(root, {"sms_spam": tiny_lab("sms_spam")}, real_models=True) as run:
+        yield run
+    shutil.rmtree(root, ignore_errors=True)
+
+
+# --- a trained home to change ------------------------------------------------------------------------------------
+
+
+def _rewrite_sqlite(db: Path, old: str, new: str) -> None:
+    """Replace `old` by `new` in every text value of every table (MLflow's artifact URIs and model sources,
+    Dagster's event records)."""
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for column in [c[1] for c in conn.execute(f'PRAGMA table_info("{table}")')]:
+                conn.execute(f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) '
+                             f'WHERE typeof("{column}") = \'text\' AND instr("{column}", ?) > 0', (old, new, old))
+
+
+TEXT_SUFFIXES = {".json", ".yaml", ".yml", ".md", ".txt", ""}
+
+
+def copy_run_root(src: Path, dst: Path) -> Path:
+    """Copy a materialized run's root (FTLAB_HOME, lab files, Dagster instance) and point every absolute path
+    stored in it (MLflow store, registry, manifests, Dagster records) at the copy. Pickled Dagster outputs keep
+    the original paths: reading an upstream output from them reads the original, which is never changed."""
+    shutil.copytree(src, dst, symlinks=True)
+    old, new = str(src), str(dst)
+    for path in dst.rglob("*"):
+        if not path.is_file() or path.is_symlink():
+            continue
+        if path.suffix == ".db":
+            _rewrite_sqlite(path, old, new)
+        elif path.suffix in TEXT_SUFFIXES and "storage" not in path.relative_to(dst).parts:
+            data = path.read_bytes()
+            if old.encode() in data:
+                path.write_bytes(data.replace(old.encode(), new.encode()))
+    return dst
+
+
+@pytest.fixture
+def trained_home(tiny_spam_run, tmp_path, monkeypatch):
+    """A private copy of the tiny sms_spam run: its FTLAB_HOME (artifacts, MLflow store with the champion,
+    registry), lab files and Dagster instance, at a new path. FTLAB_HOME and FTLAB_LABS_DIR point at it.
+    Yields the same keys as `materialized_labs`; the instance is opened on the copy's storage."""
+    import dagster as dg
+
+    from ftlab_pipelines.definitions import build_definitions
+
+    root = copy_run_root(tiny_spam_run["root"], tmp_path / "run")
+    monkeypatch.setenv("FTLAB_HOME", str(root / "home"))
+    monkeypatch.setenv("FTLAB_LABS_DIR", str(root / "labs"))
+    with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
+        yield {"result": tiny_spam_run["result"], "home": root / "home", "instance": instance,
+               "defs": build_definitions(str(root / "labs")), "labs": root / "labs", "root": root}

@@ -9,11 +9,11 @@ import dagster as dg
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, materialized_labs, requires_data, tiny_lab, write_labs
+from conftest import REPO, requires_data, tiny_lab, write_labs
 from mlflow import MlflowClient
 
 from ftlab_pipelines import cli
-from ftlab_pipelines.core.config.labs import LabConfig
+from ftlab_pipelines.core.config.labs import LabConfig, load_lab
 from ftlab_pipelines.core.config.settings import Settings
 from ftlab_pipelines.core.data import inbox
 from ftlab_pipelines.core.release import local_registry, mlflow_registry
@@ -120,22 +120,13 @@ def test_code_version_changes_only_for_the_stages_whose_config_changed():
     assert changed(schedule__cron="0 1 * * *") == set()  # retraining cadence is not part of any artifact
 
 
-# --- one real lab, materialized once, then re-run, fed a bad inbox file, promoted by hand -------------------
-
-
-@pytest.fixture(scope="module")
-def lab_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("automation")
-    with materialized_labs(root, {"sms_spam": tiny_lab("sms_spam")}) as run:
-        yield run
-    shutil.rmtree(root, ignore_errors=True)
+# --- the session's tiny sms_spam lab, copied per test, then re-run, fed a bad inbox file, promoted by hand ------
 
 
 @pytest.fixture
-def lab_home(lab_run, monkeypatch):
-    monkeypatch.setenv("FTLAB_HOME", str(lab_run["home"]))
-    monkeypatch.setenv("FTLAB_LABS_DIR", str(lab_run["labs"]))
-    return lab_run
+def lab_home(trained_home):
+    """A private copy of the trained tiny sms_spam home, its Dagster instance and lab files."""
+    return trained_home
 
 
 def _client() -> MlflowClient:
@@ -194,8 +185,7 @@ def test_inbox_file_failing_the_contract_stops_the_run_and_keeps_the_champion(la
     folder.mkdir(parents=True, exist_ok=True)
     rows = [("ham", f"see you at {i}") for i in range(120)] + [("phishing", f"click link {i}") for i in range(30)]
     pd.DataFrame(rows, columns=["label", "text"]).to_csv(folder / "bad_drop.csv", index=False)
-    lab = LabConfig.model_validate({**tiny_lab("sms_spam"), "name": "sms_spam"})
-    (request,), _ = inbox_run_requests(lab, None)
+    (request,), _ = inbox_run_requests(load_lab(lab_home["labs"] / "sms_spam.yaml"), None)
     result = _execute(lab_home, run_config=request.run_config, tags=request.tags)
     assert not result.success
     assert _checks(result) == {"data_contract": False}
@@ -212,8 +202,7 @@ def test_inbox_file_changed_after_the_sensor_saw_it_is_refused(lab_home):
     folder = inbox.inbox_dir(Settings.from_env(), "sms_spam")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "late.csv").write_text("label,text\nham,first version\n")
-    lab = LabConfig.model_validate({**tiny_lab("sms_spam"), "name": "sms_spam"})
-    requests, _ = inbox_run_requests(lab, None)
+    requests, _ = inbox_run_requests(load_lab(lab_home["labs"] / "sms_spam.yaml"), None)
     request = next(r for r in requests if r.tags["ftlab/inbox_file"] == "late.csv")
     (folder / "late.csv").write_text("label,text\nham,edited after the sensor looked\n")
     result = _execute(lab_home, run_config=request.run_config, asset_selection=[dg.AssetKey(["sms_spam", "raw_dataset"])])
@@ -244,4 +233,5 @@ def test_gate_keeps_the_champion_and_promote_moves_it_by_hand(lab_home, capsys):
     assert promoted.tags["promoted_at"] and promoted.tags["promoted_by"]
     assert cli.main(["promote", "sms_spam", "9"]) == 2
     assert "has no version 9" in capsys.readouterr().err
-    assert cli.main(["promote", "sms_spam", "1"]) == 0  # back, for the other tests
+    assert cli.main(["promote", "sms_spam", "1"]) == 0
+    assert int(mlflow_registry.champion(client, "ftlab-sms_spam").version) == 1

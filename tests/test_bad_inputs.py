@@ -5,7 +5,6 @@ same lab is untouched."""
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from pathlib import Path
 
@@ -22,12 +21,16 @@ LAB = "sms_spam"  # every case runs under the champion's lab name, in the champi
 STAGES = ["raw_dataset", "validated_dataset", "splits", "tokenized", "adapter", "evaluation", "published_adapter"]
 
 
-def lab_on(source: str | Path, **overrides) -> dict:
-    lab = tiny_lab("sms_spam", **overrides)
-    lab["source"] = {"local_path": str(source)}
-    lab["train"].update(max_steps=2, save_steps=2)
-    lab["eval"]["baselines"] = ["tfidf_logreg"]
-    return lab
+@pytest.fixture
+def lab_on(tiny_models):
+    """make(source, **overrides): the sms_spam lab on `source`, training the tiny BERT for two steps."""
+    def make(source: str | Path, **overrides) -> dict:
+        lab = tiny_lab("sms_spam", tiny_models.classifier, **overrides)
+        lab["source"] = {"local_path": str(source)}
+        lab["train"].update(max_steps=2, save_steps=2)
+        lab["eval"]["baselines"] = ["tfidf_logreg"]
+        return lab
+    return make
 
 
 def materialize(root: Path, lab: dict, upto: str = "published_adapter"):
@@ -68,27 +71,11 @@ def champion_version(home: Path) -> str:
     return MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias(f"ftlab-{LAB}", "champion").version
 
 
-@pytest.fixture(scope="module")
-def champion_home(tmp_path_factory):
-    """A good lab fully materialized once: its release is the champion every bad case must leave alone."""
-    root = tmp_path_factory.mktemp("champion")
-    saved = os.environ.get("FTLAB_HOME")
-    os.environ["FTLAB_HOME"] = str(root / "home")
-    try:
-        result, done, _ = materialize(root, lab_on(CORPUS / "good.csv"))
-        assert result.success and done == set(STAGES)
-    finally:
-        if saved is None:
-            os.environ.pop("FTLAB_HOME", None)
-        else:
-            os.environ["FTLAB_HOME"] = saved
-    yield root / "home"
-    shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture
-def home(champion_home, monkeypatch, tmp_path):
-    monkeypatch.setenv("FTLAB_HOME", str(champion_home))
+def home(trained_home, monkeypatch, tmp_path):
+    """A copy of the session's trained tiny sms_spam home: its release is the champion every bad case must leave
+    alone (checked after the test)."""
+    champion_home = trained_home["home"]
     contracts = tmp_path / "contracts"
     shutil.copytree(REPO / "data_contracts", contracts)
     shutil.copy(CORPUS / "permissive_contract.yaml", contracts / "permissive.yaml")
@@ -150,7 +137,7 @@ def apply(lab: dict, overrides: dict, source_dir: Path) -> dict:
 
 
 @pytest.mark.parametrize("case", PIPELINE_CASES, ids=[c[0] for c in PIPELINE_CASES])
-def test_bad_input_fails_cleanly_and_leaves_the_champion(case, home, tmp_path):
+def test_bad_input_fails_cleanly_and_leaves_the_champion(case, home, lab_on, tmp_path):
     _, source, overrides, may_materialize, fragments = case
     path = source(tmp_path) if callable(source) else CORPUS / source
     result, done, error = materialize(tmp_path, apply(lab_on(path), overrides, CORPUS))
@@ -176,16 +163,17 @@ def test_bad_lab_file_is_refused_before_any_asset_exists(name, fragments, home, 
     assert not (home / "artifacts" / name).exists()
 
 
-def test_model_too_big_for_memory_fails_the_adapter_before_loading(home, tmp_path, monkeypatch):
-    monkeypatch.setenv("FTLAB_MEMORY_LIMIT_MB", "20")  # a machine shared with other jobs: 20 MB for us
+def test_model_too_big_for_memory_fails_the_adapter_before_loading(home, lab_on, tiny_models, tmp_path, monkeypatch):
+    monkeypatch.setenv("FTLAB_MEMORY_LIMIT_MB", "5")  # a machine shared with other jobs: 5 MB for us
     result, done, error = materialize(tmp_path, lab_on(CORPUS / "good.csv", train__seed=7))  # a new adapter key
     assert not result.success and done == {"raw_dataset", "validated_dataset", "splits", "tokenized"}
-    for fragment in ["model.name 'all-minilm-l6-v2'", "training needs about", "only 20 MB is available",
+    # The tiny BERT: 2.06M parameters x 4 bytes x 1.5 = 12 MB
+    for fragment in [f"model.name '{tiny_models.classifier}'", "training needs about 12 MB", "only 5 MB is available",
                      "use a smaller model"]:
         assert fragment in error
 
 
-def test_megabyte_text_is_truncated_by_max_length(home, tmp_path):
+def test_megabyte_text_is_truncated_by_max_length(home, lab_on, tmp_path):
     import pandas as pd
 
     from ftlab_pipelines.core.text import tokenize
@@ -203,7 +191,7 @@ def test_megabyte_text_is_truncated_by_max_length(home, tmp_path):
         assert sum(len(str(v.value)) for v in metadata.values()) < 100_000, event.asset_key
 
 
-def test_duplicates_across_train_and_test_are_removed_and_reported(home, tmp_path):
+def test_duplicates_across_train_and_test_are_removed_and_reported(home, lab_on, tmp_path):
     import pandas as pd
 
     overrides = {"contract": "permissive", "source": {"test_local_path": "overlap_test.csv"},

@@ -1,7 +1,7 @@
 """The two UIs in a real browser: Debian's chromium driven by Playwright, servers on 127.0.0.1 only.
 
 Dagster: a real webserver on a temp instance; the user launches raw_dataset -> splits from the asset graph.
-MLflow: a real server over the store of the session's materialized tiny sms_spam lab.
+MLflow: a real server over the store of the session's tiny sms_spam lab (tiny BERT).
 """
 
 from __future__ import annotations
@@ -149,10 +149,10 @@ def test_splits_metadata_shows_the_class_distribution(dagster_ui, launched_run, 
 
 
 @pytest.fixture(scope="module")
-def mlflow_ui(browser, pipeline_run, tmp_path_factory):
+def mlflow_ui(browser, tiny_spam_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow_ui")
     port = uis.free_port()
-    store = pipeline_run["home"] / "mlflow.db"
+    store = tiny_spam_run["home"] / "mlflow.db"
     with uis.serve(uis.mlflow_server(store, port), f"http://127.0.0.1:{port}/health", root / "mlflow.log", {}):
         yield {"url": f"http://127.0.0.1:{port}", "tracking_uri": f"sqlite:///{store}"}
 

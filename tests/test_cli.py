@@ -72,11 +72,17 @@ def test_predict_without_release_fails_with_advice(tmp_path):
 
 
 @requires_data
-def test_predict_with_published_release(pipeline):
-    published = pipeline["result"].output_for_node("sms_spam__published_adapter")
+def test_predict_with_published_release(tiny_spam):
+    import json
+
+    published = tiny_spam["result"].output_for_node("sms_spam__published_adapter")
     out = run(f"{BIN}/ftlab", "predict", "sms_spam", "Call now to claim your prize", "--release", str(published.path))
     assert out.returncode == 0, out.stderr
-    assert '"label": ' in out.stdout
+    (line,) = out.stdout.splitlines()  # one JSON line per text, nothing else on stdout
+    prediction = json.loads(line)
+    threshold = json.loads((published.path / "threshold.json").read_text())["threshold"]
+    assert prediction["text"] == "Call now to claim your prize"
+    assert prediction["label"] == ("spam" if prediction["probabilities"]["spam"] >= threshold else "ham")
 
 
 def test_dagster_validates_and_lists_every_lab_asset():

@@ -20,7 +20,7 @@ from ftlab_pipelines.core.config.settings import Settings
 from ftlab_pipelines.core.stages import adapter as adapter_stage
 from ftlab_pipelines.core.stages.pipeline import DECLARATIONS
 from ftlab_pipelines.core.stages.results import RESULT_FILE
-from ftlab_pipelines.core.training import checkpoints as checkpoints_module
+from ftlab_pipelines.core.training import checkpoints as ckpt
 from ftlab_pipelines.core.training import recipe
 from ftlab_pipelines.definitions import build_definitions
 from ftlab_pipelines.defs.resources import default_resources
@@ -44,8 +44,8 @@ with dg.DagsterInstance.local_temp(tempdir=sys.argv[2]) as instance:
 """
 
 
-def lab_config() -> dict:
-    lab = tiny_lab("sms_spam")
+def lab_config(model) -> dict:
+    lab = tiny_lab("sms_spam", model)
     lab["source"] = {"local_path": str(CORPUS / "good.csv")}
     lab["train"].update(max_steps=MAX_STEPS, save_steps=SAVE_STEPS, logging_steps=1, batch_size=8,
                         group_by_length=False)
@@ -56,8 +56,7 @@ def wait_for_complete_checkpoint(checkpoints: Path, process: subprocess.Popen, d
     """Poll until a checkpoint with trainer_state.json (written last) exists; fail if the process ends first."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
-        done = [c for c in checkpoints_module.checkpoints_newest_first(checkpoints)
-                if (c / checkpoints_module.TRAINER_STATE).is_file()]
+        done = [c for c in ckpt.checkpoints_newest_first(checkpoints) if (c / ckpt.TRAINER_STATE).is_file()]
         if done:
             return done[0]
         assert process.poll() is None, f"the adapter process ended before its first checkpoint:\n{process.stdout.read()}"
@@ -89,11 +88,11 @@ def losses(log_history: list[dict]) -> dict[int, float]:
 
 
 @pytest.fixture
-def upstream(tmp_path, monkeypatch):
+def upstream(tmp_path, monkeypatch, tiny_models):
     """raw -> tokenized materialized in a persistent instance that a subprocess can open too."""
     home, instance_dir = tmp_path / "home", tmp_path / "dagster"
     monkeypatch.setenv("FTLAB_HOME", str(home))
-    labs = write_labs(tmp_path / "labs", {LAB: lab_config()})
+    labs = write_labs(tmp_path / "labs", {LAB: lab_config(tiny_models.classifier)})
     defs = build_definitions(str(labs))
     instance_dir.mkdir()
     with dg.DagsterInstance.local_temp(tempdir=str(instance_dir)) as instance:
@@ -122,7 +121,7 @@ def test_sigkill_after_first_checkpoint_then_resume_matches_uninterrupted(upstre
     assert process.returncode == -signal.SIGKILL
     assert first.name == f"checkpoint-{SAVE_STEPS}"
     reached = killed_run_last_step(upstream["home"])
-    resume_from = checkpoints_module.resumable_checkpoint(checkpoints)  # what the re-run will pick (a half-written one set aside)
+    resume_from = ckpt.resumable_checkpoint(checkpoints)  # what the re-run will pick (a half-written one set aside)
     resumed_step = int(Path(resume_from).name.split("-")[1])
     assert not (artifacts.stage_dir(settings, lab.name, "adapter", key) / RESULT_FILE).exists()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import materialized_labs, requires_data, tiny_lab
+from conftest import requires_data, tiny_lab
 from mlflow import MlflowClient
 
 from ftlab_pipelines.core import artifacts
@@ -30,15 +30,19 @@ LABELS = ["ham", "spam"]
 TRAIN_ROWS = 32  # 2 ranks x batch 4 x 4 steps: no example is repeated to even out a last batch
 
 
-def lab_config(**train) -> LabConfig:
-    raw = tiny_lab("sms_spam")
-    raw["train"].update({"num_processes": 2, "batch_size": 4, "epochs": 1, "max_steps": -1, "save_steps": 2,
-                         "logging_steps": 1, **train})
-    return LabConfig.model_validate({**raw, "name": "sms_spam"})
+@pytest.fixture(scope="module")
+def lab_config(tiny_models):
+    """make(**train): the sms_spam lab on the tiny BERT with two processes."""
+    def make(**train) -> LabConfig:
+        raw = tiny_lab("sms_spam", tiny_models.classifier)
+        raw["train"].update({"num_processes": 2, "batch_size": 4, "epochs": 1, "max_steps": -1, "save_steps": 2,
+                             "logging_steps": 1, **train})
+        return LabConfig.model_validate({**raw, "name": "sms_spam"})
+    return make
 
 
 @pytest.fixture(scope="module")
-def tokenized(tmp_path_factory) -> Tokenized:
+def tokenized(tmp_path_factory, lab_config) -> Tokenized:
     half = TRAIN_ROWS // 2
     frame = pd.DataFrame({"text": [f"see you at {i} pm" for i in range(half)] + [f"WIN £{i}00 now!!" for i in range(half)],
                           "label": ["ham"] * half + ["spam"] * half})
@@ -52,12 +56,13 @@ def rank_shards(out: Path) -> list[dict]:
     return [json.loads((out / distributed.RANK_EXAMPLES / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 
-def test_two_ranks_train_disjoint_shards_resume_and_rank0_saves(tokenized, tmp_path):
+def test_two_ranks_train_disjoint_shards_resume_and_rank0_saves(tokenized, lab_config, tmp_path):
     """An interrupted first attempt (2 of 4 steps, checkpointed) and the adapter stage resuming it."""
     lab, settings = lab_config(), Settings.from_env()
     key = DECLARATIONS["adapter"].cache_key(lab, settings, {"tokenized": tokenized.key}, {})
     tracker = Tracker(settings)
-    run = AssetRun(tracker.client, tracker.client.create_run(tracker.experiment_id(lab.name)).info.run_id, tmp_path)
+    client = tracker.client
+    run = AssetRun(client, client.create_run(tracker.experiment_id(lab.name)).info.run_id, tmp_path)
     distributed.launch(TrainingJob.from_lab(lab_config(max_steps=2)), tokenized.dataset_path, "partial",
                        checkpoint_dir(settings, lab.name, key), tmp_path / "partial", run)
     done = run_stage(STAGES["adapter"], lab, {"tokenized": tokenized}, StageContext(settings, run))
@@ -80,7 +85,7 @@ def test_two_ranks_train_disjoint_shards_resume_and_rank0_saves(tokenized, tmp_p
     assert not checkpoint_dir(settings, lab.name, key).exists()
 
     # Rank 0 alone streamed the loss: one point per step, not one per rank.
-    history = tracker.client.get_metric_history(run.run_id, "loss")
+    history = client.get_metric_history(run.run_id, "loss")
     assert sorted(m.step for m in history) == [1, 2, 3, 4]
 
     model = models.load_adapter_classifier(out, lab.model, LABELS)
@@ -97,19 +102,31 @@ def test_failed_launch_raises_with_the_tail_of_its_output():
 
 
 @requires_data
-def test_two_process_lab_through_dagster(tmp_path):
-    lab = tiny_lab("sms_spam", train__num_processes=2)
-    with materialized_labs(tmp_path, {"sms_spam": lab}) as run:
-        result = run["result"]
-        assert result.success, [e.message for e in result.all_events if e.is_failure]
-        published = result.output_for_node("sms_spam__published_adapter").path
-        assert (published / "adapter_model.safetensors").is_file()
-        adapter = result.output_for_node("sms_spam__adapter")
-        assert (adapter.path / distributed.RANK_EXAMPLES / "rank1.json").is_file()
-        client = MlflowClient(Settings.from_env().mlflow_tracking_uri)
-        runs = client.search_runs([client.get_experiment_by_name("ftlab/sms_spam").experiment_id],
-                                  filter_string="tags.asset = 'adapter'")
-        metrics = runs[0].data.metrics
-        assert metrics["world_size"] == 2.0 and metrics["train_steps"] == 12 and metrics["tokens_per_s"] > 0
-        losses = client.get_metric_history(runs[0].info.run_id, "loss")
-        assert sorted(m.step for m in losses) == [3, 6, 9, 12]
+def test_two_process_lab_through_dagster(trained_home):
+    """The session's tiny sms_spam lab, copied, with train.num_processes: 2: a new adapter, trained by two ranks."""
+    import dagster as dg
+    import yaml
+
+    from ftlab_pipelines.definitions import build_definitions
+    from ftlab_pipelines.defs.resources import default_resources
+
+    lab_file = trained_home["labs"] / "sms_spam.yaml"
+    raw = yaml.safe_load(lab_file.read_text())
+    raw["train"]["num_processes"] = 2
+    lab_file.write_text(yaml.safe_dump(raw))
+    defs = build_definitions(str(trained_home["labs"]))
+    result = dg.materialize(list(defs.assets), instance=trained_home["instance"], resources=default_resources(),
+                            raise_on_error=False)
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    published = result.output_for_node("sms_spam__published_adapter").path
+    assert (published / "adapter_model.safetensors").is_file()
+    adapter = result.output_for_node("sms_spam__adapter")
+    assert (adapter.path / distributed.RANK_EXAMPLES / "rank1.json").is_file()
+    client = MlflowClient(Settings.from_env().mlflow_tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("ftlab/sms_spam").experiment_id],
+                                filter_string=f"tags.asset = 'adapter' and tags.dagster_run_id = '{result.run_id}'")
+    metrics = run.data.metrics
+    assert metrics["world_size"] == 2.0 and metrics["train_steps"] == 12 and metrics["tokens_per_s"] > 0
+    assert metrics["reused"] == 0.0  # a new adapter: the single-process one of the session is not reused
+    losses = client.get_metric_history(run.info.run_id, "loss")
+    assert sorted(m.step for m in losses) == [3, 6, 9, 12]

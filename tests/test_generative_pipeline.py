@@ -1,33 +1,26 @@
-"""Both generation labs, shrunk, through a real Dagster instance with real SmolLM2, MLflow and GX."""
+"""Both generation labs, shrunk, through a real Dagster instance with real MLflow and GX: on the tiny Llama
+(SmolLM2's architecture, tokenizer and chat template) by default, and on the real SmolLM2 in `make test-slow`.
+The default suite's real-SmolLM2 chain, with its quality checks, is in tests/test_real_models.py."""
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
-from conftest import materialized_labs, requires_data
+from conftest import materialized_labs, requires_data, tiny_generation_lab
 
 pytestmark = requires_data
-REPO = Path(__file__).resolve().parents[1]
 LABS = ("persona_chat", "psychology_instruct")
 
 
-def tiny_generation_lab(name: str) -> dict:
-    import yaml
-
-    raw = yaml.safe_load((REPO / "labs" / f"{name}.yaml").read_text())
-    raw["source"]["max_rows"] = 80
-    raw["train"].update({"epochs": 1, "max_steps": 8, "save_steps": 4, "logging_steps": 2, "batch_size": 4})
-    raw["eval"]["generation"].update({"samples": 2, "max_new_tokens": 12, "max_eval_rows": 8})
-    return raw
-
-
-@pytest.fixture(scope="module")
-def generative_run(tmp_path_factory):
-    with materialized_labs(tmp_path_factory.mktemp("generative"),
-                           {name: tiny_generation_lab(name) for name in LABS}) as run:
+@pytest.fixture(scope="module", params=["tiny", pytest.param("smollm2", marks=pytest.mark.slow)])
+def generative_run(request, tmp_path_factory):
+    """Both SFT chains materialized once: on the tiny Llama, or (slow) on the real SmolLM2."""
+    model = request.getfixturevalue("tiny_models").causal_lm if request.param == "tiny" else None
+    with materialized_labs(tmp_path_factory.mktemp(f"generative-{request.param}"),
+                           {name: tiny_generation_lab(name, model) for name in LABS},
+                           real_models=model is None) as run:
         yield run
 
 
@@ -39,7 +32,7 @@ def output(run, lab: str, asset: str) -> dict:
 
 def test_both_sft_chains_materialize(generative_run):
     result = generative_run["result"]
-    assert result.success
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
     materialized = {tuple(e.asset_key.path) for e in result.get_asset_materialization_events()}
     for lab in LABS:
         for asset in ("raw_dataset", "validated_dataset", "splits", "tokenized", "adapter", "evaluation",
@@ -56,17 +49,27 @@ def test_merge_parity_checks_pass(generative_run):
 
 
 def test_evaluation_compares_base_and_fine_tuned(generative_run):
-    persona = output(generative_run, "persona_chat", "evaluation").metrics
+    from ftlab_pipelines.core.evaluation import generation
+
+    persona = output(generative_run, "persona_chat", "evaluation")
     psych = output(generative_run, "psychology_instruct", "evaluation").metrics
-    for metrics in (persona, psych):
+    for metrics in (persona.metrics, psych):
         for model in ("base_model", "fine_tuned"):
             m = metrics[model]
-            assert m["eval_loss"] > 0 and m["perplexity"] == pytest.approx(math.exp(m["eval_loss"]), rel=1e-2)
+            assert m["perplexity"] == pytest.approx(math.exp(m["eval_loss"]), rel=1e-2)
+        assert metrics["fine_tuned"]["eval_tokens"] == metrics["base_model"]["eval_tokens"]  # the same replies
     # Eight steps on the persona replies already lower their held-out loss.
-    assert persona["fine_tuned"]["eval_loss"] < persona["base_model"]["eval_loss"]
-    assert -1 <= persona["fine_tuned"]["persona_score"] <= 1
-    assert 0 <= psych["fine_tuned"]["preference_accuracy"] <= 1
-    assert "preference_accuracy" not in persona["fine_tuned"]
+    assert persona.metrics["fine_tuned"]["eval_loss"] < persona.metrics["base_model"]["eval_loss"]
+    # The persona score is the mean similarity of the replies written to generations.json to the held-out ones.
+    generations = json.loads((persona.path / "generations.json").read_text())
+    references = [sample["completion"] for sample in generations["samples"]]
+    for model in ("base_model", "fine_tuned"):
+        assert persona.metrics[model]["persona_score"] == pytest.approx(
+            generation.persona_score(generations[model], references), abs=1e-3)
+    # Preference accuracy is a share of the evaluated pairs (max_eval_rows: 8).
+    pairs = min(8, output(generative_run, "psychology_instruct", "splits").rows["test"])
+    assert psych["fine_tuned"]["preference_accuracy"] in {round(k / pairs, 4) for k in range(pairs + 1)}
+    assert "preference_accuracy" not in persona.metrics["fine_tuned"]
 
 
 def test_generations_are_cut_at_stop_strings(generative_run):
@@ -74,7 +77,7 @@ def test_generations_are_cut_at_stop_strings(generative_run):
     generations = json.loads(path.read_text())
     replies = generations["base_model"] + generations["fine_tuned"]
     assert len(replies) == 4
-    assert not any("###" in r or "<|im_end|>" in r for r in replies)
+    assert not any("### User" in r or "### Instruction" in r or "\n#" in r or "<|im_end|>" in r for r in replies)
 
 
 def test_release_has_adapter_merged_model_and_chat_config(generative_run):
@@ -100,15 +103,15 @@ def test_chat_answers_with_the_published_adapter(generative_run, capsys, monkeyp
     monkeypatch.setenv("FTLAB_HOME", str(generative_run["home"]))
     assert main(["chat", "persona_chat", "How was your weekend?", "--no-stream", "--max-new-tokens", "12"]) == 0
     reply = capsys.readouterr().out.strip()
-    assert reply and "###" not in reply
+    assert reply and "### User" not in reply
     assert main(["chat", "persona_chat", "How was your weekend?", "--max-new-tokens", "12"]) == 0
     assert capsys.readouterr().out.strip() == reply  # streaming prints the same greedy reply
 
 
-def test_chat_refuses_a_classification_release(generative_run, pipeline_run, capsys, monkeypatch):
+def test_chat_refuses_a_classification_release(generative_run, tiny_spam_run, capsys, monkeypatch):
     from ftlab_pipelines.cli import main
 
-    monkeypatch.setenv("FTLAB_HOME", str(pipeline_run["home"]))
+    monkeypatch.setenv("FTLAB_HOME", str(tiny_spam_run["home"]))
     assert main(["chat", "sms_spam", "hello"]) == 2
     assert "use `ftlab predict`" in capsys.readouterr().err
 

@@ -1,5 +1,5 @@
-"""Training and loading guards on the real MiniLM: nan loss, memory estimate, trust_remote_code, safetensors only,
-atomic artifact directories."""
+"""Training and loading guards: nan loss, memory estimate (real MiniLM's size), trust_remote_code, safetensors only
+(tiny BERT), atomic artifact directories."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from ftlab_pipelines.core.config.labs import (
 )
 from ftlab_pipelines.core.modeling import models
 from ftlab_pipelines.core.text import tokenize
-from ftlab_pipelines.core.training import checkpoints, memory, nan_guard, train
+from ftlab_pipelines.core.training import checkpoints as ckpt
+from ftlab_pipelines.core.training import memory, nan_guard, train
 
 LABELS = ["ham", "spam"]
 
@@ -38,22 +39,23 @@ def dataset(tmp_path_factory):
     return tokenizer, tokenize.load_tokenized(out)
 
 
-def test_nan_loss_stops_training_naming_the_step_and_keeps_the_last_good_checkpoint(dataset, tmp_path):
+def test_nan_loss_stops_training_naming_the_step_and_keeps_the_last_good_checkpoint(dataset, tiny_models, tmp_path):
     tokenizer, data = dataset
-    model = models.attach_lora(models.load_classifier(ModelConfig(), LABELS), PeftConfig(r=4, alpha=8))
+    model = models.attach_lora(models.load_classifier(ModelConfig(name=str(tiny_models.classifier)), LABELS),
+                               PeftConfig(r=4, alpha=8))
     # Warmup keeps the first steps sane; then a learning rate of 1e10 blows the weights up.
     config = TrainConfig(max_steps=8, batch_size=8, save_steps=1, logging_steps=1, learning_rate=1e10, warmup_ratio=0.5)
-    folder = tmp_path / "ckpt"
+    checkpoints = tmp_path / "ckpt"
     with pytest.raises(nan_guard.NonFiniteLoss) as error:
-        train.train_adapter(model, tokenizer, data, config, checkpoint_dir=folder, out_dir=tmp_path / "out")
+        train.train_adapter(model, tokenizer, data, config, checkpoint_dir=checkpoints, out_dir=tmp_path / "out")
     message = str(error.value)
     step = int(message.split(" at step ")[1].split(":")[0])
     assert "training loss is nan" in message and "Lower train.learning_rate (now 1e+10)" in message
-    kept = checkpoints.checkpoints_newest_first(folder)
+    kept = ckpt.checkpoints_newest_first(checkpoints)
     assert len(kept) == 1 and str(kept[0]) in message and int(kept[0].name.split("-")[1]) < step - 1
-    assert checkpoints.weights_are_finite(kept[0])
-    assert (folder / f"nonfinite-checkpoint-{step - 1}").is_dir()  # the weights that produced the nan
-    assert checkpoints.resumable_checkpoint(folder) == str(kept[0])
+    assert ckpt.weights_are_finite(kept[0])
+    assert (checkpoints / f"nonfinite-checkpoint-{step - 1}").is_dir()  # the weights that produced the nan
+    assert ckpt.resumable_checkpoint(checkpoints) == str(kept[0])
     assert not (tmp_path / "out").exists()
 
 
@@ -68,22 +70,23 @@ def test_memory_estimate_from_parameter_count_and_dtype():
     assert memory.check_memory("all-minilm-l6-v2", path, "4bit", limit_mb=50)["need_mb"] < 50  # NF4: 0.5 B/weight
 
 
-def test_trust_remote_code_is_off_by_default_and_logged_when_set(caplog, tmp_path):
+def test_trust_remote_code_is_off_by_default_and_logged_when_set(caplog, tiny_models, tmp_path):
     lab_file = tmp_path / "lab.yaml"
     lab_file.write_text("contract: sms_spam\nlabels: [ham, spam]\nsource: {local_path: x.csv}\n")
     assert load_lab(lab_file).model.trust_remote_code is False
+    tiny = str(tiny_models.classifier)
     with caplog.at_level(logging.WARNING, logger="ftlab_pipelines.core.modeling.models"):
-        models.load_classifier(ModelConfig(), LABELS)
+        models.load_classifier(ModelConfig(name=tiny), LABELS)
         assert not [r for r in caplog.records if "trust_remote_code" in r.getMessage()]
-        models.load_classifier(ModelConfig(trust_remote_code=True), LABELS)
+        models.load_classifier(ModelConfig(name=tiny, trust_remote_code=True), LABELS)
     assert [r.levelno for r in caplog.records if "trust_remote_code is true" in r.getMessage()] == [logging.WARNING]
 
 
-def test_base_model_with_pickle_weights_only_is_refused(tmp_path):
+def test_base_model_with_pickle_weights_only_is_refused(tmp_path, tiny_models):
     import torch
     from safetensors.torch import load_file
 
-    source = models.resolve_model("all-minilm-l6-v2")
+    source = tiny_models.classifier
     pickled = tmp_path / "minilm-bin"
     shutil.copytree(source, pickled, ignore=shutil.ignore_patterns("*.safetensors", "*.onnx", "onnx", "openvino"))
     torch.save(load_file(f"{source}/model.safetensors"), pickled / "pytorch_model.bin")

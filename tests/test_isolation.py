@@ -4,6 +4,7 @@ parallel with the multiprocess executor share no written path."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 from conftest import REPO, tiny_lab, write_labs
 
 from ftlab_pipelines.definitions import build_definitions
@@ -27,7 +29,6 @@ def lab(name: str = "sms_spam", **overrides) -> dict:
     raw = tiny_lab("sms_spam", **overrides)
     raw["source"] = {"local_path": str(CORPUS / "good.csv")}
     raw["train"].update(max_steps=2, save_steps=2)
-    raw["eval"].setdefault("baselines", ["tfidf_logreg"])
     raw["eval"]["baselines"] = overrides.get("eval__baselines", ["tfidf_logreg"])
     return raw
 
@@ -77,30 +78,41 @@ def files_containing(root: Path, needle: bytes) -> list[str]:
     return [str(p) for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
 
 
-def test_failed_evaluation_or_publish_keeps_the_champion_and_no_secret_leaks(tmp_path, monkeypatch, capfd):
-    home = tmp_path / "home"
-    monkeypatch.setenv("FTLAB_HOME", str(home))
+def test_failed_evaluation_or_publish_keeps_the_champion_and_no_secret_leaks(trained_home, monkeypatch, capfd):
+    """On a copy of the trained tiny sms_spam home, with secrets in the environment: a retrained challenger goes
+    through training, evaluation and publish; then a failing evaluation and a failing publish leave the
+    champion alone."""
+    home, instance, root = trained_home["home"], trained_home["instance"], trained_home["root"]
     for var in SECRET_VARS:
         monkeypatch.setenv(var, CANARY)
-    (tmp_path / "dagster").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
-        result, done, _ = run(tmp_path, "good", lab(), instance)
-        assert result.success and "published_adapter" in done
-        before = champion_state(home)
+    session_lab = yaml.safe_load((trained_home["labs"] / "sms_spam.yaml").read_text())
 
-        # Evaluation fails (a baseline that needs numeric columns, on text data) after the adapter is reused.
-        result, done, error = run(tmp_path, "bad_eval", lab(eval__baselines=["logreg_features"]), instance)
-        assert not result.success and "evaluation" not in done and "published_adapter" not in done
-        assert "eval.baselines has logreg_features, but the data has no numeric columns; remove it" in error
-        assert champion_state(home) == before
+    def variant(**changes) -> dict:
+        raw = copy.deepcopy(session_lab)
+        for key, value in changes.items():
+            section, field = key.split("__")
+            raw.setdefault(section, {})[field] = value
+        return raw
 
-        # Publish fails: the Hub push is refused offline, with the token set; the champion must not move.
-        result, done, error = run(tmp_path, "bad_publish", lab(publish__hub_repo="ftlab-test/never"), instance)
-        assert not result.success and "published_adapter" not in done and "evaluation" in done
-        assert "publish.hub_repo 'ftlab-test/never': push of" in error and "the champion is unchanged" in error
-        assert champion_state(home) == before
+    # A challenger: the same data, another training seed, so every training and release step runs again.
+    result, done, _ = run(root, "challenger", variant(train__seed=7), instance)
+    assert result.success and done == {"raw_dataset", "validated_dataset", "splits", "tokenized", "adapter",
+                                       "evaluation", "published_adapter"}
+    before = champion_state(home)
 
-        events = [str(e) for r in instance.get_runs() for e in instance.all_logs(r.run_id)]
+    # Evaluation fails (a baseline that needs numeric columns, on text data) after the adapter is reused.
+    result, done, error = run(root, "bad_eval", variant(eval__baselines=["logreg_features"]), instance)
+    assert not result.success and "evaluation" not in done and "published_adapter" not in done
+    assert "eval.baselines has logreg_features, but the data has no numeric columns; remove it" in error
+    assert champion_state(home) == before
+
+    # Publish fails: the Hub push is refused offline, with the token set; the champion must not move.
+    result, done, error = run(root, "bad_publish", variant(publish__hub_repo="ftlab-test/never"), instance)
+    assert not result.success and "published_adapter" not in done and "evaluation" in done
+    assert "publish.hub_repo 'ftlab-test/never': push of" in error and "the champion is unchanged" in error
+    assert champion_state(home) == before
+
+    events = [str(e) for r in instance.get_runs() for e in instance.all_logs(r.run_id)]
     assert len(events) > 100
     printed = capfd.readouterr()
     assert CANARY not in printed.out + printed.err
@@ -108,7 +120,7 @@ def test_failed_evaluation_or_publish_keeps_the_champion_and_no_secret_leaks(tmp
     assert not [t for t in mlflow_texts(home) if CANARY in t]
     assert not list(home.rglob(".tmp-*")) and not list(home.rglob(".old-*"))  # failed stages left no temp dirs
     # Every file ftlab or Dagster wrote: MLflow artifacts and store, releases, registry, event log, compute logs.
-    assert not files_containing(home, CANARY.encode()) and not files_containing(tmp_path / "dagster", CANARY.encode())
+    assert not files_containing(home, CANARY.encode()) and not files_containing(root / "dagster", CANARY.encode())
 
 
 SHARED_BY_DESIGN = ("mlflow.db", "locks/mlflow-store.lock")  # one MLflow database, and the lock that creates it

@@ -1,4 +1,5 @@
-"""The whole sms_spam chain through Dagster on a subsample, with the real MiniLM and a real MLflow store."""
+"""The whole sms_spam chain through Dagster on a subsample, with the tiny BERT and a real MLflow store (the same
+chain on the real MiniLM, with its quality checks: tests/test_real_models.py)."""
 
 from __future__ import annotations
 
@@ -14,20 +15,20 @@ pytestmark = requires_data
 ASSETS = ["raw_dataset", "validated_dataset", "splits", "tokenized", "adapter", "evaluation", "published_adapter"]
 
 
-def test_every_asset_materialized(pipeline):
-    result = pipeline["result"]
+def test_every_asset_materialized(tiny_spam):
+    result = tiny_spam["result"]
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     materialized = {tuple(e.asset_key.path) for e in result.get_asset_materialization_events()}
     assert materialized == {("sms_spam", a) for a in ASSETS}
 
 
-def test_contract_check_passed(pipeline):
-    evaluations = pipeline["result"].get_asset_check_evaluations()
+def test_contract_check_passed(tiny_spam):
+    evaluations = tiny_spam["result"].get_asset_check_evaluations()
     assert sorted((e.check_name, e.passed) for e in evaluations) == [("data_contract", True), ("promotion_gate", True)]
 
 
-def test_splits_keep_natural_distribution_outside_train(pipeline):
-    splits = pipeline["result"].output_for_node("sms_spam__splits")
+def test_splits_keep_natural_distribution_outside_train(tiny_spam):
+    splits = tiny_spam["result"].output_for_node("sms_spam__splits")
     dist = splits.distributions
     spam_share = lambda counts: counts["spam"] / sum(counts.values())  # noqa: E731
     assert spam_share(dist["train (undersampled)"]) == pytest.approx(0.2, abs=0.03)
@@ -35,13 +36,13 @@ def test_splits_keep_natural_distribution_outside_train(pipeline):
     assert spam_share(dist["validation"]) < 0.2
 
 
-def test_mlflow_runs_are_nested_and_tagged(pipeline):
+def test_mlflow_runs_are_nested_and_tagged(tiny_spam):
     from ftlab_pipelines.core.config.settings import Settings
 
     client = MlflowClient(Settings.from_env().mlflow_tracking_uri)
     experiment = client.get_experiment_by_name("ftlab/sms_spam")
     runs = client.search_runs([experiment.experiment_id])
-    dagster_run_id = pipeline["result"].run_id
+    dagster_run_id = tiny_spam["result"].run_id
     parents = [r for r in runs if r.data.tags.get("ftlab.role") == "parent"]
     children = [r for r in runs if r.data.tags.get("ftlab.role") == "asset"]
     assert len(parents) == 1 and parents[0].data.tags["dagster_run_id"] == dagster_run_id
@@ -60,43 +61,48 @@ def test_mlflow_runs_are_nested_and_tagged(pipeline):
     assert {"confusion_matrix.png", "pr_curve.png", "metrics.json"} <= artifacts
 
 
-def test_model_registered_with_champion_alias(pipeline):
+def test_model_registered_with_champion_alias(tiny_spam):
     from ftlab_pipelines.core.config.settings import Settings
 
-    uri = Settings.from_env().mlflow_tracking_uri
-    client = MlflowClient(uri, registry_uri=uri)
+    client = MlflowClient(Settings.from_env().mlflow_tracking_uri, registry_uri=Settings.from_env().mlflow_tracking_uri)
     champion = client.get_model_version_by_alias("ftlab-sms_spam", "champion")
     assert str(champion.version) == "1"
     assert champion.tags["primary_metric"] == "f1"
 
 
-def test_release_reloads_and_predicts(pipeline):
+def test_release_reloads_and_predicts(tiny_spam):
     from ftlab_pipelines.core.release.predictor import Classifier
 
-    published = pipeline["result"].output_for_node("sms_spam__published_adapter")
+    published = tiny_spam["result"].output_for_node("sms_spam__published_adapter")
     release = published.path
     for name in ["adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "labels.json",
                  "threshold.json", "README.md"]:
         assert (release / name).is_file(), name
     threshold = json.loads((release / "threshold.json").read_text())["threshold"]
-    assert 0.0 < threshold < 1.0
+    assert threshold == tiny_spam["result"].output_for_node("sms_spam__evaluation").threshold
     classifier = Classifier(release)
     preds = classifier.predict(["Ok, see you at home tonight", "URGENT! You won a FREE prize, call 09061701461 now"])
-    assert [p.label in {"ham", "spam"} for p in preds] == [True, True]
+    assert [sorted(p.probabilities) for p in preds] == [["ham", "spam"]] * 2
     assert all(abs(sum(p.probabilities.values()) - 1) < 1e-3 for p in preds)
+    # The release decides with its tuned threshold, not argmax.
+    assert [p.label for p in preds] == ["spam" if p.probabilities["spam"] >= threshold else "ham" for p in preds]
 
 
-def test_evaluation_compares_three_models(pipeline):
-    evaluation = pipeline["result"].output_for_node("sms_spam__evaluation")
+def test_evaluation_compares_three_models(tiny_spam):
+    evaluation = tiny_spam["result"].output_for_node("sms_spam__evaluation")
     assert set(evaluation.metrics) == {"fine_tuned", "base_model", "tfidf_logreg"}
+    splits = tiny_spam["result"].output_for_node("sms_spam__splits")
     fine = evaluation.metrics["fine_tuned"]
-    assert fine["n"] > 0 and fine["threshold"] == evaluation.threshold
-    assert len(fine["confusion_matrix"]) == 2
+    assert fine["threshold"] == evaluation.threshold
+    (tn, fp), (fn, tp) = fine["confusion_matrix"]
+    assert fine["n"] == tn + fp + fn + tp == splits.rows["test"]
+    assert tp + fn == splits.distributions["test"]["spam"]
+    assert fine["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
     assert (evaluation.path / "pr_curve.png").stat().st_size > 1000
 
 
-def test_metadata_shows_plots_inline(pipeline):
-    instance = pipeline["instance"]
+def test_metadata_shows_plots_inline(tiny_spam):
+    instance = tiny_spam["instance"]
     event = instance.get_latest_materialization_event(dg.AssetKey(["sms_spam", "evaluation"]))
     metadata = event.asset_materialization.metadata
     assert "data:image/png;base64," in metadata["pr_curve"].value

@@ -1,4 +1,4 @@
-"""Progress lines of long steps: tqdm-wrapped iteration and the Trainer callback, on the real MiniLM."""
+"""Progress lines of long steps: tqdm-wrapped iteration and the Trainer callback, on the tiny BERT."""
 
 from __future__ import annotations
 
@@ -44,23 +44,25 @@ def test_step_logs_start_and_duration(caplog):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    tokenizer = models.load_tokenizer(ModelConfig())
+def tiny(tmp_path_factory, tiny_models):
+    """The tiny BERT's config, tokenizer and a 48-row tokenized set."""
+    config = ModelConfig(name=str(tiny_models.classifier))
+    tokenizer = models.load_tokenizer(config)
     frame = pd.DataFrame({"text": [f"see you at {i} pm" for i in range(24)] + [f"WIN £{i}00 now!!" for i in range(24)],
                           "label": ["ham"] * 24 + ["spam"] * 24})
     out = tmp_path_factory.mktemp("tok") / "dataset"
     tokenize.tokenize_splits({"train": frame, "validation": frame.iloc[::6]}, tokenizer, text_column="text",
                              label_column="label", labels=["ham", "spam"], template="{text}", max_length=32,
                              out_dir=out)
-    return tokenizer, tokenize.load_tokenized(out)
+    return config, tokenizer, tokenize.load_tokenized(out)
 
 
 def test_training_logs_step_loss_tokens_per_s_and_eta(tiny, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger=LOGGER)
-    tokenizer, dataset = tiny
-    model = models.attach_lora(models.load_classifier(ModelConfig(), ["ham", "spam"]), PeftConfig(r=4, alpha=8))
-    config = TrainConfig(max_steps=4, batch_size=8, save_steps=4, logging_steps=2, learning_rate=1e-3)
-    train.train_adapter(model, tokenizer, dataset, config, checkpoint_dir=tmp_path / "ckpt", out_dir=tmp_path / "out")
+    config, tokenizer, dataset = tiny
+    model = models.attach_lora(models.load_classifier(config, ["ham", "spam"]), PeftConfig(r=4, alpha=8))
+    settings = TrainConfig(max_steps=4, batch_size=8, save_steps=4, logging_steps=2, learning_rate=1e-3)
+    train.train_adapter(model, tokenizer, dataset, settings, checkpoint_dir=tmp_path / "ckpt", out_dir=tmp_path / "out")
     lines = messages(caplog)
     assert lines[0] == "training: 48 examples, 4 steps (from step 0)"
     steps = [line for line in lines if line.startswith("train step")]
@@ -76,8 +78,8 @@ def test_training_logs_step_loss_tokens_per_s_and_eta(tiny, tmp_path, caplog):
 
 def test_evaluation_predictions_report_progress(tiny, caplog):
     caplog.set_level(logging.INFO, logger=LOGGER)
-    tokenizer, dataset = tiny
-    model = models.load_classifier(ModelConfig(), ["ham", "spam"])
+    config, tokenizer, dataset = tiny
+    model = models.load_classifier(config, ["ham", "spam"])
     probs = inference.predict_proba(model, tokenizer, dataset["train"]["input_ids"], batch_size=16, desc="evaluate x")
     assert probs.shape == (48, 2)
     lines = messages(caplog)

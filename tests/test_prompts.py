@@ -1,4 +1,5 @@
-"""Generation-lab data handling with the real SmolLM2 tokenizer: templates, masking, preference pairs, stops."""
+"""Generation-lab data handling with the real SmolLM2 tokenizer: templates, masking, preference pairs, stops (the
+TRL masking on the tiny Llama)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def test_preference_pairs_train_on_the_preferred_reply_only():
     assert pairs[prompts.PROMPT].tolist() == ["q1", "q2"]
 
 
-def test_prompt_tokens_get_label_minus_100_from_trl(smol_tokenizer, tmp_path):
+def test_prompt_tokens_get_label_minus_100_from_trl(smol_tokenizer, tiny_models, tmp_path):
     """TRL's SFTTrainer turns our completion_mask into labels: -100 on every prompt token, ids on the reply."""
     import datasets
 
@@ -71,7 +72,7 @@ def test_prompt_tokens_get_label_minus_100_from_trl(smol_tokenizer, tmp_path):
     completions = [prompts.render_completion(PERSONA, smol_tokenizer, u, r) for u, r in zip(users, replies)]
     encoded = tokenize.encode_prompt_completion(smol_tokenizer, rendered, completions, 128, True)
     dataset = datasets.DatasetDict({"train": datasets.Dataset.from_dict(encoded)})
-    model = models.attach_lora(models.load_causal_lm(ModelConfig(name="smollm2-135m-instruct")),
+    model = models.attach_lora(models.load_causal_lm(ModelConfig(name=str(tiny_models.causal_lm))),
                                PeftConfig(target_modules=["q_proj", "v_proj"]), task_type="CAUSAL_LM")
     trainer = train.sft_trainer(model, smol_tokenizer, dataset, TrainConfig(max_steps=1), tmp_path, False, [], 128)
     for row, prompt in zip(trainer.train_dataset, rendered):

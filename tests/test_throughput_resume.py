@@ -75,6 +75,7 @@ def test_distributed_resume_counts_both_ranks_tokens_since_the_checkpoint(setup,
     from conftest import tiny_lab
 
     from ftlab_pipelines.core.config.labs import LabConfig
+    from ftlab_pipelines.core.config.settings import Settings
     from ftlab_pipelines.core.tracking import AssetRun, Tracker
     from ftlab_pipelines.core.training import distributed
 
@@ -89,11 +90,12 @@ def test_distributed_resume_counts_both_ranks_tokens_since_the_checkpoint(setup,
     raw["model"]["name"] = config.name
     raw["train"].update({"num_processes": 2, "num_threads": 1, "batch_size": 4, "epochs": 1, "save_steps": 2,
                          "logging_steps": 1})
-    client = Tracker().client
+    tracker = Tracker(Settings.from_env())
+    client = tracker.client
     metrics, trained = [], []
     for name, max_steps in (("first", 2), ("resumed", -1)):
         lab = LabConfig.model_validate({**raw, "name": "sms_spam", "train": {**raw["train"], "max_steps": max_steps}})
-        run = AssetRun(client, client.create_run(Tracker().experiment_id(lab.name)).info.run_id, tmp_path)
+        run = AssetRun(client, client.create_run(tracker.experiment_id(lab.name)).info.run_id, tmp_path)
         distributed.launch(lab, str(tmp_path / "tok"), name, tmp_path / "ckpt", tmp_path / name, run)
         metrics.append(json.loads((tmp_path / name / "manifest.json").read_text())["metrics"])
         shards = [json.loads((tmp_path / name / distributed.RANK_EXAMPLES / f"rank{r}.json").read_text())

