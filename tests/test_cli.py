@@ -82,7 +82,8 @@ def test_predict_with_published_release(tiny_spam):
     prediction = json.loads(line)
     threshold = json.loads((published.path / "threshold.json").read_text())["threshold"]
     assert prediction["text"] == "Call now to claim your prize"
-    assert prediction["label"] == ("spam" if prediction["probabilities"]["spam"] >= threshold else "ham")
+    spam = prediction["probabilities"]["spam"]  # rounded to 4 places: a tiny model can sit within that of the threshold
+    assert prediction["label"] == ("spam" if spam >= threshold else "ham") or abs(spam - threshold) <= 5e-5
 
 
 def test_dagster_validates_and_lists_every_lab_asset():
