@@ -124,6 +124,23 @@ def tiny_models(tmp_path_factory) -> TinyModels:
     )
 
 
+# A test whose behaviour depends on the model's size or kernels (bitsandbytes 4-bit, bf16 rounding) runs on the tiny
+# model by default and on the real one in `make test-slow`.
+TIERS = ["tiny", pytest.param("real", marks=pytest.mark.slow)]
+
+
+@pytest.fixture(params=TIERS)
+def causal_lm_name(request) -> str:
+    """model.name of a causal LM: the tiny Llama; in the slow tier the real SmolLM2."""
+    return str(request.getfixturevalue("tiny_models").causal_lm) if request.param == "tiny" else "smollm2-135m-instruct"
+
+
+@pytest.fixture(params=TIERS)
+def classifier_name(request) -> str:
+    """model.name of a classifier base: the tiny BERT; in the slow tier the real MiniLM."""
+    return str(request.getfixturevalue("tiny_models").classifier) if request.param == "tiny" else "all-minilm-l6-v2"
+
+
 # --- labs --------------------------------------------------------------------------------------------------------
 
 
