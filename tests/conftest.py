@@ -14,6 +14,7 @@ a test that changes a trained home gets its own copy (`trained_home`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import sqlite3
@@ -46,10 +47,30 @@ requires_data = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(scope="session")
+def mlflow_store_template(tmp_path_factory) -> Path:
+    """An empty MLflow sqlite store, made once per run. MLflow migrates a new sqlite store's schema in ~2.5 s; a
+    copy of a migrated one opens in 0.05 s. In-process tests start from a copy (`new_home`); the CLI, UI and DDP
+    tests that run ftlab in a subprocess on a home of their own still create theirs."""
+    from mlflow import MlflowClient
+
+    store = tmp_path_factory.mktemp("mlflow_store_template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{store}").search_experiments()
+    return store
+
+
+def new_home(home: Path, mlflow_store: Path | None) -> Path:
+    """An empty FTLAB_HOME; with `mlflow_store`, it starts with a copy of that (empty) MLflow store."""
+    home.mkdir(parents=True, exist_ok=True)
+    if mlflow_store is not None:
+        shutil.copy(mlflow_store, home / "mlflow.db")
+    return home
+
+
 @pytest.fixture(autouse=True)
-def ftlab_home(tmp_path_factory, monkeypatch) -> Path:
+def ftlab_home(tmp_path_factory, mlflow_store_template, monkeypatch) -> Path:
     """Every test gets its own FTLAB_HOME (artifacts, MLflow sqlite store, registry)."""
-    home = tmp_path_factory.mktemp("ftlab_home")
+    home = new_home(tmp_path_factory.mktemp("ftlab_home"), mlflow_store_template)
     monkeypatch.setenv("FTLAB_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return home
@@ -102,6 +123,23 @@ def tiny_models(tmp_path_factory) -> TinyModels:
         causal_lm=build_tiny_model(smollm2_path(Settings.from_env().model_cache), root / "llama", num_attention_heads=4, num_key_value_heads=2,
                                    head_dim=16, tie_word_embeddings=False),
     )
+
+
+# A test whose behaviour depends on the model's size or kernels (bitsandbytes 4-bit, bf16 rounding) runs on the tiny
+# model by default and on the real one in `make test-slow`.
+TIERS = ["tiny", pytest.param("real", marks=pytest.mark.slow)]
+
+
+@pytest.fixture(params=TIERS)
+def causal_lm_name(request) -> str:
+    """model.name of a causal LM: the tiny Llama; in the slow tier the real SmolLM2."""
+    return str(request.getfixturevalue("tiny_models").causal_lm) if request.param == "tiny" else "smollm2-135m-instruct"
+
+
+@pytest.fixture(params=TIERS)
+def classifier_name(request) -> str:
+    """model.name of a classifier base: the tiny BERT; in the slow tier the real MiniLM."""
+    return str(request.getfixturevalue("tiny_models").classifier) if request.param == "tiny" else "all-minilm-l6-v2"
 
 
 # --- labs --------------------------------------------------------------------------------------------------------
@@ -170,17 +208,19 @@ def all_cores():
 
 
 @contextlib.contextmanager
-def materialized_labs(root: Path, labs: dict[str, dict], real_models: bool = False):
+def materialized_labs(root: Path, labs: dict[str, dict], real_models: bool = False,
+                      mlflow_store: Path | None = None):
     """Materialize every asset of `labs` once through a real Dagster instance, with FTLAB_HOME = root/home.
 
     root/labs holds the lab files and root/dagster the instance: the whole run lives under `root`.
-    `real_models`: the labs train the real MiniLM or SmolLM2, so the materialization uses every core."""
+    `real_models`: the labs train the real MiniLM or SmolLM2, so the materialization uses every core.
+    `mlflow_store`: an empty store to start from (see `mlflow_store_template`)."""
     import dagster as dg
 
     from ftlab_pipelines.definitions import build_definitions
     from ftlab_pipelines.defs.resources import default_resources
 
-    home = root / "home"
+    home = new_home(root / "home", mlflow_store)
     labs_dir = write_labs(root / "labs", labs)
     with home_env(home):
         defs = build_definitions(str(labs_dir))
@@ -197,12 +237,18 @@ def materialized_labs(root: Path, labs: dict[str, dict], real_models: bool = Fal
 
 
 @pytest.fixture(scope="session")
-def tiny_spam_run(tmp_path_factory, tiny_models):
+def materialize(mlflow_store_template):
+    """materialize(root, labs, real_models=False): `materialized_labs`, starting from an empty MLflow store."""
+    return functools.partial(materialized_labs, mlflow_store=mlflow_store_template)
+
+
+@pytest.fixture(scope="session")
+def tiny_spam_run(tmp_path_factory, tiny_models, materialize):
     """The tiny sms_spam chain (400 real rows, 12 steps on the tiny BERT) through Dagster, with a real MLflow
     store; materialized once. Read it, never change it: a test that changes a trained home takes
     `trained_home`."""
     root = tmp_path_factory.mktemp("tiny_spam")
-    with materialized_labs(root, {"sms_spam": tiny_lab("sms_spam", tiny_models.classifier)}) as run:
+    with materialize(root, {"sms_spam": tiny_lab("sms_spam", tiny_models.classifier)}) as run:
         assert run["result"].success, [e.message for e in run["result"].all_events if e.is_failure]
         yield run
     shutil.rmtree(root, ignore_errors=True)
@@ -216,10 +262,10 @@ def tiny_spam(tiny_spam_run, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def real_spam_run(tmp_path_factory):
+def real_spam_run(tmp_path_factory, materialize):
     """The sms_spam chain on the real MiniLM (400 rows, 12 steps) through Dagster, with a real MLflow store."""
     root = tmp_path_factory.mktemp("real_spam")
-    with materialized_labs(root, {"sms_spam": tiny_lab("sms_spam")}, real_models=True) as run:
+    with materialize(root, {"sms_spam": tiny_lab("sms_spam")}, real_models=True) as run:
         yield run
     shutil.rmtree(root, ignore_errors=True)
 

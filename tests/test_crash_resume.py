@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from conftest import tiny_lab, write_labs
+from conftest import new_home, tiny_lab, write_labs
 
 from ftlab_pipelines.core import artifacts
 from ftlab_pipelines.core.config.settings import Settings
@@ -88,9 +88,9 @@ def losses(log_history: list[dict]) -> dict[int, float]:
 
 
 @pytest.fixture
-def upstream(tmp_path, monkeypatch, tiny_models):
+def upstream(tmp_path, monkeypatch, tiny_models, mlflow_store_template):
     """raw -> tokenized materialized in a persistent instance that a subprocess can open too."""
-    home, instance_dir = tmp_path / "home", tmp_path / "dagster"
+    home, instance_dir = new_home(tmp_path / "home", mlflow_store_template), tmp_path / "dagster"
     monkeypatch.setenv("FTLAB_HOME", str(home))
     labs = write_labs(tmp_path / "labs", {LAB: lab_config(tiny_models.classifier)})
     defs = build_definitions(str(labs))

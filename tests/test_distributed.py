@@ -101,9 +101,13 @@ def test_failed_launch_raises_with_the_tail_of_its_output():
     assert "loading\nworker: no such dataset" in str(failure.value)
 
 
+@pytest.mark.slow
 @requires_data
 def test_two_process_lab_through_dagster(trained_home):
-    """The session's tiny sms_spam lab, copied, with train.num_processes: 2: a new adapter, trained by two ranks."""
+    """The session's tiny sms_spam lab, copied, with train.num_processes: 2: a new adapter, trained by two ranks.
+
+    Slow tier: the adapter asset calls the same build_adapter as test_two_ranks_train_disjoint_shards_resume_and_
+    rank0_saves (which also checks rank 0's MLflow stream); every tiny chain covers the asset wiring."""
     import dagster as dg
     import yaml
 

@@ -1,5 +1,5 @@
 """The speed levers compute the same thing as the slow paths they replace, with the real tokenizers and the tiny
-Llama (SmolLM2's architecture and tokenizer).
+Llama (SmolLM2's architecture and tokenizer); the 4-bit and bf16 tests also on SmolLM2 in `make test-slow`.
 
 - tokenization: the direct fast-tokenizer path (and its de-duplication) gives transformers' ids;
 - the reply-only LM head gives the model's own loss and gradients;
@@ -112,11 +112,11 @@ def test_reply_only_head_gives_the_models_loss_and_gradients(smol_lora, smol_tok
     assert any(g.abs().max() > 0 for g in own_grads.values())
 
 
-def test_qlora_gradients_reach_every_layer_after_an_eval_forward(smol_tokenizer, tiny_llama):
+def test_qlora_gradients_reach_every_layer_after_an_eval_forward(smol_tokenizer, causal_lm_name):
     """bitsandbytes repacks NF4 weights for CPU inference on any eval-mode no-grad forward, and that layout has
     no backward. After such a forward (a validation step), LoRA on q_proj must still get gradients, which reach
     it only through the frozen 4-bit o_proj."""
-    model = models.attach_lora(models.load_causal_lm(tiny_llama.model_copy(update={"quantization": "4bit"})),
+    model = models.attach_lora(models.load_causal_lm(ModelConfig(name=causal_lm_name, quantization="4bit")),
                                PeftConfig(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"]),
                                task_type="CAUSAL_LM")
     for name, param in model.named_parameters():
@@ -179,13 +179,13 @@ def test_packing_bins_carry_about_a_batch_of_rows():
     assert train.attention_for_training("sdpa") == "sdpa"
 
 
-def test_lora_update_survives_bf16_autocast(tiny_llama):
+def test_lora_update_survives_bf16_autocast(causal_lm_name):
     """A young adapter's update is far below bf16's resolution of the frozen layer's output: PEFT's bf16 sum
     drops most of it. Summed in fp32 (lora_precision), the update seen under autocast matches fp32's."""
     from ftlab_pipelines.core.modeling import lora_precision
 
     torch.manual_seed(0)
-    base = models.load_causal_lm(tiny_llama)
+    base = models.load_causal_lm(ModelConfig(name=causal_lm_name))
     layers = base.config.num_hidden_layers
     model = models.attach_lora(base, PeftConfig(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"]),
                                task_type="CAUSAL_LM")

@@ -1,5 +1,5 @@
-"""merge_and_unload of a trained-looking LoRA adapter, fp32 and 4-bit NF4 bases (the tiny Llama), with the logit parity
-check; QLoRA SFT on CPU; LoRA targets by model family."""
+"""merge_and_unload of a trained-looking LoRA adapter, fp32 and 4-bit NF4 bases, with the logit parity check; QLoRA SFT
+on CPU; LoRA targets by model family. On the tiny Llama; the bitsandbytes tests also on SmolLM2 in `make test-slow`."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ def saved_adapter(config: ModelConfig, out) -> None:
 
 
 @pytest.mark.parametrize("quantization", ["none", "4bit"])
-def test_merged_model_matches_base_plus_adapter(quantization, tiny_models, tmp_path):
-    config = ModelConfig(name=str(tiny_models.causal_lm), quantization=quantization)
+def test_merged_model_matches_base_plus_adapter(quantization, causal_lm_name, tmp_path):
+    config = ModelConfig(name=causal_lm_name, quantization=quantization)
     saved_adapter(config, tmp_path / "adapter")
     tokenizer = models.load_tokenizer(config)
     parity = merge.merge_adapter(config, tmp_path / "adapter", tokenizer, merge.PARITY_MESSAGES,
@@ -52,7 +52,7 @@ def test_parity_outcome_fails_over_tolerance():
     assert parity_outcome(merge.Parity(max_abs_diff=1e-5, tolerance=1e-3, tokens=30)).passed
 
 
-def test_qlora_sft_trains_on_cpu_with_torch_adamw(tiny_models, tmp_path):
+def test_qlora_sft_trains_on_cpu_with_torch_adamw(causal_lm_name, tmp_path):
     """4-bit NF4 + double quant + bf16 compute trains on CPU; paged 8-bit AdamW is only picked on CUDA."""
     import datasets
     from safetensors.torch import load_file
@@ -61,7 +61,7 @@ def test_qlora_sft_trains_on_cpu_with_torch_adamw(tiny_models, tmp_path):
     from ftlab_pipelines.core.text import prompts, tokenize
     from ftlab_pipelines.core.training import train
 
-    config = ModelConfig(name=str(tiny_models.causal_lm), quantization="4bit")
+    config = ModelConfig(name=causal_lm_name, quantization="4bit")
     tokenizer = models.load_tokenizer(config)
     model = models.load_causal_lm(config)
     assert model.is_loaded_in_4bit

@@ -8,7 +8,7 @@ import json
 
 import dagster as dg
 import pytest
-from conftest import materialized_labs, requires_data, tiny_generation_lab
+from conftest import requires_data, tiny_generation_lab
 
 pytestmark = requires_data
 
@@ -50,9 +50,11 @@ def test_minilm_release_tells_obvious_spam_from_ham(real_spam_run):
 
 
 @pytest.fixture(scope="module")
-def smollm2_run(tmp_path_factory):
-    with materialized_labs(tmp_path_factory.mktemp("smollm2"), {"persona_chat": tiny_generation_lab("persona_chat")},
-                           real_models=True) as run:
+def smollm2_run(tmp_path_factory, materialize):
+    """persona_chat on the real SmolLM2: 80 rows, 4 steps of 4 (fine-tuned held-out loss 3.88 vs base 4.07)."""
+    lab = tiny_generation_lab("persona_chat")
+    lab["train"].update(max_steps=4, save_steps=4)
+    with materialize(tmp_path_factory.mktemp("smollm2"), {"persona_chat": lab}, real_models=True) as run:
         yield run
 
 
@@ -66,7 +68,7 @@ def test_smollm2_chain_materializes_with_merge_parity(smollm2_run):
 
 
 def test_smollm2_fine_tuned_has_a_lower_held_out_loss(smollm2_run):
-    """Eight steps on the persona replies already lower their held-out loss."""
+    """Four steps on the persona replies already lower their held-out loss."""
     metrics = value(smollm2_run, "persona_chat", "evaluation").metrics
     assert metrics["fine_tuned"]["eval_tokens"] == metrics["base_model"]["eval_tokens"]
     assert metrics["fine_tuned"]["eval_loss"] < metrics["base_model"]["eval_loss"]

@@ -91,11 +91,10 @@ def test_training_logs_and_resumes_from_last_checkpoint(dataset, tokenizer, tiny
     assert steps_logged[-2:] == [5, 6]
 
 
-def test_qlora_4bit_trains_on_cpu_with_head_kept_out(dataset, tokenizer, tiny_models, tmp_path):
-    result = _train(dataset, tokenizer, tmp_path, max_steps=2, model_dir=tiny_models.classifier, quantization="4bit")
+def test_qlora_4bit_trains_on_cpu_with_head_kept_out(dataset, tokenizer, classifier_name, tmp_path):
+    result = _train(dataset, tokenizer, tmp_path, max_steps=2, model_dir=classifier_name, quantization="4bit")
     assert result.metrics["train_steps"] == 2
-    reloaded = models.load_adapter_classifier(result.adapter_dir, ModelConfig(name=str(tiny_models.classifier)),
-                                              LABELS)
+    reloaded = models.load_adapter_classifier(result.adapter_dir, ModelConfig(name=classifier_name), LABELS)
     assert reloaded.config.num_labels == 2
 
 
