@@ -78,6 +78,7 @@ def test_distributed_resume_counts_both_ranks_tokens_since_the_checkpoint(setup,
     from ftlab_pipelines.core.config.settings import Settings
     from ftlab_pipelines.core.tracking import AssetRun, Tracker
     from ftlab_pipelines.core.training import distributed
+    from ftlab_pipelines.core.training.recipe import TrainingJob
 
     config, tokenizer, _ = setup
     frame = pd.DataFrame({"text": [f"message number {i} " + "la " * (i % 9) for i in range(DDP_ROWS)],
@@ -96,7 +97,7 @@ def test_distributed_resume_counts_both_ranks_tokens_since_the_checkpoint(setup,
     for name, max_steps in (("first", 2), ("resumed", -1)):
         lab = LabConfig.model_validate({**raw, "name": "sms_spam", "train": {**raw["train"], "max_steps": max_steps}})
         run = AssetRun(client, client.create_run(tracker.experiment_id(lab.name)).info.run_id, tmp_path)
-        distributed.launch(lab, str(tmp_path / "tok"), name, tmp_path / "ckpt", tmp_path / name, run)
+        distributed.launch(TrainingJob.from_lab(lab), str(tmp_path / "tok"), name, tmp_path / "ckpt", tmp_path / name, run)
         metrics.append(json.loads((tmp_path / name / "manifest.json").read_text())["metrics"])
         shards = [json.loads((tmp_path / name / distributed.RANK_EXAMPLES / f"rank{r}.json").read_text())
                   for r in (0, 1)]
