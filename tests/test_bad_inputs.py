@@ -33,18 +33,19 @@ def lab_on(tiny_models):
     return make
 
 
-def materialize(root: Path, lab: dict, upto: str = "published_adapter"):
-    """Materialize the lab's chain up to `upto` in a fresh instance; (materialized stages, error text)."""
+def materialize(root: Path, lab: dict, champion: dict, upto: str = "published_adapter"):
+    """Materialize the lab's chain up to `upto` in the champion's Dagster instance; (result, materialized stages,
+    error text)."""
     labs = write_labs(root / "labs", {LAB: lab})
     defs = build_definitions(str(labs))
     selected = [a for a in defs.assets if a.key.path[-1] in STAGES[: STAGES.index(upto) + 1]]
-    with dg.instance_for_test() as instance:
-        result = dg.materialize(selected, instance=instance, resources=default_resources(), raise_on_error=False)
-        done = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
-        errors = [e.step_failure_data.error for e in result.all_events if e.is_step_failure]
-        text = "\n".join(message for err in errors for message in error_chain(err))
-        text += "\n".join(c.description or "" for c in result.get_asset_check_evaluations() if not c.passed)
-        return result, done, text
+    result = dg.materialize(selected, instance=champion["instance"], resources=default_resources(),
+                            raise_on_error=False)
+    done = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
+    errors = [e.step_failure_data.error for e in result.all_events if e.is_step_failure]
+    text = "\n".join(message for err in errors for message in error_chain(err))
+    text += "\n".join(c.description or "" for c in result.get_asset_check_evaluations() if not c.passed)
+    return result, done, text
 
 
 def error_chain(error) -> list[str]:
@@ -72,16 +73,16 @@ def champion_version(home: Path) -> str:
 
 
 @pytest.fixture
-def home(trained_home, monkeypatch, tmp_path):
-    """A copy of the session's trained tiny sms_spam home: its release is the champion every bad case must leave
-    alone (checked after the test)."""
+def champion(trained_home, monkeypatch, tmp_path):
+    """A copy of the session's trained tiny sms_spam run: its release is the champion every bad case must leave
+    alone (checked after the test); the cases run in its FTLAB_HOME and Dagster instance."""
     champion_home = trained_home["home"]
     contracts = tmp_path / "contracts"
     shutil.copytree(REPO / "data_contracts", contracts)
     shutil.copy(CORPUS / "permissive_contract.yaml", contracts / "permissive.yaml")
     monkeypatch.setenv("FTLAB_CONTRACTS_DIR", str(contracts))
     before = snapshot(champion_home), champion_version(champion_home)
-    yield champion_home
+    yield trained_home
     assert (snapshot(champion_home), champion_version(champion_home)) == before, "the champion was touched"
 
 
@@ -137,10 +138,10 @@ def apply(lab: dict, overrides: dict, source_dir: Path) -> dict:
 
 
 @pytest.mark.parametrize("case", PIPELINE_CASES, ids=[c[0] for c in PIPELINE_CASES])
-def test_bad_input_fails_cleanly_and_leaves_the_champion(case, home, lab_on, tmp_path):
+def test_bad_input_fails_cleanly_and_leaves_the_champion(case, champion, lab_on, tmp_path):
     _, source, overrides, may_materialize, fragments = case
     path = source(tmp_path) if callable(source) else CORPUS / source
-    result, done, error = materialize(tmp_path, apply(lab_on(path), overrides, CORPUS))
+    result, done, error = materialize(tmp_path, apply(lab_on(path), overrides, CORPUS), champion)
     assert not result.success
     assert done == may_materialize  # nothing downstream of the failure
     for fragment in fragments:
@@ -152,7 +153,7 @@ def test_bad_input_fails_cleanly_and_leaves_the_champion(case, home, lab_on, tmp
     ("wrong_type", ["wrong_type.yaml", "key 'train.epochs'", "'three'", "Fix these keys in"]),
     ("missing_contract", ["missing_contract.yaml", "key 'contract'", "sms_spam_v9.yaml", "add it or fix the name"]),
 ])
-def test_bad_lab_file_is_refused_before_any_asset_exists(name, fragments, home, tmp_path):
+def test_bad_lab_file_is_refused_before_any_asset_exists(name, fragments, champion, tmp_path):
     labs = tmp_path / "labs"
     labs.mkdir()
     shutil.copy(CORPUS / f"{name}.yaml", labs / f"{name}.yaml")
@@ -160,12 +161,13 @@ def test_bad_lab_file_is_refused_before_any_asset_exists(name, fragments, home, 
         build_definitions(str(labs))
     for fragment in fragments:
         assert fragment in str(error.value)
-    assert not (home / "artifacts" / name).exists()
+    assert not (champion["home"] / "artifacts" / name).exists()
 
 
-def test_model_too_big_for_memory_fails_the_adapter_before_loading(home, lab_on, tiny_models, tmp_path, monkeypatch):
+def test_model_too_big_for_memory_fails_the_adapter_before_loading(champion, lab_on, tiny_models, tmp_path,
+                                                                   monkeypatch):
     monkeypatch.setenv("FTLAB_MEMORY_LIMIT_MB", "5")  # a machine shared with other jobs: 5 MB for us
-    result, done, error = materialize(tmp_path, lab_on(CORPUS / "good.csv", train__seed=7))  # a new adapter key
+    result, done, error = materialize(tmp_path, lab_on(CORPUS / "good.csv", train__seed=7), champion)  # a new adapter
     assert not result.success and done == {"raw_dataset", "validated_dataset", "splits", "tokenized"}
     # The tiny BERT: 2.06M parameters x 4 bytes x 1.5 = 12 MB
     for fragment in [f"model.name '{tiny_models.classifier}'", "training needs about 12 MB", "only 5 MB is available",
@@ -173,7 +175,7 @@ def test_model_too_big_for_memory_fails_the_adapter_before_loading(home, lab_on,
         assert fragment in error
 
 
-def test_megabyte_text_is_truncated_by_max_length(home, lab_on, tmp_path):
+def test_megabyte_text_is_truncated_by_max_length(champion, lab_on, tmp_path):
     import pandas as pd
 
     from ftlab_pipelines.core.text import tokenize
@@ -181,7 +183,8 @@ def test_megabyte_text_is_truncated_by_max_length(home, lab_on, tmp_path):
     frame = pd.read_csv(CORPUS / "good.csv")
     frame.loc[3, "text"] = "spam " * 210_000  # one 1 MB message
     frame.to_csv(tmp_path / "huge.csv", index=False)
-    result, done, _ = materialize(tmp_path, lab_on(tmp_path / "huge.csv", contract="permissive"), upto="tokenized")
+    result, done, _ = materialize(tmp_path, lab_on(tmp_path / "huge.csv", contract="permissive"), champion,
+                                 upto="tokenized")
     assert result.success and done == {"raw_dataset", "validated_dataset", "splits", "tokenized"}
     tokenized = result.asset_value(dg.AssetKey([LAB, "tokenized"]))
     lengths = [n for split in tokenize.load_tokenized(tokenized.dataset_path).values() for n in split["length"]]
@@ -191,13 +194,13 @@ def test_megabyte_text_is_truncated_by_max_length(home, lab_on, tmp_path):
         assert sum(len(str(v.value)) for v in metadata.values()) < 100_000, event.asset_key
 
 
-def test_duplicates_across_train_and_test_are_removed_and_reported(home, lab_on, tmp_path):
+def test_duplicates_across_train_and_test_are_removed_and_reported(champion, lab_on, tmp_path):
     import pandas as pd
 
     overrides = {"contract": "permissive", "source": {"test_local_path": "overlap_test.csv"},
                  "split": {"train": 0.875, "validation": 0.125, "test": 0.0}}
     result, done, _ = materialize(tmp_path, apply(lab_on(CORPUS / "overlap_train.csv"), overrides, CORPUS),
-                                  upto="splits")
+                                  champion, upto="splits")
     assert result.success
     splits = result.asset_value(dg.AssetKey([LAB, "splits"]))
     assert splits.test_overlap_removed == 8
