@@ -36,7 +36,7 @@ dagster-home:
 demo: install dagster-home
 	$(BIN)/ftlab run sms_spam
 
-## make test: set up and run the default test suite (< 20 min here)
+## make test: set up and run the default test suite (tiny models + one real chain per family; see README)
 test: install
 	$(BIN)/pytest
 
