@@ -36,11 +36,12 @@ dagster-home:
 demo: install dagster-home
 	$(BIN)/ftlab run sms_spam
 
-## make test: set up and run the default test suite (tiny models + one real chain per family; see README)
+## make test: set up and run the default test suite on two workers (tiny models, one real chain per family; see README)
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
-## make test-slow: the long end-to-end tests (full labs)
+## make test-slow: the real-model runs kept out of `make test` (SFT labs and bitsandbytes/bf16 tests on SmolLM2 and MiniLM, DDP through Dagster, parallel labs, the demo)
 test-slow: install
 	$(BIN)/pytest -m slow
 

@@ -13,8 +13,10 @@ a test that changes a trained home gets its own copy (`trained_home`).
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
+import importlib.util
 import os
 import shutil
 import sqlite3
@@ -45,6 +47,40 @@ requires_data = pytest.mark.skipif(
     shared_data_dir() is None or not (shared_data_dir() / "sms_spam" / "sms_spam.csv").is_file(),
     reason="real datasets not found: set FTLAB_DATA_DIR or put ../shared/data beside the repo",
 )
+
+
+# --- two workers (pytest-xdist) -----------------------------------------------------------------------------------
+# `make test` runs pytest -n 2: most tests run single-threaded, so the second core would idle. Tests are handed out
+# a module at a time (module fixtures are built once), and the modules that use the session's tiny sms_spam run
+# all go to one worker, so that run is materialized once.
+SHARED_RUN_FIXTURES = {"tiny_spam_run", "tiny_spam", "trained_home"}
+
+
+def modules_sharing_the_tiny_spam_run() -> set[str]:
+    """Test modules with a test or fixture that takes one of SHARED_RUN_FIXTURES (slow tests aside: deselected)."""
+    def uses_it(node) -> bool:
+        return (isinstance(node, ast.FunctionDef) and bool({a.arg for a in node.args.args} & SHARED_RUN_FIXTURES)
+                and not any("slow" in ast.unparse(d) for d in node.decorator_list))
+
+    return {f"tests/{p.name}" for p in Path(__file__).parent.glob("test_*.py")
+            if any(uses_it(node) for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))))}
+
+
+if importlib.util.find_spec("xdist") is not None:
+    def pytest_xdist_make_scheduler(config, log):
+        from xdist.scheduler import LoadScopeScheduling
+
+        shared = modules_sharing_the_tiny_spam_run()
+
+        class ModuleScheduling(LoadScopeScheduling):
+            """xdist's loadscope by module, with one scope for the modules of the shared tiny sms_spam run.
+            (xdist's own `loadgroup` rewrites node ids, which pytest 9 no longer reads.)"""
+
+            def _split_scope(self, nodeid: str) -> str:
+                module = nodeid.split("::", 1)[0]
+                return "tiny_spam_run" if module in shared else module
+
+        return ModuleScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
@@ -196,11 +232,13 @@ def home_env(home: Path):
 
 @contextlib.contextmanager
 def all_cores():
-    """torch uses every core inside the block (the real models' matmuls), one thread again after it."""
+    """torch uses every core inside the block (the real models' matmuls), one thread again after it. Under
+    pytest-xdist the other worker has the other core: one thread stays one thread."""
     import torch
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
     try:
         yield
     finally:
@@ -250,8 +288,16 @@ def tiny_spam_run(tmp_path_factory, tiny_models, materialize):
     root = tmp_path_factory.mktemp("tiny_spam")
     with materialize(root, {"sms_spam": tiny_lab("sms_spam", tiny_models.classifier)}) as run:
         assert run["result"].success, [e.message for e in run["result"].all_events if e.is_failure]
+        written = artifact_files(run["home"])
         yield run
+        # The copies (`trained_home`) point every stored path at themselves: nothing may land in the original.
+        assert artifact_files(run["home"]) == written, "a test wrote into the session's tiny sms_spam run"
     shutil.rmtree(root, ignore_errors=True)
+
+
+def artifact_files(home: Path) -> set[Path]:
+    """Files of the artifact stores: ftlab's stage directories and MLflow's run artifacts."""
+    return {p for store in ("artifacts", "mlartifacts") for p in (home / store).rglob("*") if p.is_file()}
 
 
 @pytest.fixture
