@@ -47,6 +47,17 @@ def test_cpu_flags_are_read_from_the_flags_line_not_anywhere_in_cpuinfo():
     assert device.cpu_flags(cpuinfo) == {"fpu", "sse2", "avx2", "avx512f", "avx512_bf16"}
     assert device.cpu_flags("model name: amx_bf16 in a name only\n") == frozenset()
     assert device.Hardware(cuda=False, cpu_flags=device.cpu_flags(cpuinfo)).native_bf16
+    # the flag alone is not enough: where the probe measured bf16 slower than fp32, nothing is cast to bf16
+    slow = device.Hardware(cuda=False, cpu_flags=device.cpu_flags(cpuinfo), cpu_bf16_faster=False)
+    assert not slow.native_bf16 and not device.resolve("auto", slow).bf16 and not device.resolve("on", slow).bf16
+
+
+def test_the_probe_measures_bf16_against_fp32_on_a_cpu_with_the_flag():
+    hw = device.probe()
+    if hw.cuda or not (device.CPU_BF16_FLAGS & hw.cpu_flags):
+        pytest.skip("no CPU bf16 flag here")
+    faster = device.matmul_gflops(torch.bfloat16) > device.matmul_gflops(torch.float32)
+    assert hw.native_bf16 == faster or abs(device.matmul_gflops(torch.bfloat16) / device.matmul_gflops(torch.float32) - 1) < 0.2
 
 
 def test_the_probe_runs_once_per_process():
