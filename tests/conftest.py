@@ -8,7 +8,8 @@ Two tiers of models:
   everything else that needs them is marked `slow` (`make test-slow`).
 
 A lab chain that several tests need is materialized once per session (`tiny_spam_run`, `real_spam_run`, ...);
-a test that changes a trained home gets its own copy (`trained_home`).
+a test that changes a trained home gets its own copy (`trained_home`). `make test` runs two pytest-xdist workers;
+the scheduler below keeps each shared chain on one of them.
 """
 
 from __future__ import annotations
@@ -121,10 +122,6 @@ class TinyModels:
 
     classifier: Path  # BERT (MiniLM's config shrunk), MiniLM's tokenizer: LoRA targets query, key, value, dense
     causal_lm: Path  # Llama (SmolLM2's config shrunk), SmolLM2's tokenizer and chat template: q_proj, v_proj, ...
-
-    def for_model(self, name: str) -> str:
-        """The tiny stand-in for a reference lab's model."""
-        return str(self.causal_lm if "smollm2" in name else self.classifier)
 
 
 TINY_SIZES = {"hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128}
@@ -275,18 +272,18 @@ def materialized_labs(root: Path, labs: dict[str, dict], real_models: bool = Fal
 
 
 @pytest.fixture(scope="session")
-def materialize(mlflow_store_template):
-    """materialize(root, labs, real_models=False): `materialized_labs`, starting from an empty MLflow store."""
+def materialize_labs(mlflow_store_template):
+    """materialize_labs(root, labs, real_models=False): `materialized_labs`, starting from an empty MLflow store."""
     return functools.partial(materialized_labs, mlflow_store=mlflow_store_template)
 
 
 @pytest.fixture(scope="session")
-def tiny_spam_run(tmp_path_factory, tiny_models, materialize):
+def tiny_spam_run(tmp_path_factory, tiny_models, materialize_labs):
     """The tiny sms_spam chain (400 real rows, 12 steps on the tiny BERT) through Dagster, with a real MLflow
     store; materialized once. Read it, never change it: a test that changes a trained home takes
     `trained_home`."""
     root = tmp_path_factory.mktemp("tiny_spam")
-    with materialize(root, {"sms_spam": tiny_lab("sms_spam", tiny_models.classifier)}) as run:
+    with materialize_labs(root, {"sms_spam": tiny_lab("sms_spam", tiny_models.classifier)}) as run:
         assert run["result"].success, [e.message for e in run["result"].all_events if e.is_failure]
         written = artifact_files(run["home"])
         yield run
@@ -308,10 +305,10 @@ def tiny_spam(tiny_spam_run, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def real_spam_run(tmp_path_factory, materialize):
+def real_spam_run(tmp_path_factory, materialize_labs):
     """The sms_spam chain on the real MiniLM (400 rows, 12 steps) through Dagster, with a real MLflow store."""
     root = tmp_path_factory.mktemp("real_spam")
-    with materialize(root, {"sms_spam": tiny_lab("sms_spam")}, real_models=True) as run:
+    with materialize_labs(root, {"sms_spam": tiny_lab("sms_spam")}, real_models=True) as run:
         yield run
     shutil.rmtree(root, ignore_errors=True)
 
@@ -338,7 +335,7 @@ def copy_run_root(src: Path, dst: Path) -> Path:
     stored in it (MLflow store, registry, manifests, Dagster records) at the copy. Pickled Dagster outputs keep
     the original paths: reading an upstream output from them reads the original, which is never changed."""
     shutil.copytree(src, dst, symlinks=True)
-    old, new = str(src), str(dst)
+    old, new = f"{src}{os.sep}", f"{dst}{os.sep}"
     for path in dst.rglob("*"):
         if not path.is_file() or path.is_symlink():
             continue

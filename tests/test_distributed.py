@@ -106,8 +106,8 @@ def test_failed_launch_raises_with_the_tail_of_its_output():
 def test_two_process_lab_through_dagster(trained_home):
     """The session's tiny sms_spam lab, copied, with train.num_processes: 2: a new adapter, trained by two ranks.
 
-    Slow tier: the adapter asset calls the same build_adapter as test_two_ranks_train_disjoint_shards_resume_and_
-    rank0_saves (which also checks rank 0's MLflow stream); every tiny chain covers the asset wiring."""
+    Slow tier: the adapter asset calls the build_adapter that the two-rank test above runs (shards, resume, rank 0's
+    MLflow stream), and every tiny chain covers the asset wiring."""
     import dagster as dg
     import yaml
 

@@ -15,11 +15,11 @@ LABS = ("persona_chat", "psychology_instruct")
 
 
 @pytest.fixture(scope="module", params=["tiny", pytest.param("smollm2", marks=pytest.mark.slow)])
-def generative_run(request, tmp_path_factory, materialize):
+def generative_run(request, tmp_path_factory, materialize_labs):
     """Both SFT chains materialized once: on the tiny Llama, or (slow) on the real SmolLM2."""
     model = request.getfixturevalue("tiny_models").causal_lm if request.param == "tiny" else None
-    with materialize(tmp_path_factory.mktemp(f"generative-{request.param}"),
-                     {name: tiny_generation_lab(name, model) for name in LABS}, real_models=model is None) as run:
+    with materialize_labs(tmp_path_factory.mktemp(f"generative-{request.param}"),
+                          {name: tiny_generation_lab(name, model) for name in LABS}, real_models=model is None) as run:
         yield run
 
 

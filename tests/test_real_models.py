@@ -52,11 +52,11 @@ def test_minilm_release_tells_obvious_spam_from_ham(real_spam_run):
 
 
 @pytest.fixture(scope="module")
-def smollm2_run(tmp_path_factory, materialize):
+def smollm2_run(tmp_path_factory, materialize_labs):
     """persona_chat on the real SmolLM2: 80 rows, 4 steps of 4 (fine-tuned held-out loss 3.88 vs base 4.07)."""
     lab = tiny_generation_lab("persona_chat")
     lab["train"].update(max_steps=4, save_steps=4)
-    with materialize(tmp_path_factory.mktemp("smollm2"), {"persona_chat": lab}, real_models=True) as run:
+    with materialize_labs(tmp_path_factory.mktemp("smollm2"), {"persona_chat": lab}, real_models=True) as run:
         yield run
 
 

@@ -88,13 +88,13 @@ def test_class_weights_are_inverse_frequency():
 
 
 @pytest.fixture(scope="module")
-def fraud_run(tmp_path_factory, tiny_models, materialize):
+def fraud_run(tmp_path_factory, tiny_models, materialize_labs):
     raw = yaml.safe_load((REPO / "labs" / "creditcard_fraud.yaml").read_text())
     raw["model"]["name"] = str(tiny_models.classifier)
     raw["source"].update({"max_rows": 600, "test_max_rows": 1500})
     raw["train"].update({"epochs": 1, "max_steps": 6, "save_steps": 3, "logging_steps": 2, "batch_size": 16,
                          "class_weighted_loss": True})
-    with materialize(tmp_path_factory.mktemp("fraud"), {"creditcard_fraud": raw}) as run:
+    with materialize_labs(tmp_path_factory.mktemp("fraud"), {"creditcard_fraud": raw}) as run:
         yield run
 
 
