@@ -52,6 +52,12 @@ def test_cpu_flags_are_read_from_the_flags_line_not_anywhere_in_cpuinfo():
     assert not slow.native_bf16 and not device.resolve("auto", slow).bf16 and not device.resolve("on", slow).bf16
 
 
+def test_the_probe_leaves_the_process_rng_alone():
+    state = torch.random.get_rng_state()
+    device.probe()
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
 def test_the_probe_measures_bf16_against_fp32_on_a_cpu_with_the_flag():
     hw = device.probe()
     if hw.cuda or not (device.CPU_BF16_FLAGS & hw.cpu_flags):

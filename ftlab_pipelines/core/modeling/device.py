@@ -63,12 +63,20 @@ def matmul_gflops(dtype: torch.dtype, size: int = 1024, repeats: int = 3) -> flo
     """This CPU's matmul rate in `dtype` (a fraction of a second)."""
     import time
 
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    generator = torch.Generator().manual_seed(0)  # its own: probing must not move the process's RNG
+    a, b = (torch.randn(size, size, dtype=dtype, generator=generator) for _ in range(2))
     a @ b  # warm-up: kernel selection
     started = time.perf_counter()
     for _ in range(repeats):
         a @ b
     return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container or taskset narrows)."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def probe() -> Hardware:
