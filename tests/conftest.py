@@ -233,9 +233,11 @@ def all_cores():
     pytest-xdist the other worker has the other core: one thread stays one thread."""
     import torch
 
+    from ftlab_pipelines.core.modeling.device import usable_cores
+
     threads = torch.get_num_threads()
     if "PYTEST_XDIST_WORKER" not in os.environ:
-        torch.set_num_threads(len(os.sched_getaffinity(0)))
+        torch.set_num_threads(usable_cores())
     try:
         yield
     finally:

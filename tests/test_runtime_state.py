@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tiny_models import save_tiny_bert
 
 from ftlab_pipelines.core.config.labs import ModelConfig
 from ftlab_pipelines.core.modeling import models
@@ -22,8 +21,8 @@ CORE = Path(__file__).resolve().parents[1] / "ftlab_pipelines" / "core"
 
 
 @pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> ModelConfig:
-    return ModelConfig(name=str(save_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert")))
+def tiny_bert(tiny_models) -> ModelConfig:
+    return ModelConfig(name=str(tiny_models.classifier))
 
 
 def head(model) -> dict[str, torch.Tensor]:

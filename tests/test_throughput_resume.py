@@ -9,7 +9,6 @@ import json
 
 import pandas as pd
 import pytest
-from tiny_models import save_tiny_bert
 
 from ftlab_pipelines.core.config.labs import ModelConfig, PeftConfig, TrainConfig
 from ftlab_pipelines.core.modeling import models
@@ -21,9 +20,9 @@ LABELS = ["a", "b"]
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_models):
     root = tmp_path_factory.mktemp("throughput")
-    config = ModelConfig(name=str(save_tiny_bert(root / "bert")))
+    config = ModelConfig(name=str(tiny_models.classifier))
     tokenizer = models.load_tokenizer(config)
     words = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "it", "rains"]
     texts = [" ".join(words[(i + j) % len(words)] for j in range(20 + i % 40)) for i in range(400)]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 from ftlab_pipelines.core import artifacts
 
@@ -23,7 +22,6 @@ class StageResult:
     key: str
     dir: str
 
-    stage: ClassVar[str] = ""
 
     @property
     def path(self) -> Path:
@@ -44,7 +42,6 @@ class StageResult:
 
 @dataclass(frozen=True)
 class RawDataset(StageResult):
-    stage: ClassVar[str] = "raw_dataset"
     data_hash: str = ""  # content hash of the rows (and of the explicit test source)
     origin: str = ""
     rows: int = 0
@@ -65,7 +62,6 @@ class RawDataset(StageResult):
 class ValidatedDataset(StageResult):
     """The raw data with its contract verdict; downstream stages refuse it when the contract failed."""
 
-    stage: ClassVar[str] = "validated_dataset"
     data_path: str = ""
     test_path: str | None = None
     origin: str = ""
@@ -82,7 +78,6 @@ class ValidatedDataset(StageResult):
 
 @dataclass(frozen=True)
 class Splits(StageResult):
-    stage: ClassVar[str] = "splits"
     rows: dict[str, int] = field(default_factory=dict)
     distributions: dict[str, dict[str, int]] = field(default_factory=dict)
     duplicates_removed: int = 0
@@ -100,7 +95,6 @@ class Splits(StageResult):
 
 @dataclass(frozen=True)
 class Tokenized(StageResult):
-    stage: ClassVar[str] = "tokenized"
     stats: dict[str, dict] = field(default_factory=dict)
 
     @property
@@ -110,14 +104,12 @@ class Tokenized(StageResult):
 
 @dataclass(frozen=True)
 class Adapter(StageResult):
-    stage: ClassVar[str] = "adapter"
     metrics: dict[str, float] = field(default_factory=dict)
     data_key: str = ""  # the tokenized data it was trained on
 
 
 @dataclass(frozen=True)
 class Evaluation(StageResult):
-    stage: ClassVar[str] = "evaluation"
     metrics: dict[str, dict] = field(default_factory=dict)
     primary_metric: str = ""
     primary_value: float | None = None
@@ -128,10 +120,5 @@ class Evaluation(StageResult):
 class Release(StageResult):
     """The release directory; registry verdicts are made at every materialization, so they are not stored here."""
 
-    stage: ClassVar[str] = "published_adapter"
     adapter_key: str = ""
     merge_parity: dict | None = None
-
-    @property
-    def merged_dir(self) -> Path | None:
-        return self.path / "merged" if self.merge_parity is not None else None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
-import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+
+from ftlab_pipelines.core.modeling.device import usable_cores
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -87,10 +88,6 @@ def tokenize_splits(
 
 
 MIN_TEXTS_PER_THREAD = 256  # below this a thread costs more than it saves
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def encode_in_threads(encode_batch, texts: list[str], threads: int) -> list:

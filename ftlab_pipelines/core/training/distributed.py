@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ftlab_pipelines.core.config.labs import TrainConfig
-from ftlab_pipelines.core.modeling.device import placement
+from ftlab_pipelines.core.modeling.device import placement, usable_cores
 from ftlab_pipelines.core.tracking import AssetRun
 
 if TYPE_CHECKING:
@@ -41,8 +41,7 @@ class DistributedTrainingError(RuntimeError):
 
 def threads_per_process(config: TrainConfig) -> int:
     """train.num_threads per process when set, else the cores shared out evenly between the processes."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return config.num_threads or max(1, cores // config.num_processes)
+    return config.num_threads or max(1, usable_cores() // config.num_processes)
 
 
 def launch_command(num_processes: int, threads: int, worker_args: list[str]) -> list[str]:
