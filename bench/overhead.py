@@ -45,7 +45,7 @@ def plain_pipeline(lab_name: str) -> None:
     from ftlab_pipelines.core.config.settings import Settings
     from ftlab_pipelines.core.modeling import models
     from ftlab_pipelines.core.release import release_dir
-    from ftlab_pipelines.core.stages.pipeline import STAGES
+    from ftlab_pipelines.core.stages.pipeline import stage_for
     from ftlab_pipelines.core.stages.runner import StageContext, run_stage
 
     settings = Settings.from_env()
@@ -53,7 +53,7 @@ def plain_pipeline(lab_name: str) -> None:
     ctx = StageContext(settings, NoTracking(settings.home))
     results = {}
     for name in ("raw_dataset", "validated_dataset", "splits", "tokenized", "adapter", "evaluation"):
-        results[name] = run_stage(STAGES[name], lab, results, ctx).result
+        results[name] = run_stage(stage_for(lab, name), lab, results, ctx).result
     release = artifacts.stage_dir(settings, lab.name, "published_adapter", "plain")
     with artifacts.atomic_dir(release) as tmp:
         release_dir.write_release_dir(lab, results["adapter"].path, results["evaluation"],

@@ -182,9 +182,10 @@ def cmd_models(args, settings: Settings) -> int:
 
 
 def local_releases(settings: Settings, lab: str) -> dict[int, str]:
-    path = settings.registry_dir / f"{lab}.json"
-    entries = json.loads(path.read_text()) if path.is_file() else []
-    return {e["mlflow_version"]: e["path"] for e in entries if e.get("mlflow_version") is not None}
+    from ftlab_pipelines.core.release import local_registry
+
+    return {e["mlflow_version"]: e["path"] for e in local_registry.releases(settings, lab)
+            if e.get("mlflow_version") is not None}
 
 
 def cmd_promote(args, settings: Settings) -> int:

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from ftlab_pipelines.core.config.labs import LabConfig
 from ftlab_pipelines.core.config.settings import Settings
-from ftlab_pipelines.core.stages.pipeline import DECLARATIONS, STAGES
+from ftlab_pipelines.core.stages.pipeline import DECLARATIONS, stage_for
 from ftlab_pipelines.core.stages.release import MERGE_PARITY_CHECK, PROMOTION_GATE_CHECK
 from ftlab_pipelines.core.stages.runner import StageContext, run_stage
 from ftlab_pipelines.core.stages.validate import CONTRACT_CHECK
@@ -41,9 +41,9 @@ def materialize_stage(context: dg.AssetExecutionContext, ftlab: FtlabResource, l
                       upstream: dict, options: dict | None = None) -> Iterator:
     """Run one stage inside its MLflow run; yield its output and the checks it ran."""
     settings = ftlab.settings()
-    version = DECLARATIONS[stage].code_version(lab, settings)
-    with ftlab.tracker(settings).asset_run(lab.name, stage, context.run_id, {"config_hash": version}) as run:
-        done = run_stage(STAGES[stage], lab, upstream, StageContext(settings, run, options or {}))
+    tags = {"config_hash": context.assets_def.code_versions_by_key[context.asset_key]}  # the asset's code_version
+    with ftlab.tracker(settings).asset_run(lab.name, stage, context.run_id, tags) as run:
+        done = run_stage(stage_for(lab, stage), lab, upstream, StageContext(settings, run, options or {}))
     yield dg.Output(done.result, metadata=to_dagster(done.report.metadata), data_version=dg.DataVersion(done.result.key))
     for check in done.report.checks:
         yield dg.AssetCheckResult(

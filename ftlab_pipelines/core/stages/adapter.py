@@ -44,7 +44,8 @@ def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageCon
     return Adapter(key=target.key, dir=str(target.out), metrics=metrics, data_key=tokenized.key)
 
 
-def report(lab, upstream: dict, result: Adapter, ctx: StageContext, reused: bool) -> Report:
+def report(lab, upstream: dict, result: Adapter, ctx: StageContext, reused: bool,
+           prepared: Prepared) -> Report:
     if reused:
         require_safetensors(result.path, "adapter_model", "adapter")
     metrics, run = result.metrics, ctx.run

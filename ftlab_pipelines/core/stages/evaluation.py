@@ -1,4 +1,5 @@
-"""evaluation: fine-tuned model vs base model (untrained head) vs TF-IDF+LR, threshold tuned on validation."""
+"""evaluation of classification labs: fine-tuned model vs base model (untrained head) vs TF-IDF+LR, threshold tuned
+on validation. Generation labs are evaluated by generation_eval.py, under the same declaration."""
 
 from __future__ import annotations
 
@@ -33,8 +34,9 @@ def collect_probabilities(lab, model: ModelConfig, splits: Splits, tokenized: To
     if "base_model" in lab.eval.baselines:
         base = models.load_classifier(model, lab.labels, seed=lab.train.seed)
         probs["base_model"] = _model_probs(base, tokenizer, dataset, lab, "base_model")
+    classical = {"tfidf_logreg", "logreg_features", "hist_gradient_boosting"} & set(lab.eval.baselines)
+    frames = splits.frames() if classical else {}
     if "tfidf_logreg" in lab.eval.baselines:
-        frames = splits.frames()
         text, label = lab.source.text_column, lab.source.label_column
         ids = {name: i for i, name in enumerate(lab.labels)}
         probs["tfidf_logreg"] = baselines.tfidf_logreg(
@@ -44,7 +46,7 @@ def collect_probabilities(lab, model: ModelConfig, splits: Splits, tokenized: To
         )
     for kind in ("logreg_features", "hist_gradient_boosting"):
         if kind in lab.eval.baselines:
-            probs[kind] = _feature_baseline(kind, lab, splits.frames())
+            probs[kind] = _feature_baseline(kind, lab, frames)
     return {"probs": probs, "y": {s: tokenize.column_array(dataset[s], "labels") for s in ("validation", "test")}}
 
 
@@ -95,10 +97,6 @@ def write_plots(lab, probs: dict, y: dict, results: dict, out) -> dict[str, str]
 
 
 def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageContext) -> Evaluation:
-    if lab.is_generative:
-        from ftlab_pipelines.core.stages.generation_eval import build_generation_eval
-
-        return build_generation_eval(lab, upstream, target, ctx)
     model = models.resolved(lab.model, ctx.settings.model_cache)
     collected = collect_probabilities(lab, model, upstream["splits"], upstream["tokenized"], upstream["adapter"])
     results = score_models(lab, collected["probs"], collected["y"])
@@ -113,11 +111,8 @@ def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageCon
                       primary_value=fine.get(primary), threshold=fine.get("threshold"))
 
 
-def report(lab, upstream: dict, result: Evaluation, ctx: StageContext, reused: bool) -> Report:
-    if lab.is_generative:
-        from ftlab_pipelines.core.stages.generation_eval import report_generation_eval
-
-        return report_generation_eval(lab, upstream, result, ctx)
+def report(lab, upstream: dict, result: Evaluation, ctx: StageContext, reused: bool,
+           prepared: Prepared) -> Report:
     out, run = result.path, ctx.run
     table = (out / "comparison.md").read_text(encoding="utf-8")
     plot_files = {png.stem: str(png) for png in sorted(out.glob("*.png"))}

@@ -13,7 +13,7 @@ from ftlab_pipelines.core.evaluation import generation, plots
 from ftlab_pipelines.core.modeling import models, safetensors_check
 from ftlab_pipelines.core.stages import Markdown
 from ftlab_pipelines.core.stages.results import Evaluation, Splits
-from ftlab_pipelines.core.stages.runner import Report
+from ftlab_pipelines.core.stages.runner import Prepared, Report, StageContext, Target
 from ftlab_pipelines.core.text import prompts, tokenize
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def generations_table(samples: pd.DataFrame, results: dict[str, dict]) -> str:
     return table.map(lambda s: str(s).replace("\n", " ").replace("|", "\\|")).to_markdown(index=False)
 
 
-def build_generation_eval(lab, upstream: dict, target, ctx) -> Evaluation:
+def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageContext) -> Evaluation:
     splits: Splits = upstream["splits"]
     gen = lab.eval.generation
     test_set = tokenize.load_tokenized(upstream["tokenized"].dataset_path)["test"]
@@ -89,7 +89,8 @@ def build_generation_eval(lab, upstream: dict, target, ctx) -> Evaluation:
                       primary_value=metrics[FINE_TUNED].get(primary), threshold=None)
 
 
-def report_generation_eval(lab, upstream: dict, result: Evaluation, ctx) -> Report:
+def report(lab, upstream: dict, result: Evaluation, ctx: StageContext, reused: bool,
+           prepared: Prepared) -> Report:
     out, run, metrics = result.path, ctx.run, result.metrics
     fine = metrics[FINE_TUNED]
     run.log_params({"eval": lab.eval.model_dump(mode="json")})

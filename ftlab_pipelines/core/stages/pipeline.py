@@ -13,6 +13,7 @@ from ftlab_pipelines.core.config.settings import Settings
 from ftlab_pipelines.core.stages import (
     adapter,
     evaluation,
+    generation_eval,
     raw,
     release,
     split,
@@ -82,6 +83,15 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage(DECLARATIONS["evaluation"], Evaluation, evaluation.build, evaluation.report),
     Stage(DECLARATIONS["published_adapter"], Release, release.build, release.report),
 )}
+
+
+# Generation labs: the same declaration and result, measured as held-out loss, preference and sample replies.
+GENERATION_EVALUATION = Stage(DECLARATIONS["evaluation"], Evaluation, generation_eval.build, generation_eval.report)
+
+
+def stage_for(lab: LabConfig, name: str) -> Stage:
+    """The stage `name` as this lab runs it."""
+    return GENERATION_EVALUATION if name == "evaluation" and lab.is_generative else STAGES[name]
 
 
 def downstream(stage: str) -> set[str]:

@@ -45,10 +45,9 @@ def _clip(value):
     return value[:200] + "…" if isinstance(value, str) and len(value) > 200 else value
 
 
-def report(lab, upstream: dict, result: RawDataset, ctx: StageContext, reused: bool) -> Report:
-    import pandas as pd
-
-    frame = pd.read_parquet(result.data_path)
+def report(lab, upstream: dict, result: RawDataset, ctx: StageContext, reused: bool,
+           prepared: Prepared) -> Report:
+    frame, _, test, _ = prepared.loaded  # the rows prepare loaded for the content hash: the same as stored
     counts = sources.label_counts(frame, lab.source.label_column)
     run = ctx.run
     inbox_file = ctx.options.get("inbox_file")
@@ -63,8 +62,7 @@ def report(lab, upstream: dict, result: RawDataset, ctx: StageContext, reused: b
         "data_hash": result.data_hash,
         "preview": Markdown(frame.head(10).map(_clip).to_markdown(index=False)),
     }
-    if result.test_path is not None:
-        test = pd.read_parquet(result.test_path)
+    if test is not None:
         metadata.update(test_source=result.test_origin, test_rows=result.test_rows,
                         test_label_counts=sources.label_counts(test, lab.source.label_column))
     return Report(metadata)

@@ -61,7 +61,8 @@ def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageCon
     return Release(key=target.key, dir=str(target.out), adapter_key=adapter.key, merge_parity=parity)
 
 
-def report(lab, upstream: dict, result: Release, ctx: StageContext, reused: bool) -> Report:
+def report(lab, upstream: dict, result: Release, ctx: StageContext, reused: bool,
+           prepared: Prepared) -> Report:
     """Registers and gates at every materialization (the champion may have changed since), reused or not."""
     evaluation: Evaluation = upstream["evaluation"]
     out, run = result.path, ctx.run

@@ -38,7 +38,7 @@ class StageContext:
 @dataclass
 class Prepared:
     """Run-time facts that enter the cache key (content hashes, a tokenizer fingerprint), and what was loaded to
-    find them, so that build does not load it twice."""
+    find them, so that neither build nor report loads it again."""
 
     facts: dict[str, object] = field(default_factory=dict)
     loaded: Any = None
@@ -67,7 +67,7 @@ class Stage:
     declaration: StageDeclaration
     result_type: type[StageResult]
     build: Callable[..., StageResult]  # (lab, upstream, prepared, target, ctx) -> result
-    report: Callable[..., Report]  # (lab, upstream, result, ctx, reused) -> report
+    report: Callable[..., Report]  # (lab, upstream, result, ctx, reused, prepared) -> report
     prepare: Callable[..., Prepared] | None = None  # (lab, upstream, ctx) -> prepared
 
     @property
@@ -104,6 +104,6 @@ def run_stage(stage: Stage, lab: LabConfig, upstream: Mapping[str, StageResult],
         shutil.rmtree(scratch, ignore_errors=True)  # the result is in place: scratch is no longer the only copy
     ctx.run.set_tags({"stage_key": key, "data_hash": key, "reused": reused,
                       **{f"{name}_key": r.key for name, r in inputs.items()}})
-    report = stage.report(view, inputs, result, ctx, reused)
+    report = stage.report(view, inputs, result, ctx, reused, prepared)
     report.metadata = {**report.metadata, "key": key, "reused": reused, "path": out}
     return StageRun(result, report, reused)

@@ -45,7 +45,8 @@ def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageCon
                   conflicting_duplicates=result.conflicting_duplicates)
 
 
-def report(lab, upstream: dict, result: Splits, ctx: StageContext, reused: bool) -> Report:
+def report(lab, upstream: dict, result: Splits, ctx: StageContext, reused: bool,
+           prepared: Prepared) -> Report:
     table = distribution_table(result.distributions)
     run = ctx.run
     run.log_params({"split": lab.split.model_dump(mode="json")})

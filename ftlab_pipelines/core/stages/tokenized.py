@@ -79,11 +79,12 @@ def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageCon
     return Tokenized(key=target.key, dir=str(target.out), stats=stats)
 
 
-def report(lab, upstream: dict, result: Tokenized, ctx: StageContext, reused: bool) -> Report:
-    tokenizer = models.load_tokenizer(models.resolved(lab.model, ctx.settings.model_cache))
+def report(lab, upstream: dict, result: Tokenized, ctx: StageContext, reused: bool,
+           prepared: Prepared) -> Report:
+    tokenizer = prepared.loaded
     run = ctx.run
     run.log_params({"model.name": lab.model.name, "model.template": lab.model.template,
-                    "model.max_length": lab.model.max_length, "tokenizer": tokenize.tokenizer_fingerprint(tokenizer),
+                    "model.max_length": lab.model.max_length, "tokenizer": prepared.facts["tokenizer"],
                     **({"prompt": lab.prompt.model_dump(mode="json")} if lab.is_generative else {})})
     run.log_metrics({f"{split}_{k}": v for split, s in result.stats.items() for k, v in s.items()})
     run.log_artifact(result.path / "token_lengths.png")

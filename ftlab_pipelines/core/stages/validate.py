@@ -33,7 +33,8 @@ def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageCon
     )
 
 
-def report(lab, upstream: dict, result: ValidatedDataset, ctx: StageContext, reused: bool) -> Report:
+def report(lab, upstream: dict, result: ValidatedDataset, ctx: StageContext, reused: bool,
+           prepared: Prepared) -> Report:
     text = result.report_path.read_text(encoding="utf-8")
     ctx.run.set_tags({"contract": result.contract})
     ctx.run.log_params({"contract": result.contract, "contract_file": str(ctx.settings.contract_path(lab.contract))})
