@@ -8,6 +8,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ftlab_pipelines.core.config.errors import format_validation_errors
 from ftlab_pipelines.core.config.settings import Settings
 
 
@@ -369,20 +370,6 @@ class LabConfig(_Strict):
     @property
     def registry_name(self) -> str:
         return self.publish.registry_name or f"ftlab-{self.name}"
-
-
-def format_validation_errors(path: Path, error: ValidationError, what: str = "lab config", hint: str = "") -> str:
-    """One line per bad key, naming the file and the key (shared by lab files and data contracts)."""
-    lines = [f"{path}: invalid {what}"]
-    for err in error.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            lines.append(f"  - unknown key '{key}': remove it or fix its spelling")
-        else:
-            lines.append(f"  - key '{key}': {err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r})")
-    if hint:
-        lines.append(hint)
-    return "\n".join(lines)
 
 
 def load_lab(path: str | Path, contracts_dir: Path | None = None) -> LabConfig:
