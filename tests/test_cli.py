@@ -68,7 +68,8 @@ def test_labs_lists_reference_labs():
 
 def test_predict_without_release_fails_with_advice(tmp_path):
     out = run(f"{BIN}/ftlab", "predict", "sms_spam", "hello", env={"FTLAB_HOME": str(tmp_path)})
-    assert out.returncode == 1 and "ftlab run sms_spam" in out.stderr
+    assert out.returncode == 2 and "models:/ftlab-sms_spam@champion" in out.stderr
+    assert "ftlab run sms_spam" in out.stderr
 
 
 @requires_data
@@ -76,7 +77,8 @@ def test_predict_with_published_release(tiny_spam):
     import json
 
     published = tiny_spam["result"].output_for_node("sms_spam__published_adapter")
-    out = run(f"{BIN}/ftlab", "predict", "sms_spam", "Call now to claim your prize", "--release", str(published.path))
+    out = run(f"{BIN}/ftlab", "predict", "sms_spam", "Call now to claim your prize", "--version", "1",
+              env={"FTLAB_HOME": str(tiny_spam["home"])})
     assert out.returncode == 0, out.stderr
     (line,) = out.stdout.splitlines()  # one JSON line per text, nothing else on stdout
     prediction = json.loads(line)

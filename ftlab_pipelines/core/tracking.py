@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from ftlab_pipelines.core.config.settings import Settings
+from ftlab_pipelines.core.config.settings import REPO_ROOT, Settings
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +34,34 @@ def flatten(prefix: str, value: object) -> dict[str, str]:
     return {prefix: text[:MAX_PARAM_CHARS]}
 
 
+@functools.cache
+def git_commit() -> str | None:
+    """The commit of the checkout ftlab runs from (None outside a git checkout, or without git)."""
+    import subprocess
+
+    if not (REPO_ROOT / ".git").exists():
+        return None
+    try:
+        done = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def source_tags() -> dict[str, str]:
+    commit = git_commit()
+    return {"mlflow.source.git.commit": commit} if commit else {}
+
+
 class AssetRun:
     """Handle on one MLflow run, passed to plain-Python stage code."""
 
-    def __init__(self, client, run_id: str, scratch: Path):
+    def __init__(self, client, run_id: str, scratch: Path, tracking_uri: str = ""):
         self.client = client
         self.run_id = run_id
         self.scratch = scratch
+        self.tracking_uri = tracking_uri
 
     def log_params(self, params: Mapping[str, object]) -> None:
         from mlflow.entities import Param
@@ -155,12 +176,13 @@ class Tracker:
             experiment,
             run_name=asset,
             tags={"mlflow.parentRunId": parent, "dagster_run_id": dagster_run_id, "lab": lab, "asset": asset,
-                  PARENT_TAG: "asset", **{k: str(v) for k, v in tags.items()}},
+                  PARENT_TAG: "asset", "mlflow.source.name": f"ftlab {lab}/{asset}", **source_tags(),
+                  **{k: str(v) for k, v in tags.items()}},
         )
         status = "FAILED"
         with tempfile.TemporaryDirectory(prefix="ftlab-mlflow-") as scratch:
             try:
-                yield AssetRun(self.client, run.info.run_id, Path(scratch))
+                yield AssetRun(self.client, run.info.run_id, Path(scratch), self.tracking_uri)
                 status = "FINISHED"
             finally:
                 self.client.set_terminated(run.info.run_id, status)

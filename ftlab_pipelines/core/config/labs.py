@@ -270,8 +270,8 @@ class PublishConfig(_Strict):
     hub_repo: str | None = Field(None, description="Hugging Face repo to push to; needs HF_TOKEN in the env.")
     min_improvement: float = Field(0.0, ge=0, description="Margin by which a new model must beat the champion.")
     merge: bool = Field(
-        False, description="Generation labs: also write a merged standalone model (merge_and_unload), checked for "
-                           "logit parity with base + adapter."
+        False, description="Also keep the merged standalone model (merge_and_unload) in the release directory. It is "
+                           "always built, checked for logit parity with base + adapter, and logged as the MLflow model."
     )
     parity_tolerance: float = Field(1e-3, gt=0, description="Max abs logit difference allowed between merged and "
                                                             "base + adapter.")

@@ -70,14 +70,15 @@ def beats(value: float | None, current: float | None, min_improvement: float, gr
 
 
 def register_and_gate(client, name: str, source_uri: str, run_id: str, metric: str, value: float | None,
-                      min_improvement: float, greater_is_better: bool = True, release_key: str = "") -> GateVerdict:
+                      min_improvement: float, greater_is_better: bool = True, release_key: str = "",
+                      model_id: str | None = None) -> GateVerdict:
     """Register the challenger (or find the version already holding this exact release) and run the gate."""
     ensure_registered_model(client, name)
     same = [v for v in versions(client, name) if release_key and v.tags.get("release_key") == release_key]
     if same:
         version = same[-1]
     else:
-        version = client.create_model_version(name, source_uri, run_id=run_id, tags={
+        version = client.create_model_version(name, source_uri, run_id=run_id, model_id=model_id, tags={
             f"test_{metric}": str(value), "primary_metric": metric, "release_key": release_key})
     current = champion(client, name)
     current_value = float(current.tags.get(f"test_{metric}", "nan")) if current else None
