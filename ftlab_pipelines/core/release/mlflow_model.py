@@ -93,9 +93,11 @@ def staged_runtime() -> Iterator[Path]:
         package = Path(tmp) / RUNTIME_PACKAGE
         shutil.copytree(RUNTIME_DIR, package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         sys.path.insert(0, tmp)
+        bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ in the logged code
         try:
             yield package
         finally:
+            sys.dont_write_bytecode = bytecode
             sys.path.remove(tmp)
             for name in [m for m in sys.modules if m == RUNTIME_PACKAGE or m.startswith(RUNTIME_PACKAGE + ".")]:
                 del sys.modules[name]

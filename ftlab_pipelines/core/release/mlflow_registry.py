@@ -78,8 +78,13 @@ def register_and_gate(client, name: str, source_uri: str, run_id: str, metric: s
     if same:
         version = same[-1]
     else:
-        version = client.create_model_version(name, source_uri, run_id=run_id, model_id=model_id, tags={
-            f"test_{metric}": str(value), "primary_metric": metric, "release_key": release_key})
+        tags = {f"test_{metric}": str(value), "primary_metric": metric, "release_key": release_key}
+        if model_id:  # a logged model: MLflow links it and the version both ways (its page lists the version)
+            import mlflow
+
+            version = mlflow.register_model(source_uri, name, tags=tags)
+        else:
+            version = client.create_model_version(name, source_uri, run_id=run_id, tags=tags)
     current = champion(client, name)
     current_value = float(current.tags.get(f"test_{metric}", "nan")) if current else None
     number = int(version.version)
