@@ -176,9 +176,9 @@ def cmd_serve(args, settings: Settings) -> int:
     try:
         version = (client.get_model_version(name, str(args.version)) if args.version is not None
                    else client.get_model_version_by_alias(name, "champion"))
-    except MlflowException:
-        raise ValueError(f"{uri}: no such model version; run `ftlab run {args.lab}` or see `ftlab models "
-                         f"{args.lab}`") from None
+    except MlflowException as exc:
+        raise ValueError(f"{uri}: no such model version ({exc.message.splitlines()[0][:200]}); run `ftlab run "
+                         f"{args.lab}` or see `ftlab models {args.lab}`") from None
     local = serving.download(f"models:/{name}/{version.version}",
                              settings.home / "serving" / name / str(version.version))
     command, env = serving.server_command(local, args.host, args.port)

@@ -118,10 +118,10 @@ def test_model_loads_in_a_fresh_process_with_only_its_declared_requirements(tiny
     no cwd on sys.path). Every distribution it imports is a declared requirement or one of theirs."""
     import mlflow
 
-    from ftlab_pipelines.core.release import serving
+    from ftlab_pipelines.core.release.mlflow_model import using_store
 
-    serving.use_store(f"sqlite:///{tiny_spam['home'] / 'mlflow.db'}")
-    local = Path(mlflow.artifacts.download_artifacts("models:/ftlab-sms_spam/1", dst_path=str(tmp_path / "m")))
+    with using_store(f"sqlite:///{tiny_spam['home'] / 'mlflow.db'}"):
+        local = Path(mlflow.artifacts.download_artifacts("models:/ftlab-sms_spam/1", dst_path=str(tmp_path / "m")))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FTLAB_", "MLFLOW_", "PYTHONPATH"))}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "no-hf-cache"),
                FTLAB_MODEL_CACHE=str(tmp_path / "no-model-cache"))
@@ -159,3 +159,24 @@ def test_release_run_shows_datasets_model_and_linked_metrics(tiny_spam):
     if (REPO / ".git").exists():
         assert expected and len(expected) == 40
     assert run.data.tags.get("mlflow.source.git.commit") == expected
+
+
+@pytest.mark.parametrize("before", [None, "sqlite:////somewhere/else.db"])
+def test_using_store_leaves_mlflow_and_the_environment_as_it_found_them(before, monkeypatch, tmp_path):
+    """MLflow's set_tracking_uri writes MLFLOW_TRACKING_URI into os.environ; after the block nothing has moved,
+    so a later subprocess (a DDP rank, `ftlab serve`) never inherits a store it was not given."""
+    import mlflow
+
+    from ftlab_pipelines.core.release.mlflow_model import using_store
+
+    if before is None:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", before)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    outside = mlflow.get_tracking_uri()
+    inside = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with using_store(inside):
+        assert mlflow.get_tracking_uri() == mlflow.get_registry_uri() == inside
+    assert os.environ.get("MLFLOW_TRACKING_URI") == before and "MLFLOW_REGISTRY_URI" not in os.environ
+    assert mlflow.get_tracking_uri() == outside
