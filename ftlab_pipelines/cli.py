@@ -96,12 +96,13 @@ def print_summary(settings: Settings, lab: str, run_id: str, only: list[str] | N
 def pyfunc_model(args, settings: Settings):
     """The lab's champion (or --version N, or --model URI) as an MLflow pyfunc model."""
     from ftlab_pipelines.core.release import serving
+    from ftlab_pipelines.core.release.mlflow_model import using_store
 
-    serving.use_store(settings.mlflow_tracking_uri)
-    if args.model:
-        return serving.load(args.model)
-    _, name = registry_client_and_name(settings, args.lab)
-    return serving.load(serving.model_uri(name, args.version), args.lab)
+    _, name = (None, None) if args.model else registry_client_and_name(settings, args.lab)
+    with using_store(settings.mlflow_tracking_uri):
+        if args.model:
+            return serving.load(args.model)
+        return serving.load(serving.model_uri(name, args.version), args.lab)
 
 
 def cmd_predict(args, settings: Settings) -> int:
@@ -167,8 +168,8 @@ def cmd_chat(args, settings: Settings) -> int:
 def cmd_serve(args, settings: Settings) -> int:
     """Serve the champion (or --version N) with MLflow's scoring server on 127.0.0.1 until interrupted."""
     from ftlab_pipelines.core.release import serving
+    from ftlab_pipelines.core.release.mlflow_model import using_store
 
-    serving.use_store(settings.mlflow_tracking_uri)
     client, name = registry_client_and_name(settings, args.lab)
     uri = serving.model_uri(name, args.version)
     from mlflow.exceptions import MlflowException
@@ -179,8 +180,9 @@ def cmd_serve(args, settings: Settings) -> int:
     except MlflowException as exc:
         raise ValueError(f"{uri}: no such model version ({exc.message.splitlines()[0][:200]}); run `ftlab run "
                          f"{args.lab}` or see `ftlab models {args.lab}`") from None
-    local = serving.download(f"models:/{name}/{version.version}",
-                             settings.home / "serving" / name / str(version.version))
+    with using_store(settings.mlflow_tracking_uri):
+        local = serving.download(f"models:/{name}/{version.version}",
+                                 settings.home / "serving" / name / str(version.version))
     command, env = serving.server_command(local, args.host, args.port)
     print(f"ftlab: serving {name} v{version.version} ({uri}) on http://{args.host}:{args.port}", flush=True)
     print(f"  curl -s http://{args.host}:{args.port}/invocations -H 'Content-Type: application/json' "

@@ -21,14 +21,6 @@ def model_uri(registry_name: str, version: int | None = None) -> str:
     return f"models:/{registry_name}/{version}" if version is not None else f"models:/{registry_name}@{CHAMPION}"
 
 
-def use_store(tracking_uri: str) -> None:
-    """Point MLflow's `models:/` resolution at ftlab's store (the CLI owns its process, so it may)."""
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-
-
 def load(uri: str, lab: str | None = None):
     """The pyfunc model at `uri`; a missing model or version gets a message that says what to do."""
     import mlflow
