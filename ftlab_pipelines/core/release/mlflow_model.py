@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from ftlab_pipelines.core import artifacts
+from ftlab_pipelines.core import artifacts, tracking
 from ftlab_pipelines.core.runtime import classify
 
 RUNTIME_DIR = Path(__file__).resolve().parents[1] / "runtime"
@@ -153,5 +153,7 @@ def log_model(lab, model_dir: Path, example, tracking_uri: str, run_id: str) -> 
         info = mlflow.pyfunc.log_model(
             name=MODEL_NAME, python_model=str(package / entry), code_paths=[str(package)],
             artifacts={classify.MODEL_ARTIFACT: str(model_dir)}, signature=sig, input_example=example,
-            pip_requirements=requirements(), tags={"lab": lab.name, "task": lab.task})
+            pip_requirements=requirements(),
+            tags={"lab": lab.name, "task": lab.task, "mlflow.source.name": f"ftlab {lab.name}/published_adapter",
+                  **tracking.source_tags()})
     return LoggedModel(info.model_id, info.model_uri)
