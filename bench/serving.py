@@ -74,7 +74,7 @@ def write_labs(root: Path, quick: bool) -> None:
 def download(home: Path, lab: str, into: Path) -> Path:
     import mlflow
 
-    from ftlab_pipelines.core.release.mlflow_model import using_store
+    from ftlab_pipelines.core.tracking import using_store
 
     with using_store(f"sqlite:///{home / 'mlflow.db'}"):
         return Path(mlflow.artifacts.download_artifacts(f"models:/ftlab-{lab}@champion", dst_path=str(into)))

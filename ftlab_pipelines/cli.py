@@ -96,7 +96,7 @@ def print_summary(settings: Settings, lab: str, run_id: str, only: list[str] | N
 def pyfunc_model(args, settings: Settings):
     """The lab's champion (or --version N, or --model URI) as an MLflow pyfunc model."""
     from ftlab_pipelines.core.release import serving
-    from ftlab_pipelines.core.release.mlflow_model import using_store
+    from ftlab_pipelines.core.tracking import using_store
 
     _, name = (None, None) if args.model else registry_client_and_name(settings, args.lab)
     with using_store(settings.mlflow_tracking_uri):
@@ -168,7 +168,7 @@ def cmd_chat(args, settings: Settings) -> int:
 def cmd_serve(args, settings: Settings) -> int:
     """Serve the champion (or --version N) with MLflow's scoring server on 127.0.0.1 until interrupted."""
     from ftlab_pipelines.core.release import serving
-    from ftlab_pipelines.core.release.mlflow_model import using_store
+    from ftlab_pipelines.core.tracking import using_store
 
     client, name = registry_client_and_name(settings, args.lab)
     uri = serving.model_uri(name, args.version)

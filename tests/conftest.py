@@ -372,7 +372,7 @@ def trained_home(tiny_spam_run, tmp_path, monkeypatch):
 def release_model(home: Path, lab: str, version: int | None = None):
     """A lab's MLflow pyfunc model (the champion, or `version`) from the store under `home`."""
     from ftlab_pipelines.core.release import serving
-    from ftlab_pipelines.core.release.mlflow_model import using_store
+    from ftlab_pipelines.core.tracking import using_store
 
     with using_store(f"sqlite:///{home / 'mlflow.db'}"):  # MLflow's globals and env restored after
         return serving.load(serving.model_uri(f"ftlab-{lab}", version), lab)

@@ -53,8 +53,8 @@ def test_every_readme_command_exists_in_the_cli_or_makefile():
             pytest.fail(f"README: {command!r} is neither an ftlab nor a make command")
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["predict"], ["chat"], ["models"], ["promote"], ["labs"],
-                                     ["new-lab"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["predict"], ["chat"], ["serve"], ["models"], ["promote"],
+                                     ["labs"], ["new-lab"]])
 def test_every_command_has_help(command):
     out = run(f"{BIN}/ftlab", *command, "--help")
     assert out.returncode == 0 and "usage: ftlab" in out.stdout

@@ -118,7 +118,7 @@ def test_model_loads_in_a_fresh_process_with_only_its_declared_requirements(tiny
     no cwd on sys.path). Every distribution it imports is a declared requirement or one of theirs."""
     import mlflow
 
-    from ftlab_pipelines.core.release.mlflow_model import using_store
+    from ftlab_pipelines.core.tracking import using_store
 
     with using_store(f"sqlite:///{tiny_spam['home'] / 'mlflow.db'}"):
         local = Path(mlflow.artifacts.download_artifacts("models:/ftlab-sms_spam/1", dst_path=str(tmp_path / "m")))
@@ -167,7 +167,7 @@ def test_using_store_leaves_mlflow_and_the_environment_as_it_found_them(before, 
     so a later subprocess (a DDP rank, `ftlab serve`) never inherits a store it was not given."""
     import mlflow
 
-    from ftlab_pipelines.core.release.mlflow_model import using_store
+    from ftlab_pipelines.core.tracking import using_store
 
     if before is None:
         monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -24,7 +24,7 @@ def test_minilm_chain_materializes_and_registers_a_champion(real_spam_run):
     result = real_spam_run["result"]
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     assert {(e.check_name, e.passed) for e in result.get_asset_check_evaluations()} == {
-        ("data_contract", True), ("promotion_gate", True)}
+        ("data_contract", True), ("promotion_gate", True), ("merge_parity", True)}
     adapter = value(real_spam_run, "sms_spam", "adapter")
     assert adapter.metrics["total_params"] > 22e6  # the real MiniLM-L6 (22.7M), not a stand-in
 

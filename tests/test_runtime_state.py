@@ -69,7 +69,7 @@ def test_encode_in_threads_keeps_the_order():
 
 # The one exception, and why: mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI into os.environ, and
 # using_store puts it back as it was (tests/test_mlflow_model.py checks that the environment ends unchanged).
-RESTORES_MLFLOWS_WRITES = {"release/mlflow_model.py"}
+RESTORES_MLFLOWS_WRITES = {"tracking.py"}
 
 
 def test_core_never_writes_the_process_environment():

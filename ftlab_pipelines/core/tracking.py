@@ -34,6 +34,37 @@ def flatten(prefix: str, value: object) -> dict[str, str]:
     return {prefix: text[:MAX_PARAM_CHARS]}
 
 
+STORE_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@contextlib.contextmanager
+def using_store(tracking_uri: str):
+    """MLflow's process-wide store set to `tracking_uri` for the block. Logging a model and registering a
+    `models:/<model_id>` source go through it (not through a client's store), so both happen inside.
+
+    `mlflow.set_tracking_uri` also writes MLFLOW_TRACKING_URI into os.environ (for subprocesses); the block
+    puts MLflow's globals and those variables back exactly as they were, so nothing leaks into later runs."""
+    import os
+
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved = tracking_utils._tracking_uri, registry_utils._registry_uri, {k: os.environ.get(k) for k in STORE_ENV}
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved[0])
+        registry_utils._registry_uri = saved[1]
+        for key, value in saved[2].items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 @functools.cache
 def git_commit() -> str | None:
     """The commit of the checkout ftlab runs from (None outside a git checkout, or without git)."""

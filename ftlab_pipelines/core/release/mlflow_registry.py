@@ -11,6 +11,8 @@ import datetime as dt
 import getpass
 from dataclasses import dataclass
 
+from ftlab_pipelines.core.tracking import using_store
+
 CHAMPION = "champion"
 
 
@@ -79,12 +81,14 @@ def register_and_gate(client, name: str, source_uri: str, run_id: str, metric: s
         version = same[-1]
     else:
         tags = {f"test_{metric}": str(value), "primary_metric": metric, "release_key": release_key}
-        if model_id:  # a logged model: MLflow links it and the version both ways (its page lists the version)
-            import mlflow
+        # A `models:/<model_id>` source is resolved through MLflow's process-wide store, so register inside it.
+        with using_store(client.tracking_uri):
+            if model_id:  # a logged model: MLflow links it and the version both ways (its page lists the version)
+                import mlflow
 
-            version = mlflow.register_model(source_uri, name, tags=tags)
-        else:
-            version = client.create_model_version(name, source_uri, run_id=run_id, tags=tags)
+                version = mlflow.register_model(source_uri, name, tags=tags)
+            else:
+                version = client.create_model_version(name, source_uri, run_id=run_id, tags=tags)
     current = champion(client, name)
     current_value = float(current.tags.get(f"test_{metric}", "nan")) if current else None
     number = int(version.version)

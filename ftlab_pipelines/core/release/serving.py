@@ -36,7 +36,8 @@ def load(uri: str, lab: str | None = None):
 
 
 def is_generator(model) -> bool:
-    return "message" in model.metadata.get_input_schema().input_names()
+    """A generation model answers with a `reply` (a classifier with a `label`), whatever its input columns."""
+    return model.metadata.signature.outputs.input_names() == ["reply"]
 
 
 def download(uri: str, into: Path) -> Path:

@@ -95,11 +95,10 @@ def report(lab, upstream: dict, result: Release, ctx: StageContext, reused: bool
     hub_status = hub.push_to_hub(out, lab.publish.hub_repo)
     log.info("Hugging Face Hub: %s", hub_status)
     run.set_tags({"hub": hub_status})
-    with mlflow_model.using_store(run.tracking_uri):
-        verdict = mlflow_registry.register_and_gate(run.client, lab.registry_name, result.model_uri,
-                                                    run.run_id, metric, value, lab.publish.min_improvement,
-                                                    lab.eval.greater_is_better, release_key=result.key,
-                                                    model_id=result.model_id)
+    verdict = mlflow_registry.register_and_gate(run.client, lab.registry_name, result.model_uri,
+                                                run.run_id, metric, value, lab.publish.min_improvement,
+                                                lab.eval.greater_is_better, release_key=result.key,
+                                                model_id=result.model_id)
     log.info("promotion gate: %s", verdict.reason)
     run.set_tags({"model_version": verdict.version, "promoted": verdict.promoted, "promotion_gate": verdict.reason})
     is_champion = verdict.champion_version == verdict.version
