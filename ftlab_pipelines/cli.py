@@ -87,10 +87,16 @@ def print_summary(settings: Settings, lab: str, run_id: str, only: list[str] | N
         if evaluation:
             print(f"  plots:                      {evaluation[-1].parent}/*.png")
     print(f"  MLflow store:               {settings.mlflow_tracking_uri}")
+    if release and release.get("mlflow_version") is not None:
+        from ftlab_pipelines.core.config.labs import load_labs
+
+        name = load_labs(settings=settings)[lab].registry_name
+        print(f"  MLflow model:               models:/{name}/{release['mlflow_version']} "
+              f"(champion: models:/{name}@champion)")
     print("  UIs: `make ui`, then Dagster http://127.0.0.1:3000 and MLflow http://127.0.0.1:5000")
     info = Path(release["path"]) / "ftlab_model.json" if release else None
     verb = "chat" if info and info.is_file() and json.loads(info.read_text()).get("task") == "sft" else "predict"
-    print(f"  try it: .venv/bin/ftlab {verb} {lab} \"<some text>\"")
+    print(f"  try it: .venv/bin/ftlab {verb} {lab} \"<some text>\"   or serve it: .venv/bin/ftlab serve {lab}")
 
 
 def pyfunc_model(args, settings: Settings):

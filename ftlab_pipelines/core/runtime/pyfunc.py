@@ -16,7 +16,7 @@ from .generate import ChatGenerator
 
 # The models declare their schema in an explicit signature (the generator's has optional columns and params),
 # so MLflow's advice to add type hints for signature inference does not apply.
-warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")  # message is colored
 
 
 def _rows(model_input):
