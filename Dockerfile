@@ -1,4 +1,5 @@
-# ftlab image: the Dagster webserver, the Dagster daemon or the MLflow server, by command (deploy/README.md).
+# ftlab image: the Dagster webserver, the Dagster daemon, the MLflow server or a lab's model server, by command
+# (deploy/README.md).
 #   docker build -t ftlab .                               CPU torch
 #   docker build --build-arg DEVICE=cuda -t ftlab:cuda .  CUDA torch from PyPI (its wheels bundle the CUDA
 #                                                         runtime; run with --gpus all)
@@ -40,6 +41,6 @@ COPY workspace.yaml dagster.yaml ./
 COPY deploy ./deploy
 
 USER ftlab
-EXPOSE 3000 5000
+EXPOSE 3000 5000 5001
 ENTRYPOINT ["/opt/ftlab/deploy/entrypoint.sh"]
 CMD ["webserver"]

@@ -13,7 +13,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 STAMP := $(VENV)/.ftlab-installed
 
-.PHONY: install demo test test-slow ui screenshots bench-quality bench-perf bench-quick dagster-home clean
+.PHONY: install demo test test-slow ui screenshots bench-quality bench-perf bench-quick bench-serving dagster-home clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ screenshots: install
 bench-quality: install dagster-home
 	$(BIN)/python bench/quality.py
 
+## make bench-serving: batch scoring, served latency and load, generation latency; writes bench/results/serving.json
+bench-serving: install dagster-home
+	$(BIN)/python bench/serving.py
+
 ## make bench-perf: the performance benchmarks, one after another (~35 min); results in bench/results/, summary in bench/RESULTS.md
 PERF_BENCHES := train_throughput mfu overhead noop tokenize_throughput lora_vs_qlora
 bench-perf: install dagster-home
@@ -66,7 +70,7 @@ bench-perf: install dagster-home
 
 ## make bench-quick: every benchmark script in its --quick smoke mode (CI proves they run; nothing is written)
 bench-quick: install dagster-home
-	for b in $(PERF_BENCHES) tabular_scale persona_scaling; do $(BIN)/python bench/$$b.py --quick || exit 1; done
+	for b in $(PERF_BENCHES) tabular_scale persona_scaling serving; do $(BIN)/python bench/$$b.py --quick || exit 1; done
 
 clean:
 	rm -rf .ftlab

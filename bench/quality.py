@@ -108,7 +108,8 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     for lab in LABS:
         print(f"bench-quality: running {lab} ...", flush=True)
-        labs[lab] = run_lab(lab)
+        # Each lab records where and when it was measured: a partly refreshed file stays honest.
+        labs[lab] = {**run_lab(lab), "machine": machine(), "date": dt.date.today().isoformat()}
         print(json.dumps(labs[lab], indent=1), flush=True)
         # Written after every lab, so an interrupted run keeps the labs it finished.
         RESULTS.write_text(json.dumps({

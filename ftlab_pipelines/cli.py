@@ -1,4 +1,4 @@
-"""`ftlab`: list labs, run a lab through Dagster, predict or chat with a published adapter, list and promote
+"""`ftlab`: list labs, run a lab through Dagster, predict, chat or serve with a lab's MLflow model, list and promote
 model versions."""
 
 from __future__ import annotations
@@ -87,66 +87,113 @@ def print_summary(settings: Settings, lab: str, run_id: str, only: list[str] | N
         if evaluation:
             print(f"  plots:                      {evaluation[-1].parent}/*.png")
     print(f"  MLflow store:               {settings.mlflow_tracking_uri}")
+    if release and release.get("mlflow_version") is not None:
+        from ftlab_pipelines.core.config.labs import load_labs
+
+        name = load_labs(settings=settings)[lab].registry_name
+        print(f"  MLflow model:               models:/{name}/{release['mlflow_version']} "
+              f"(champion: models:/{name}@champion)")
     print("  UIs: `make ui`, then Dagster http://127.0.0.1:3000 and MLflow http://127.0.0.1:5000")
     info = Path(release["path"]) / "ftlab_model.json" if release else None
     verb = "chat" if info and info.is_file() and json.loads(info.read_text()).get("task") == "sft" else "predict"
-    print(f"  try it: .venv/bin/ftlab {verb} {lab} \"<some text>\"")
+    print(f"  try it: .venv/bin/ftlab {verb} {lab} \"<some text>\"   or serve it: .venv/bin/ftlab serve {lab}")
+
+
+def pyfunc_model(args, settings: Settings):
+    """The lab's champion (or --version N, or --model URI) as an MLflow pyfunc model."""
+    from ftlab_pipelines.core.release import serving
+    from ftlab_pipelines.core.tracking import using_store
+
+    _, name = (None, None) if args.model else registry_client_and_name(settings, args.lab)
+    with using_store(settings.mlflow_tracking_uri):
+        if args.model:
+            return serving.load(args.model)
+        return serving.load(serving.model_uri(name, args.version), args.lab)
 
 
 def cmd_predict(args, settings: Settings) -> int:
     quiet_libraries()
-    from ftlab_pipelines.core.release.predictor import Classifier
+    import pandas as pd
 
-    release = champion_release(settings, args.lab, args.release)
-    if release is None:
-        return 1
-    classifier = Classifier(release, settings.model_cache)
-    texts = list(args.texts)
+    from ftlab_pipelines.core.release.serving import is_generator
+
+    model = pyfunc_model(args, settings)
+    if is_generator(model):
+        raise ValueError(f"lab {args.lab!r} is a generation (sft) lab; use `ftlab chat` for it")
+    columns = model.metadata.get_input_schema().input_names()
+    frames = [pd.DataFrame({columns[0]: list(args.texts)})] if args.texts else []
+    if args.texts and len(columns) != 1:
+        raise ValueError(f"this model reads the columns {columns}; give them with --csv FILE")
     if args.csv:
         from ftlab_pipelines.core.data.sources import read_table
 
-        texts += classifier.render_rows(read_table(Path(args.csv), dtype="infer"))
-    if not texts:
+        frames.append(read_table(Path(args.csv), dtype="infer"))
+    if not frames:
         raise ValueError("give texts to classify, or --csv FILE with the lab's columns")
-    for pred in classifier.predict(texts):
-        print(json.dumps({"label": pred.label, "score": round(pred.score, 4), "probabilities": pred.probabilities,
-                          "text": pred.text}))
+    for frame in frames:
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{args.csv}: lacks the column(s) {missing} that this model reads ({columns})")
+        predictions = model.predict(frame[columns])
+        probability_columns = [c for c in predictions.columns if c.startswith("prob_")]
+        for i, (_, row) in enumerate(predictions.iterrows()):
+            shown = {"text": str(frame[columns[0]].iloc[i])} if len(columns) == 1 else {"row": i}
+            print(json.dumps({"label": row["label"], "score": round(float(row["score"]), 4),
+                              "probabilities": {c.removeprefix("prob_"): round(float(row[c]), 4)
+                                                for c in probability_columns}, **shown}))
     return 0
-
-
-def champion_release(settings: Settings, lab: str, release: str | None) -> str | None:
-    from ftlab_pipelines.core.release.local_registry import local_champion
-
-    if release is not None:
-        return release
-    found = local_champion(settings, lab)
-    if not found:
-        print(f"ftlab: no published adapter for lab {lab!r}; run `ftlab run {lab}` first", file=sys.stderr)
-        return None
-    return found["path"]
 
 
 def cmd_chat(args, settings: Settings) -> int:
     quiet_libraries()
-    from ftlab_pipelines.core.release.chat import Chatbot
+    import pandas as pd
 
-    release = champion_release(settings, args.lab, args.release)
-    if release is None:
-        return 1
-    bot = Chatbot(release, max_new_tokens=args.max_new_tokens, model_cache=settings.model_cache)
+    from ftlab_pipelines.core.release.serving import is_generator
+
+    model = pyfunc_model(args, settings)
+    if not is_generator(model):
+        raise ValueError(f"lab {args.lab!r} is a classification lab; use `ftlab predict` for it")
+    params = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
     interactive = not args.messages
     messages = args.messages or iter(lambda: input("you> "), "")
     try:
         for message in messages:
+            request = pd.DataFrame({"message": [message]})
             if args.no_stream:
-                print(bot.reply(message))
+                print(model.predict(request, params=params)["reply"].iloc[0])
                 continue
-            for piece in bot.stream(message):
+            for piece in model.predict_stream(request, params=params):
                 print(piece, end="", flush=True)
             print()
     except (EOFError, KeyboardInterrupt):
         if interactive:
             print()
+    return 0
+
+
+def cmd_serve(args, settings: Settings) -> int:
+    """Serve the champion (or --version N) with MLflow's scoring server on 127.0.0.1 until interrupted."""
+    from ftlab_pipelines.core.release import serving
+    from ftlab_pipelines.core.tracking import using_store
+
+    client, name = registry_client_and_name(settings, args.lab)
+    uri = serving.model_uri(name, args.version)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = (client.get_model_version(name, str(args.version)) if args.version is not None
+                   else client.get_model_version_by_alias(name, "champion"))
+    except MlflowException as exc:
+        raise ValueError(f"{uri}: no such model version ({exc.message.splitlines()[0][:200]}); run `ftlab run "
+                         f"{args.lab}` or see `ftlab models {args.lab}`") from None
+    with using_store(settings.mlflow_tracking_uri):
+        local = serving.download(f"models:/{name}/{version.version}",
+                                 settings.home / "serving" / name / str(version.version))
+    command, env = serving.server_command(local, args.host, args.port)
+    print(f"ftlab: serving {name} v{version.version} ({uri}) on http://{args.host}:{args.port}", flush=True)
+    print(f"  curl -s http://{args.host}:{args.port}/invocations -H 'Content-Type: application/json' "
+          f"-d '{{\"inputs\": ...}}'", flush=True)
+    os.execve(command[0], command, env)  # the server replaces this process: signals reach it directly
     return 0
 
 
@@ -198,8 +245,8 @@ def cmd_promote(args, settings: Settings) -> int:
     previous = f"v{moved['previous_champion']}" if moved["previous_champion"] else "none"
     print(f"ftlab: {name} champion is now v{moved['version']} (was {previous}); recorded on the version's tags")
     if local is None:
-        print(f"  note: v{args.version} has no release directory on this machine; `ftlab predict/chat` keep "
-              f"using the previous local champion", file=sys.stderr)
+        print(f"  note: v{args.version} has no release directory on this machine; `ftlab predict/chat/serve` use "
+              f"its MLflow model all the same", file=sys.stderr)
     else:
         print(f"  release: {local['path']}")
     return 0
@@ -232,15 +279,24 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("lab")
     predict.add_argument("texts", nargs="*")
     predict.add_argument("--csv", help="a CSV of tabular rows, rendered with the lab's row template")
-    predict.add_argument("--release", help="a release directory instead of the lab's champion")
+    predict.add_argument("--version", type=lambda v: int(v.lstrip("v")), help="a model version instead of the champion")
+    predict.add_argument("--model", help="any MLflow model URI instead (models:/..., runs:/..., a local directory)")
     predict.set_defaults(func=cmd_predict)
     chat = sub.add_parser("chat", help="talk to a generation lab's champion release (streams the reply)")
     chat.add_argument("lab")
     chat.add_argument("messages", nargs="*", help="messages to answer; none: read them interactively")
-    chat.add_argument("--release", help="a release directory instead of the lab's champion")
+    chat.add_argument("--version", type=lambda v: int(v.lstrip("v")), help="a model version instead of the champion")
+    chat.add_argument("--model", help="any MLflow model URI instead (models:/..., runs:/..., a local directory)")
     chat.add_argument("--max-new-tokens", type=int, help="reply length budget (default: the lab's)")
     chat.add_argument("--no-stream", action="store_true", help="print each reply when it is complete")
     chat.set_defaults(func=cmd_chat)
+    serve = sub.add_parser("serve", help="serve a lab's champion (or a version) over HTTP with MLflow's scoring "
+                                         "server: /ping, /invocations")
+    serve.add_argument("lab")
+    serve.add_argument("--version", type=lambda v: int(v.lstrip("v")), help="a model version instead of the champion")
+    serve.add_argument("--port", type=int, default=5001)
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    serve.set_defaults(func=cmd_serve)
     models = sub.add_parser("models", help="list a lab's registered model versions (MLflow) with metrics and aliases")
     models.add_argument("lab")
     models.set_defaults(func=cmd_models)

@@ -295,8 +295,10 @@ def tiny_spam_run(tmp_path_factory, tiny_models, materialize_labs):
 
 
 def artifact_files(home: Path) -> set[Path]:
-    """Files of the artifact stores: ftlab's stage directories and MLflow's run artifacts."""
-    return {p for store in ("artifacts", "mlartifacts") for p in (home / store).rglob("*") if p.is_file()}
+    """Files of the artifact stores: ftlab's stage directories and MLflow's run artifacts. MLflow's own
+    `registered_model_meta`, which loading a `models:/name/version` writes beside a local model, is not ours."""
+    return {p for store in ("artifacts", "mlartifacts") for p in (home / store).rglob("*")
+            if p.is_file() and p.name != "registered_model_meta"}
 
 
 @pytest.fixture
@@ -365,3 +367,12 @@ def trained_home(tiny_spam_run, tmp_path, monkeypatch):
     with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
         yield {"result": tiny_spam_run["result"], "home": root / "home", "instance": instance,
                "defs": build_definitions(str(root / "labs")), "labs": root / "labs", "root": root}
+
+
+def release_model(home: Path, lab: str, version: int | None = None):
+    """A lab's MLflow pyfunc model (the champion, or `version`) from the store under `home`."""
+    from ftlab_pipelines.core.release import serving
+    from ftlab_pipelines.core.tracking import using_store
+
+    with using_store(f"sqlite:///{home / 'mlflow.db'}"):  # MLflow's globals and env restored after
+        return serving.load(serving.model_uri(f"ftlab-{lab}", version), lab)

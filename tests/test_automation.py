@@ -151,7 +151,7 @@ def _execute(run, **kwargs):
 def test_first_release_passes_the_gate_and_becomes_champion(lab_home):
     result = lab_home["result"]
     assert result.success
-    assert _checks(result) == {"data_contract": True, "promotion_gate": True}
+    assert _checks(result) == {"data_contract": True, "promotion_gate": True, "merge_parity": True}
     assert int(mlflow_registry.champion(_client(), "ftlab-sms_spam").version) == 1
 
 

@@ -2,11 +2,13 @@
 
 Dagster: a real webserver on a copy of the session's tiny sms_spam run (tiny BERT), whose instance holds the seven
 materialized assets with their checks and metadata; the user launches raw_dataset again from the asset graph.
-MLflow: a real server over the store of the session's tiny sms_spam lab.
+MLflow: a real server over the store of the session's tiny sms_spam lab: its runs, the release run's datasets and model,
+the registered version and the logged model it was registered from.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import urllib.parse
@@ -174,6 +176,29 @@ def show_tag_columns(page, tags: list[str]) -> None:
     page.keyboard.press("Escape")
 
 
+LAB_DATASETS = {"sms_spam.train": "training", "sms_spam.validation": "validation", "sms_spam.test": "testing"}
+
+
+def release_lineage(tracking_uri: str) -> dict:
+    """What the UI should show, read with MLflow's client: the release run, the digest of its datasets (ftlab's key of
+    the splits), the test split's file, and the logged model that registered version 1 was made from."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    (run,) = client.search_runs([experiment_id(tracking_uri)], "tags.asset = 'published_adapter'")
+    datasets = {d.dataset.name: d.dataset for d in run.inputs.dataset_inputs}
+    assert set(datasets) == set(LAB_DATASETS), datasets
+    (digest,) = {d.digest for d in datasets.values()}
+    version = client.get_model_version("ftlab-sms_spam", "1")
+    assert re.fullmatch(r"models:/m-[0-9a-f]{32}", version.source), version.source
+    model_id = version.source.removeprefix("models:/")
+    assert model_id in {m.model_id for m in run.outputs.model_outputs}
+    metric = version.tags["primary_metric"]
+    return {"run_id": run.info.run_id, "digest": digest, "test_file": json.loads(datasets["sms_spam.test"].source)["uri"],
+            "model_id": model_id, "metric": f"test_{metric}", "value": float(version.tags[f"test_{metric}"]),
+            "experiment_id": run.info.experiment_id}
+
+
 def close_assistant(page) -> None:
     """Close MLflow's assistant side panel, if it is open, so the page has the room."""
     close = page.locator('button[data-component-id="mlflow.assistant.chat_panel.close"]')
@@ -181,14 +206,23 @@ def close_assistant(page) -> None:
         close.click()
 
 
-def test_mlflow_experiment_lists_asset_runs_with_lab_and_asset_tags(mlflow_ui, page, shots):
+def open_runs(page, mlflow_ui) -> None:
+    """The experiment's runs table, with the parent run of the materialization shown."""
     # MLflow 3 opens an experiment on its GenAI pages; ftlab's runs are under "Model training".
     runs = f"#/experiments/{experiment_id(mlflow_ui['tracking_uri'])}/runs?workflowType=machine_learning"
     page.goto(f"{mlflow_ui['url']}/{runs}", wait_until="load")
     page.get_by_text(re.compile(r"^sms_spam dagster:[0-9a-f]{8}$")).first.wait_for()  # the parent run
     close_assistant(page)
+
+
+def expand_parent_run(page) -> None:
+    page.locator('button[data-component-id*="runnamecellrenderer"]').first.click()
+
+
+def test_mlflow_experiment_lists_asset_runs_with_lab_and_asset_tags(mlflow_ui, page, shots):
+    open_runs(page, mlflow_ui)
     show_tag_columns(page, ["lab", "asset"])
-    page.locator('button[data-component-id*="runnamecellrenderer"]').first.click()  # expand the parent run
+    expand_parent_run(page)
     for asset in ASSETS:
         page.get_by_role("link", name=asset, exact=True).first.wait_for()
     asset_cells = page.locator('[role="gridcell"][col-id="tags.`asset`"]').all_inner_texts()
@@ -205,3 +239,82 @@ def test_mlflow_registered_model_shows_the_champion_alias(mlflow_ui, page, shots
     close_assistant(page)
     assert re.search(r"@\s*champion", version.inner_text()), version.inner_text()
     page.screenshot(path=shots / "mlflow_champion.png")
+
+
+def test_mlflow_release_run_shows_its_datasets_and_model(mlflow_ui, page, shots):
+    """The runs table shows the release run's three splits, each with its context, and the version registered from
+    its model; the dataset drawer shows the test split's file and size."""
+    import pandas as pd
+
+    lineage = release_lineage(mlflow_ui["tracking_uri"])
+    digest = lineage["digest"]
+    open_runs(page, mlflow_ui)
+    expand_parent_run(page)
+    # AG Grid draws a row in two parts (pinned and scrolled columns); both carry the run's id.
+    row = f'[role="row"][row-id="{lineage["run_id"]}"]'
+    page.locator(row).get_by_role("link", name="published_adapter", exact=True).wait_for()
+
+    datasets = page.locator(f'{row} [role="gridcell"][col-id="attributes.`Dataset`"]')
+    names = datasets.get_by_test_id("open-dataset-drawer")
+    names.first.wait_for()
+    assert sorted(names.all_text_contents()) == sorted(f"{name} ({digest})" for name in LAB_DATASETS)
+    for name, context in LAB_DATASETS.items():
+        entry = datasets.locator("div").filter(has=page.locator(f'span[title="{name} ({digest})"]')).last
+        assert entry.get_by_role("status").text_content().strip() == context, entry.inner_text()
+
+    models = page.locator(f'{row} [role="gridcell"][col-id="attributes.`Models`"]').get_by_role("link")
+    assert models.get_attribute("href") == "#/models/ftlab-sms_spam/versions/1"
+    assert re.fullmatch(r"ftlab-sms_spam\s+v1", models.inner_text().strip()), models.inner_text()
+
+    # The cell shows the first dataset; "+2" lists the others, and a name opens the run's dataset drawer.
+    datasets.get_by_role("button", name="+2").click()
+    others = page.get_by_role("dialog", name="Popover content")
+    others.get_by_role("button", name=f"sms_spam.test ({digest})").click()
+    drawer = page.get_by_role("dialog").filter(has_text="Data details for")
+    drawer.get_by_text(f"Digest: {digest}").wait_for()
+    test_split = pd.read_parquet(lineage["test_file"])
+    text = drawer.inner_text()
+    for shown in ["3 datasets used", f"num rows: {len(test_split)}", f"Path: {lineage['test_file']}"]:
+        assert shown in text, (shown, text)
+    assert set(test_split.columns) <= set(text.split()), text  # the schema table lists the split's columns
+    page.screenshot(path=shots / "mlflow_release_datasets.png")
+
+
+def test_mlflow_model_version_links_to_the_logged_model(mlflow_ui, page, shots):
+    """Version 1 names the logged model it was registered from (source models:/m-...); following the link opens that
+    model's page, with the test metrics linked to the test split and the release run."""
+    lineage = release_lineage(mlflow_ui["tracking_uri"])
+    model_id, digest = lineage["model_id"], lineage["digest"]
+    page.goto(f"{mlflow_ui['url']}/#/models/ftlab-sms_spam/versions/1", wait_until="load")
+    source = page.get_by_test_id("source-model-link")
+    source.wait_for()
+    close_assistant(page)
+    item = page.get_by_test_id("descriptions-item").filter(has=source)
+    assert item.get_by_test_id("descriptions-item-label").inner_text().strip() == "Source Model"
+    assert source.get_attribute("href") == f"#/experiments/{lineage['experiment_id']}/models/{model_id}"
+    assert source.inner_text().strip() == "model"  # the name the release logs it under
+    run = page.get_by_test_id("descriptions-item").filter(has_text="Source Run").get_by_role("link")
+    assert run.get_attribute("href").endswith(f"/runs/{lineage['run_id']}"), run.get_attribute("href")
+    assert run.inner_text().strip() == "published_adapter"
+    page.screenshot(path=shots / "mlflow_model_version.png")
+
+    source.click()
+    page.wait_for_url(re.compile(rf"#/experiments/{lineage['experiment_id']}/models/{model_id}$"))
+    page.get_by_test_id("key-value-Model ID").get_by_text(model_id, exact=True).wait_for()
+    close_assistant(page)
+    page.get_by_role("heading", name="model", exact=True).wait_for()  # the name the release logs it under
+    source_run = page.get_by_test_id("key-value-Source run").get_by_role("link")
+    assert source_run.inner_text().strip() == "published_adapter"
+    assert source_run.get_attribute("href").endswith(f"/runs/{lineage['run_id']}"), source_run.get_attribute("href")
+    used = page.locator("div").filter(has=page.get_by_role("heading", name="Datasets used", exact=True)).last
+    used.get_by_role("button").first.wait_for()
+    assert used.get_by_role("button").all_inner_texts() == [f"sms_spam.test (#{digest})"]
+    versions = page.locator("div").filter(has=page.get_by_role("heading", name="Model versions", exact=True)).last
+    assert versions.get_by_role("link").get_attribute("href") == "#/models/ftlab-sms_spam/versions/1"
+    # The primary test metric, linked to the test split and the release run, equals the version's gate value.
+    metric = page.get_by_role("row").filter(has=page.get_by_role("cell", name=lineage["metric"], exact=True))
+    metric.wait_for()
+    cells = [c.strip() for c in metric.get_by_role("cell").all_inner_texts()]
+    assert cells[1:3] == [f"sms_spam.test (#{digest})", "published_adapter"], cells
+    assert float(cells[3]) == pytest.approx(lineage["value"]), cells
+    page.screenshot(path=shots / "mlflow_logged_model.png")

@@ -92,6 +92,8 @@ def test_callers_follow_a_simulated_gpu():
 
 
 def test_no_other_module_asks_torch_for_the_device():
+    """ftlab decides in core/modeling/device.py; the runtime shipped inside MLflow models cannot import ftlab, so
+    it has its own (GPU when present, else CPU in fp32)."""
     callers = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
                if re.search(r"cuda\.is_available\(|cuda\.is_bf16_supported\(|/proc/cpuinfo", p.read_text())]
-    assert callers == ["core/modeling/device.py"]
+    assert sorted(callers) == ["core/modeling/device.py", "core/runtime/device.py"]

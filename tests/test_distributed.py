@@ -76,6 +76,14 @@ def test_two_ranks_train_disjoint_shards_resume_and_rank0_saves(tokenized, lab_c
     assert len(train_set) == TRAIN_ROWS and all(len(shard) == 8 for shard in shards)
     assert set().union(*shards) == train_set  # 4 x 8 distinct of 32: pairwise disjoint, resume repeats nothing
 
+    # tokens/s after a resume: each attempt counts the tokens both ranks trained in it, and only those.
+    lengths = {distributed.fingerprint(row["input_ids"]): row["length"]
+               for row in tokenize.load_tokenized(tokenized.dataset_path)["train"]}
+    trained = [sum(lengths[f] for r in attempt for f in r["fingerprints"])
+               for attempt in (runs[:2], runs[2:])]
+    counted = [artifacts.read_json(d / "manifest.json")["metrics"]["train_tokens"] for d in (tmp_path / "partial", out)]
+    assert counted == trained and sum(trained) == sum(lengths.values())
+
     manifest = artifacts.read_json(out / "manifest.json")
     assert manifest["num_processes"] == 2 and manifest["metrics"]["world_size"] == 2.0
     assert manifest["metrics"]["resumed"] == 1.0 and manifest["metrics"]["train_steps"] == 4

@@ -107,6 +107,35 @@ def test_chat_answers_with_the_published_adapter(generative_run, capsys, monkeyp
     assert capsys.readouterr().out.strip() == reply  # streaming prints the same greedy reply
 
 
+def test_generation_pyfunc_answers_like_ftlab_chat(generative_run, capsys, monkeypatch):
+    """The registered model, loaded with mlflow.pyfunc, gives `ftlab chat --no-stream`'s greedy replies; a chat
+    lab takes `messages` as well as `message`, and `temperature` samples."""
+    import pandas as pd
+
+    from conftest import release_model
+    from ftlab_pipelines.cli import main
+
+    home = generative_run["home"]
+    monkeypatch.setenv("FTLAB_HOME", str(home))
+    prompts = ["How was your weekend?", "What do you think of flowers?"]
+    persona = release_model(home, "persona_chat")
+    params = persona.metadata.get_params_schema()
+    assert {p.name: p.default for p in params.params} == {"max_new_tokens": 12, "temperature": 0.0}
+    replies = persona.predict(pd.DataFrame({"message": prompts}), params={"max_new_tokens": 12})["reply"].tolist()
+    assert main(["chat", "persona_chat", *prompts, "--no-stream", "--max-new-tokens", "12"]) == 0
+    assert capsys.readouterr().out.splitlines() == replies
+    assert all("### User" not in r for r in replies)
+
+    counsel = release_model(home, "psychology_instruct")
+    one = counsel.predict(pd.DataFrame({"message": ["I feel anxious."]}), params={"max_new_tokens": 8})
+    turns = counsel.predict(pd.DataFrame({"messages": [[{"role": "user", "content": "I feel anxious."}]]}),
+                            params={"max_new_tokens": 8})
+    assert one["reply"].tolist() == turns["reply"].tolist()
+    sampled = counsel.predict(pd.DataFrame({"message": ["I feel anxious."]}),
+                              params={"max_new_tokens": 8, "temperature": 1.0})
+    assert isinstance(sampled["reply"].iloc[0], str)
+
+
 def test_chat_refuses_a_classification_release(generative_run, tiny_spam_run, capsys, monkeypatch):
     from ftlab_pipelines.cli import main
 

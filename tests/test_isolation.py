@@ -50,12 +50,19 @@ def champion_state(home: Path) -> tuple:
     from mlflow import MlflowClient
 
     uri = f"sqlite:///{home / 'mlflow.db'}"
-    version = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias("ftlab-sms_spam", "champion")
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    version = client.get_model_version_by_alias("ftlab-sms_spam", "champion")
     registry = (home / "registry" / "sms_spam.json").read_text()
     # The champion's own release directory; a failed publish of another config may leave its own release beside it.
     release = Path(next(e["path"] for e in json.loads(registry) if e["champion"]))
     files = {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(release.rglob("*")) if p.is_file()}
-    return version.version, version.source, files, registry
+    # What models:/ftlab-sms_spam@champion serves: the logged model's files.
+    served = Path(client.get_logged_model(version.source.removeprefix("models:/")).artifact_location
+                  .removeprefix("file://"))
+    model = {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(served.rglob("*"))
+             if p.is_file() and p.name != "registered_model_meta"}
+    assert model, served
+    return version.version, version.source, files, registry, model
 
 
 def mlflow_texts(home: Path) -> list[str]:

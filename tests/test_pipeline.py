@@ -24,7 +24,8 @@ def test_every_asset_materialized(tiny_spam):
 
 def test_contract_check_passed(tiny_spam):
     evaluations = tiny_spam["result"].get_asset_check_evaluations()
-    assert sorted((e.check_name, e.passed) for e in evaluations) == [("data_contract", True), ("promotion_gate", True)]
+    assert sorted((e.check_name, e.passed) for e in evaluations) == [("data_contract", True), ("merge_parity", True),
+                                                                     ("promotion_gate", True)]
 
 
 def test_splits_keep_natural_distribution_outside_train(tiny_spam):
@@ -71,7 +72,9 @@ def test_model_registered_with_champion_alias(tiny_spam):
 
 
 def test_release_reloads_and_predicts(tiny_spam):
-    from ftlab_pipelines.core.release.predictor import Classifier
+    import pandas as pd
+
+    from conftest import release_model
 
     published = tiny_spam["result"].output_for_node("sms_spam__published_adapter")
     release = published.path
@@ -80,14 +83,14 @@ def test_release_reloads_and_predicts(tiny_spam):
         assert (release / name).is_file(), name
     threshold = json.loads((release / "threshold.json").read_text())["threshold"]
     assert threshold == tiny_spam["result"].output_for_node("sms_spam__evaluation").threshold
-    classifier = Classifier(release)
-    preds = classifier.predict(["Ok, see you at home tonight", "URGENT! You won a FREE prize, call 09061701461 now"])
-    assert [sorted(p.probabilities) for p in preds] == [["ham", "spam"]] * 2
-    assert all(abs(sum(p.probabilities.values()) - 1) < 1e-3 for p in preds)
-    # The release decides with its tuned threshold, not argmax.
-    # (from the unrounded score: the probabilities shown are rounded to 4 places, and a tiny model sits near 0.5)
-    spam_scores = [p.score if p.label == "spam" else 1 - p.score for p in preds]
-    assert [p.label for p in preds] == ["spam" if s >= threshold else "ham" for s in spam_scores]
+    model = release_model(tiny_spam["home"], "sms_spam")
+    preds = model.predict(pd.DataFrame({"text": ["Ok, see you at home tonight",
+                                                 "URGENT! You won a FREE prize, call 09061701461 now"]}))
+    assert list(preds.columns) == ["label", "score", "prob_ham", "prob_spam"]
+    assert ((preds.prob_ham + preds.prob_spam - 1).abs() < 1e-5).all()
+    # The release decides with its tuned threshold on the spam probability, not argmax.
+    assert preds.label.tolist() == ["spam" if s >= threshold else "ham" for s in preds.prob_spam]
+    assert preds.score.tolist() == preds.prob_spam.tolist()
 
 
 def test_evaluation_compares_three_models(tiny_spam):

@@ -24,7 +24,7 @@ def test_minilm_chain_materializes_and_registers_a_champion(real_spam_run):
     result = real_spam_run["result"]
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     assert {(e.check_name, e.passed) for e in result.get_asset_check_evaluations()} == {
-        ("data_contract", True), ("promotion_gate", True)}
+        ("data_contract", True), ("promotion_gate", True), ("merge_parity", True)}
     adapter = value(real_spam_run, "sms_spam", "adapter")
     assert adapter.metrics["total_params"] > 22e6  # the real MiniLM-L6 (22.7M), not a stand-in
 
@@ -38,14 +38,16 @@ def test_minilm_fine_tuned_beats_its_base_model(real_spam_run):
 
 
 def test_minilm_release_tells_obvious_spam_from_ham(real_spam_run):
-    from ftlab_pipelines.core.release.predictor import Classifier
+    import pandas as pd
 
-    release = Classifier(value(real_spam_run, "sms_spam", "published_adapter").path)
-    preds = release.predict(["Ok, see you at home tonight, I'll bring the bread",
-                             "URGENT! You have WON a FREE prize, call 09061701461 now to claim"])
+    from conftest import release_model
+
+    model = release_model(real_spam_run["home"], "sms_spam")
+    preds = model.predict(pd.DataFrame({"text": ["Ok, see you at home tonight, I'll bring the bread",
+                                                 "URGENT! You have WON a FREE prize, call 09061701461 now to claim"]}))
     # 12 steps: the release may not yet put every message past its threshold, but it must rank them right
-    ham, spam = (p.probabilities["spam"] for p in preds)
-    assert spam > ham and preds[0].label == "ham", preds
+    ham, spam = preds.prob_spam
+    assert spam > ham and preds.label[0] == "ham", preds
 
 
 # --- SmolLM2: the persona_chat chain -----------------------------------------------------------------------------

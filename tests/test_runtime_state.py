@@ -67,11 +67,16 @@ def test_encode_in_threads_keeps_the_order():
     assert tokenize.encode_in_threads(lambda part: list(part), texts[:10], threads=4) == texts[:10]
 
 
+# The one exception, and why: mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI into os.environ, and
+# using_store puts it back as it was (tests/test_mlflow_model.py checks that the environment ends unchanged).
+RESTORES_MLFLOWS_WRITES = {"tracking.py"}
+
+
 def test_core_never_writes_the_process_environment():
     writes = re.compile(r"os\.environ\[[^\]]+\]\s*=|os\.environ\.(setdefault|update|pop)\(|os\.putenv\(|"
                         r"os\.unsetenv\(|del os\.environ")
     offenders = [str(p.relative_to(CORE)) for p in CORE.rglob("*.py") if writes.search(p.read_text())]
-    assert offenders == []
+    assert sorted(offenders) == sorted(RESTORES_MLFLOWS_WRITES)
 
 
 def test_tabular_rows_still_tokenize_through_the_threads(tiny_bert, tmp_path):

@@ -66,43 +66,4 @@ def test_resumed_run_reports_its_own_tokens_per_second(setup, tmp_path):
     assert 0.2 * min(rates) < resumed["tokens_per_s"] < 2.0 * max(rates)
 
 
-DDP_ROWS = 32  # 2 ranks x batch 4 x 4 steps: no example is repeated to even out a last batch
-
-
-def test_distributed_resume_counts_both_ranks_tokens_since_the_checkpoint(setup, tmp_path):
-    """Two DDP ranks on gloo: 2 steps, then a resume to 4. Each run counts the tokens both ranks trained."""
-    from conftest import tiny_lab
-
-    from ftlab_pipelines.core.config.labs import LabConfig
-    from ftlab_pipelines.core.config.settings import Settings
-    from ftlab_pipelines.core.tracking import AssetRun, Tracker
-    from ftlab_pipelines.core.training import distributed
-    from ftlab_pipelines.core.training.recipe import TrainingJob
-
-    config, tokenizer, _ = setup
-    frame = pd.DataFrame({"text": [f"message number {i} " + "la " * (i % 9) for i in range(DDP_ROWS)],
-                          "label": ["ham", "spam"] * (DDP_ROWS // 2)})
-    tokenize.tokenize_splits({"train": frame}, tokenizer, text_column="text", label_column="label",
-                             labels=["ham", "spam"], template="{text}", max_length=32, out_dir=tmp_path / "tok")
-    lengths = {distributed.fingerprint(row["input_ids"]): row["length"]
-               for row in tokenize.load_tokenized(tmp_path / "tok")["train"]}
-    raw = tiny_lab("sms_spam")
-    raw["model"]["name"] = config.name
-    raw["train"].update({"num_processes": 2, "num_threads": 1, "batch_size": 4, "epochs": 1, "save_steps": 2,
-                         "logging_steps": 1})
-    tracker = Tracker(Settings.from_env())
-    client = tracker.client
-    metrics, trained = [], []
-    for name, max_steps in (("first", 2), ("resumed", -1)):
-        lab = LabConfig.model_validate({**raw, "name": "sms_spam", "train": {**raw["train"], "max_steps": max_steps}})
-        run = AssetRun(client, client.create_run(tracker.experiment_id(lab.name)).info.run_id, tmp_path)
-        distributed.launch(TrainingJob.from_lab(lab), str(tmp_path / "tok"), name, tmp_path / "ckpt", tmp_path / name, run)
-        metrics.append(json.loads((tmp_path / name / "manifest.json").read_text())["metrics"])
-        shards = [json.loads((tmp_path / name / distributed.RANK_EXAMPLES / f"rank{r}.json").read_text())
-                  for r in (0, 1)]
-        assert [s["examples"] for s in shards] == [8, 8]
-        trained.append(sum(lengths[f] for s in shards for f in s["fingerprints"]))
-
-    assert metrics[1]["resumed"] == 1.0 and metrics[1]["train_steps"] == 4
-    assert [m["train_tokens"] for m in metrics] == trained
-    assert sum(trained) == sum(lengths.values())  # the two runs trained the train set once between them
+# Two DDP ranks: tests/test_distributed.py checks that each attempt counts the tokens both ranks trained in it.

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from ftlab_pipelines.core.config.settings import Settings
+from ftlab_pipelines.core.config.settings import REPO_ROOT, Settings
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +34,65 @@ def flatten(prefix: str, value: object) -> dict[str, str]:
     return {prefix: text[:MAX_PARAM_CHARS]}
 
 
+STORE_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@contextlib.contextmanager
+def using_store(tracking_uri: str):
+    """MLflow's process-wide store set to `tracking_uri` for the block. Logging a model and registering a
+    `models:/<model_id>` source go through it (not through a client's store), so both happen inside.
+
+    `mlflow.set_tracking_uri` also writes MLFLOW_TRACKING_URI into os.environ (for subprocesses); the block
+    puts MLflow's globals and those variables back exactly as they were, so nothing leaks into later runs."""
+    import os
+
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved = tracking_utils._tracking_uri, registry_utils._registry_uri, {k: os.environ.get(k) for k in STORE_ENV}
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved[0])
+        registry_utils._registry_uri = saved[1]
+        for key, value in saved[2].items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@functools.cache
+def git_commit() -> str | None:
+    """The commit of the checkout ftlab runs from (None outside a git checkout, or without git)."""
+    import subprocess
+
+    if not (REPO_ROOT / ".git").exists():
+        return None
+    try:
+        done = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def source_tags() -> dict[str, str]:
+    commit = git_commit()
+    return {"mlflow.source.git.commit": commit} if commit else {}
+
+
 class AssetRun:
     """Handle on one MLflow run, passed to plain-Python stage code."""
 
-    def __init__(self, client, run_id: str, scratch: Path):
+    def __init__(self, client, run_id: str, scratch: Path, tracking_uri: str = ""):
         self.client = client
         self.run_id = run_id
         self.scratch = scratch
+        self.tracking_uri = tracking_uri
 
     def log_params(self, params: Mapping[str, object]) -> None:
         from mlflow.entities import Param
@@ -155,12 +207,13 @@ class Tracker:
             experiment,
             run_name=asset,
             tags={"mlflow.parentRunId": parent, "dagster_run_id": dagster_run_id, "lab": lab, "asset": asset,
-                  PARENT_TAG: "asset", **{k: str(v) for k, v in tags.items()}},
+                  PARENT_TAG: "asset", "mlflow.source.name": f"ftlab {lab}/{asset}", **source_tags(),
+                  **{k: str(v) for k, v in tags.items()}},
         )
         status = "FAILED"
         with tempfile.TemporaryDirectory(prefix="ftlab-mlflow-") as scratch:
             try:
-                yield AssetRun(self.client, run.info.run_id, Path(scratch))
+                yield AssetRun(self.client, run.info.run_id, Path(scratch), self.tracking_uri)
                 status = "FINISHED"
             finally:
                 self.client.set_terminated(run.info.run_id, status)

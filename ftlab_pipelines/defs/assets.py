@@ -103,16 +103,16 @@ def build_lab_assets(lab: LabConfig, settings: Settings) -> list[dg.AssetsDefini
         PROMOTION_GATE_CHECK, asset=key("published_adapter"),
         description=f"Challenger beats the MLflow champion on test {lab.eval.primary_metric} by "
                     f"{lab.publish.min_improvement:g}: passes and moves the alias, else warns and keeps the champion")]
-    if lab.is_generative and lab.publish.merge:
-        release_checks.append(dg.AssetCheckSpec(MERGE_PARITY_CHECK, asset=key("published_adapter"),
-                                                description="Merged model logits match base + adapter within tolerance"))
+    release_checks.append(dg.AssetCheckSpec(MERGE_PARITY_CHECK, asset=key("published_adapter"),
+                                            description="The MLflow model (adapter merged into the base) matches "
+                                                        "base + adapter's logits within tolerance"))
 
-    @dg.asset(**spec("published_adapter", f"Release directory, MLflow model {lab.registry_name}, champion alias.",
+    @dg.asset(**spec("published_adapter", f"Release directory, MLflow pyfunc model {lab.registry_name}, champion alias.",
                      {"mlflow"}),
               check_specs=release_checks)
-    def published_adapter(context: dg.AssetExecutionContext, ftlab: FtlabResource, adapter, evaluation):
+    def published_adapter(context: dg.AssetExecutionContext, ftlab: FtlabResource, splits, adapter, evaluation):
         yield from materialize_stage(context, ftlab, lab, "published_adapter",
-                                     {"adapter": adapter, "evaluation": evaluation})
+                                     {"splits": splits, "adapter": adapter, "evaluation": evaluation})
 
     return [raw_dataset, validated_dataset, splits, tokenized, adapter, evaluation, published_adapter]
 

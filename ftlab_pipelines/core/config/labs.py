@@ -8,6 +8,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ftlab_pipelines.core.config.errors import format_validation_errors
 from ftlab_pipelines.core.config.settings import Settings
 
 
@@ -269,8 +270,8 @@ class PublishConfig(_Strict):
     hub_repo: str | None = Field(None, description="Hugging Face repo to push to; needs HF_TOKEN in the env.")
     min_improvement: float = Field(0.0, ge=0, description="Margin by which a new model must beat the champion.")
     merge: bool = Field(
-        False, description="Generation labs: also write a merged standalone model (merge_and_unload), checked for "
-                           "logit parity with base + adapter."
+        False, description="Also keep the merged standalone model (merge_and_unload) in the release directory. It is "
+                           "always built, checked for logit parity with base + adapter, and logged as the MLflow model."
     )
     parity_tolerance: float = Field(1e-3, gt=0, description="Max abs logit difference allowed between merged and "
                                                             "base + adapter.")
@@ -369,20 +370,6 @@ class LabConfig(_Strict):
     @property
     def registry_name(self) -> str:
         return self.publish.registry_name or f"ftlab-{self.name}"
-
-
-def format_validation_errors(path: Path, error: ValidationError, what: str = "lab config", hint: str = "") -> str:
-    """One line per bad key, naming the file and the key (shared by lab files and data contracts)."""
-    lines = [f"{path}: invalid {what}"]
-    for err in error.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            lines.append(f"  - unknown key '{key}': remove it or fix its spelling")
-        else:
-            lines.append(f"  - key '{key}': {err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r})")
-    if hint:
-        lines.append(hint)
-    return "\n".join(lines)
 
 
 def load_lab(path: str | Path, contracts_dir: Path | None = None) -> LabConfig:

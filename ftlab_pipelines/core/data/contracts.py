@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from ftlab_pipelines.core.config.labs import format_validation_errors
+from ftlab_pipelines.core.config.errors import format_validation_errors
 
 MAX_EXAMPLES = 5
 Label = str | int

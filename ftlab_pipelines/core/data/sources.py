@@ -10,6 +10,7 @@ import pandas as pd
 from ftlab_pipelines.core.config.labs import SourceConfig
 from ftlab_pipelines.core.config.settings import REPO_ROOT
 from ftlab_pipelines.core.data import file_checks
+from ftlab_pipelines.core.runtime import text
 
 FORMATS_BY_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
 
@@ -183,20 +184,6 @@ def label_counts(frame: pd.DataFrame, label_column: str) -> dict[str, int]:
 
 
 def render_rows(batch: dict[str, list], config) -> list[str]:
-    """Tabular rows (a column -> values batch, as `datasets.map` gives) -> one text per row, by `RenderConfig`."""
-    n = len(next(iter(batch.values()))) if batch else 0
-    parts = []
-    for column in config.columns:
-        name = config.names.get(column, column)
-        values = [_format_value(v, config.decimals) for v in batch[column]]
-        parts.append([config.field_template.format(name=name, value=v) for v in values])
-    return [config.prefix + config.separator.join(fields) for fields in zip(*parts)] if parts else [""] * n
-
-
-def _format_value(value, decimals: int) -> str:
-    if isinstance(value, float):
-        if value != value:
-            return "missing"
-        text = f"{value:.{decimals}f}"
-        return "0" if text.strip("-0.") == "" else text  # no "-0.00"
-    return str(value)
+    """Tabular rows (a column -> values batch, as `datasets.map` gives) -> one text per row, by `RenderConfig`.
+    The same function renders rows inside the MLflow model (core/runtime/text.py)."""
+    return text.render_rows(batch, config.model_dump())

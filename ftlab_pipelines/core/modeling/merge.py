@@ -34,8 +34,12 @@ class Parity:
         return cls(float(raw["max_abs_diff"]), float(raw["tolerance"]), int(raw["tokens"]))
 
 
-def full_precision_base(config: ModelConfig):
-    """The base in fp32. A 4-bit trained adapter is merged into the dequantized NF4 weights it was trained on."""
+def full_precision_base(config: ModelConfig, labels: list[str] | None = None):
+    """The base in fp32 (a classifier with a head for `labels`, else a causal LM). A 4-bit trained adapter is
+    merged into the dequantized NF4 weights it was trained on."""
+    if labels is not None:
+        model = models.load_classifier(config, labels)
+        return model.dequantize().to(torch.float32) if getattr(model, "is_loaded_in_4bit", False) else model
     if config.quantization == "4bit":
         quantized = models.load_causal_lm(config, quantize=True)
         return quantized.dequantize().to(torch.float32)
@@ -48,21 +52,23 @@ def _logits(model, batch) -> torch.Tensor:
 
 
 def merge_adapter(config: ModelConfig, adapter_dir: Path, tokenizer, probe_prompts: list[str], out_dir: Path,
-                  tolerance: float) -> Parity:
+                  tolerance: float, labels: list[str] | None = None) -> Parity:
     """Write base + adapter merged (`merge_and_unload`) to `out_dir`; compare its logits, reloaded from disk,
-    with base + adapter on `probe_prompts`."""
+    with base + adapter on `probe_prompts`. With `labels`, the model is a classifier (its trained head included)."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    adapted = PeftModel.from_pretrained(full_precision_base(config), str(adapter_dir)).eval()
+    adapted = PeftModel.from_pretrained(full_precision_base(config, labels), str(adapter_dir)).eval()
     batch = tokenizer(probe_prompts, return_tensors="pt", padding=True)
     expected = _logits(adapted, batch)
     merged = adapted.merge_and_unload()
     merged.save_pretrained(str(out_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(out_dir))
-    reloaded = AutoModelForCausalLM.from_pretrained(str(out_dir), dtype=torch.float32, use_safetensors=True).eval()
+    auto = AutoModelForSequenceClassification if labels is not None else AutoModelForCausalLM
+    reloaded = auto.from_pretrained(str(out_dir), dtype=torch.float32, use_safetensors=True).eval()
     actual = _logits(reloaded, batch)
+    diff = (expected - actual).abs()
     real = batch["attention_mask"].bool().cpu()
-    diff = (expected - actual).abs()[real].max().item()
+    diff = (diff if labels is not None else diff[real]).max().item()  # a classifier has one logit row per text
     log.info("merged model parity: max |logit diff| %.2e (tolerance %.0e)", diff, tolerance)
     return Parity(round(diff, 8), tolerance, int(real.sum()))

@@ -1,1 +1,1 @@
-"""Release directory, local and MLflow registries, promotion, and the predictor/chat that load a release."""
+"""Release directory, the MLflow pyfunc model and its lineage, local and MLflow registries, promotion, serving."""

@@ -11,6 +11,8 @@ import datetime as dt
 import getpass
 from dataclasses import dataclass
 
+from ftlab_pipelines.core.tracking import using_store
+
 CHAMPION = "champion"
 
 
@@ -70,15 +72,23 @@ def beats(value: float | None, current: float | None, min_improvement: float, gr
 
 
 def register_and_gate(client, name: str, source_uri: str, run_id: str, metric: str, value: float | None,
-                      min_improvement: float, greater_is_better: bool = True, release_key: str = "") -> GateVerdict:
+                      min_improvement: float, greater_is_better: bool = True, release_key: str = "",
+                      model_id: str | None = None) -> GateVerdict:
     """Register the challenger (or find the version already holding this exact release) and run the gate."""
     ensure_registered_model(client, name)
     same = [v for v in versions(client, name) if release_key and v.tags.get("release_key") == release_key]
     if same:
         version = same[-1]
     else:
-        version = client.create_model_version(name, source_uri, run_id=run_id, tags={
-            f"test_{metric}": str(value), "primary_metric": metric, "release_key": release_key})
+        tags = {f"test_{metric}": str(value), "primary_metric": metric, "release_key": release_key}
+        # A `models:/<model_id>` source is resolved through MLflow's process-wide store, so register inside it.
+        with using_store(client.tracking_uri):
+            if model_id:  # a logged model: MLflow links it and the version both ways (its page lists the version)
+                import mlflow
+
+                version = mlflow.register_model(source_uri, name, tags=tags)
+            else:
+                version = client.create_model_version(name, source_uri, run_id=run_id, tags=tags)
     current = champion(client, name)
     current_value = float(current.tags.get(f"test_{metric}", "nan")) if current else None
     number = int(version.version)

@@ -56,7 +56,8 @@ def _evaluation_reads(lab: LabConfig) -> tuple[str, ...]:
 
 
 def _release_reads(lab: LabConfig) -> tuple[str, ...]:
-    return ("task", "description", "publish", "eval", "labels", "positive_label", *MODEL, "peft", "render", "prompt")
+    return ("task", "description", "publish", "eval", "labels", "positive_label", *MODEL, "peft", "render", "prompt",
+            "source.text_column", "source.label_column")
 
 
 def contract_text(lab: LabConfig, settings: Settings) -> dict[str, object]:
@@ -71,7 +72,7 @@ DECLARATIONS: dict[str, StageDeclaration] = {d.name: d for d in (
     StageDeclaration("tokenized", _tokenized_reads, ("splits",)),
     StageDeclaration("adapter", lambda lab: ("task", "labels", *MODEL, "peft", "train"), ("tokenized",)),
     StageDeclaration("evaluation", _evaluation_reads, ("splits", "tokenized", "adapter")),
-    StageDeclaration("published_adapter", _release_reads, ("adapter", "evaluation")),
+    StageDeclaration("published_adapter", _release_reads, ("splits", "adapter", "evaluation")),
 )}
 
 STAGES: dict[str, Stage] = {s.name: s for s in (

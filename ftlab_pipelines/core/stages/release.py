@@ -11,7 +11,9 @@ from ftlab_pipelines.core.config.labs import ModelConfig
 from ftlab_pipelines.core.modeling import merge, models
 from ftlab_pipelines.core.release import (
     hub,
+    lineage,
     local_registry,
+    mlflow_model,
     mlflow_registry,
     release_dir,
 )
@@ -38,8 +40,13 @@ def parity_outcome(parity: merge.Parity) -> CheckOutcome:
 
 
 def write_merged(lab, model: ModelConfig, adapter_dir: Path, tokenizer, out: Path) -> merge.Parity:
-    probes = [prompts.render_prompt(lab.prompt, tokenizer, m) for m in merge.PARITY_MESSAGES]
-    return merge.merge_adapter(model, adapter_dir, tokenizer, probes, out, lab.publish.parity_tolerance)
+    """The adapter merged into its base, with the serving config beside it: the MLflow model's weights."""
+    if lab.is_generative:
+        probes = [prompts.render_prompt(lab.prompt, tokenizer, m) for m in merge.PARITY_MESSAGES]
+        return merge.merge_adapter(model, adapter_dir, tokenizer, probes, out, lab.publish.parity_tolerance)
+    return merge.merge_adapter(model, adapter_dir, tokenizer, [lab.model.template.replace("{text}", m)
+                                                               for m in merge.PARITY_MESSAGES],
+                               out, lab.publish.parity_tolerance, labels=lab.labels)
 
 
 def gate_outcome(verdict: mlflow_registry.GateVerdict) -> CheckOutcome:
@@ -50,15 +57,20 @@ def gate_outcome(verdict: mlflow_registry.GateVerdict) -> CheckOutcome:
 
 def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageContext) -> Release:
     adapter: Adapter = upstream["adapter"]
+    evaluation: Evaluation = upstream["evaluation"]
     model = models.resolved(lab.model, ctx.settings.model_cache)
     tokenizer = models.load_tokenizer(model)
-    release_dir.write_release_dir(lab, adapter.path, upstream["evaluation"], tokenizer, target.tmp)
-    parity = None
-    if lab.is_generative and lab.publish.merge:
-        checked = write_merged(lab, model, adapter.path, tokenizer, target.tmp / MERGED_DIR)
-        parity = vars(checked) | {"passed": checked.passed}
-        artifacts.write_json(target.tmp / PARITY_FILE, parity)
-    return Release(key=target.key, dir=str(target.out), adapter_key=adapter.key, merge_parity=parity)
+    release_dir.write_release_dir(lab, adapter.path, evaluation, tokenizer, target.tmp)
+    merged = target.tmp / MERGED_DIR if lab.publish.merge else target.scratch / MERGED_DIR
+    checked = write_merged(lab, model, adapter.path, tokenizer, merged)
+    parity = vars(checked) | {"passed": checked.passed}
+    artifacts.write_json(target.tmp / PARITY_FILE, parity)
+    mlflow_model.write_serving_config(merged, mlflow_model.serving_config(lab, evaluation))
+    example = (mlflow_model.generation_example() if lab.is_generative
+               else mlflow_model.classifier_example(lab, upstream["splits"].frames()["validation"]))
+    logged = mlflow_model.log_model(lab, merged, example, ctx.run.tracking_uri, ctx.run.run_id)
+    return Release(key=target.key, dir=str(target.out), adapter_key=adapter.key, merge_parity=parity,
+                   model_id=logged.model_id, model_uri=logged.model_uri)
 
 
 def report(lab, upstream: dict, result: Release, ctx: StageContext, reused: bool,
@@ -66,13 +78,16 @@ def report(lab, upstream: dict, result: Release, ctx: StageContext, reused: bool
     """Registers and gates at every materialization (the champion may have changed since), reused or not."""
     evaluation: Evaluation = upstream["evaluation"]
     out, run = result.path, ctx.run
-    parity = merge.Parity.from_json(out / PARITY_FILE) if result.merge_parity is not None else None
+    parity = merge.Parity.from_json(out / PARITY_FILE)
     run.set_tags({"data_hash": upstream["adapter"].data_key})
+    lineage.log_splits(run, lab, upstream["splits"])
+    linked = {f"test_{k}": v for k, v in lineage.numeric(evaluation.metrics.get("fine_tuned", {})).items()}
+    lineage.link_model(run, result.model_id, linked, lab.name, upstream["splits"])
     run.log_params({"publish": lab.publish.model_dump(mode="json"), "registry_name": lab.registry_name})
     metric, value = evaluation.primary_metric, evaluation.primary_value
-    run.log_metrics({f"test_{metric}": value})
-    if parity is not None:
-        run.log_metrics({"merge_max_abs_logit_diff": parity.max_abs_diff})
+    if f"test_{metric}" not in linked:
+        run.log_metrics({f"test_{metric}": value})
+    run.log_metrics({"merge_max_abs_logit_diff": parity.max_abs_diff})
     for path in sorted(out.iterdir()):  # the merged weights stay in the release dir, not in every MLflow run
         if path.name != MERGED_DIR:
             run.log_artifact(path, "adapter")
@@ -80,9 +95,10 @@ def report(lab, upstream: dict, result: Release, ctx: StageContext, reused: bool
     hub_status = hub.push_to_hub(out, lab.publish.hub_repo)
     log.info("Hugging Face Hub: %s", hub_status)
     run.set_tags({"hub": hub_status})
-    verdict = mlflow_registry.register_and_gate(run.client, lab.registry_name, run.artifact_uri("adapter"),
+    verdict = mlflow_registry.register_and_gate(run.client, lab.registry_name, result.model_uri,
                                                 run.run_id, metric, value, lab.publish.min_improvement,
-                                                lab.eval.greater_is_better, release_key=result.key)
+                                                lab.eval.greater_is_better, release_key=result.key,
+                                                model_id=result.model_id)
     log.info("promotion gate: %s", verdict.reason)
     run.set_tags({"model_version": verdict.version, "promoted": verdict.promoted, "promotion_gate": verdict.reason})
     is_champion = verdict.champion_version == verdict.version
@@ -94,6 +110,7 @@ def report(lab, upstream: dict, result: Release, ctx: StageContext, reused: bool
     metadata = {
         "release_dir": out,
         "registered_model": lab.registry_name,
+        "mlflow_model": f"models:/{lab.registry_name}/{verdict.version} ({result.model_uri})",
         "version": verdict.version,
         "champion": f"v{verdict.champion_version}" + (" (this release)" if is_champion else ""),
         "promotion_gate": verdict.reason,
@@ -103,9 +120,8 @@ def report(lab, upstream: dict, result: Release, ctx: StageContext, reused: bool
         "releases": len(entries),
         "model_card": Markdown((out / "README.md").read_text(encoding="utf-8")),
     }
-    checks = [gate_outcome(verdict)]
-    if parity is not None:
+    metadata["merge_max_abs_logit_diff"] = parity.max_abs_diff
+    if lab.publish.merge:
         metadata["merged_model"] = out / MERGED_DIR
-        metadata["merge_max_abs_logit_diff"] = parity.max_abs_diff
-        checks.append(parity_outcome(parity))
+    checks = [gate_outcome(verdict), parity_outcome(parity)]
     return Report(metadata, checks)

@@ -122,3 +122,5 @@ class Release(StageResult):
 
     adapter_key: str = ""
     merge_parity: dict | None = None
+    model_id: str = ""  # the logged MLflow pyfunc model
+    model_uri: str = ""  # models:/<model_id>

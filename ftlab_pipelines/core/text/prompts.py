@@ -5,20 +5,18 @@ from __future__ import annotations
 import pandas as pd
 
 from ftlab_pipelines.core.config.labs import PromptConfig
+from ftlab_pipelines.core.runtime import text
 
 PROMPT, COMPLETION, REJECTED = "prompt", "completion", "rejected"
 
 
 def messages(config: PromptConfig, user: str) -> list[dict]:
-    system = [{"role": "system", "content": config.system}] if config.system else []
-    return [*system, {"role": "user", "content": user}]
+    return text.chat_messages(config.system, user)
 
 
 def render_prompt(config: PromptConfig, tokenizer, user: str) -> str:
-    """Everything the model sees before it answers."""
-    if config.format == "chat":
-        return tokenizer.apply_chat_template(messages(config, user), tokenize=False, add_generation_prompt=True)
-    return config.instruction_template.format(system=config.system, user=user)
+    """Everything the model sees before it answers (the same function renders prompts inside the MLflow model)."""
+    return text.render_prompt(config.model_dump(), tokenizer, user)
 
 
 def render_completion(config: PromptConfig, tokenizer, user: str, response: str) -> str:
@@ -44,8 +42,4 @@ def sft_pairs(frame: pd.DataFrame, config: PromptConfig) -> pd.DataFrame:
     return pairs.reset_index(drop=True)
 
 
-def cut_at_stop(text: str, stop_strings: list[str], eos_token: str | None = None) -> str:
-    """Cut a generation at the first stop string (or eos): the model may run on into a new `### User` turn."""
-    stops = [s for s in [*stop_strings, eos_token] if s]
-    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
-    return text[:cut].strip()
+cut_at_stop = text.cut_at_stop

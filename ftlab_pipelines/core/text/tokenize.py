@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ftlab_pipelines.core.modeling.device import usable_cores
+from ftlab_pipelines.core.runtime.text import apply_template
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -25,7 +26,7 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def render_prompts(texts: pd.Series, template: str) -> list[str]:
-    return [template.replace("{text}", str(t)) for t in texts]
+    return apply_template(texts, template)
 
 
 CHUNK_ROWS = 20_000  # rows rendered and tokenized at a time: memory stays flat in the number of rows

@@ -1,0 +1,112 @@
+"""`ftlab serve` against a real server: MLflow's scoring app on a free loopback port, started and stopped here.
+
+Good payloads in every format MLflow accepts give the same answers as `ftlab predict`; each bad request gets a
+4xx whose message names the problem, and the server goes on answering the next good one."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+import requests
+from conftest import REPO, copy_run_root, release_model, requires_data
+
+pytestmark = requires_data
+BIN = REPO / ".venv" / "bin"
+TEXTS = ["Ok, see you at home tonight", "URGENT! You won a FREE prize, call 09061701461 now", "lunch at 1?"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_spam_run, tmp_path_factory):
+    """`ftlab serve sms_spam` on a copy of the session's tiny run (serving caches the model under FTLAB_HOME)."""
+    root = copy_run_root(tiny_spam_run["root"], tmp_path_factory.mktemp("serve") / "run")
+    home, port = root / "home", free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}, "FTLAB_HOME": str(home),
+           "FTLAB_LABS_DIR": str(root / "labs")}
+    log = (root / "serve.log").open("w")
+    process = subprocess.Popen([str(BIN / "ftlab"), "serve", "sms_spam", "--port", str(port)], env=env,
+                               stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert process.poll() is None, (root / "serve.log").read_text()
+            try:
+                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the server did not answer /ping within 180 s:\n" + (root / "serve.log").read_text())
+        yield {"url": url, "home": home, "log": root / "serve.log"}
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def invoke(server, payload, content_type: str = "application/json", **kwargs) -> requests.Response:
+    data = payload if isinstance(payload, str | bytes) else json.dumps(payload)
+    return requests.post(f"{server['url']}/invocations", data=data, headers={"Content-Type": content_type},
+                         timeout=60, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def expected(server):
+    """What the same model answers in-process (the path `ftlab predict` takes)."""
+    return release_model(server["home"], "sms_spam").predict(pd.DataFrame({"text": TEXTS}))
+
+
+def predictions(response: requests.Response) -> pd.DataFrame:
+    assert response.status_code == 200, response.text
+    return pd.DataFrame(response.json()["predictions"])
+
+
+@pytest.mark.parametrize("payload", [
+    {"dataframe_split": {"columns": ["text"], "data": [[t] for t in TEXTS]}},
+    {"dataframe_records": [{"text": t} for t in TEXTS]},
+    {"inputs": {"text": TEXTS}},
+], ids=["dataframe_split", "dataframe_records", "inputs"])
+def test_every_payload_format_answers_like_ftlab_predict(server, expected, payload):
+    served = predictions(invoke(server, payload))
+    assert served.label.tolist() == expected.label.tolist()
+    assert (served[["score", "prob_ham", "prob_spam"]] - expected[["score", "prob_ham", "prob_spam"]]).abs().max().max() < 1e-6
+
+
+GOOD = {"dataframe_records": [{"text": "see you soon"}]}
+BAD_REQUESTS = {
+    "not_json": ("this is not json", "json"),
+    "missing_text_column": ({"dataframe_records": [{"message": "hi"}]}, "text"),
+    "wrong_type": ({"dataframe_records": [{"text": 12345}]}, "text"),
+    "empty_batch": ({"dataframe_split": {"columns": ["text"], "data": []}}, "no rows"),
+    "five_megabyte_text": ({"dataframe_records": [{"text": "spam " * 1_000_000}]}, "characters"),
+    "unknown_param": ({**GOOD, "params": {"temperature": 0.5}}, "unknown params ['temperature']"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_request_gets_a_4xx_naming_the_problem_and_the_server_keeps_serving(server, case):
+    payload, named = BAD_REQUESTS[case]
+    response = invoke(server, payload)
+    assert 400 <= response.status_code < 500, (response.status_code, response.text[:500])
+    assert named.lower() in response.text.lower(), response.text[:1000]
+    assert len(response.content) < 100_000  # the error does not echo a 5 MB request back
+    assert predictions(invoke(server, GOOD)).label.isin(["ham", "spam"]).all()
+
+
+def test_serve_refuses_a_version_that_does_not_exist(tiny_spam):
+    done = subprocess.run([str(BIN / "ftlab"), "serve", "sms_spam", "--version", "99", "--port", str(free_port())],
+                          capture_output=True, text=True, timeout=120, cwd=REPO,
+                          env={**os.environ, "FTLAB_HOME": str(tiny_spam["home"])})
+    assert done.returncode == 2 and "models:/ftlab-sms_spam/99" in done.stderr and "ftlab models" in done.stderr
