@@ -149,7 +149,8 @@ def serving(r: dict) -> list[str]:
              f"({load['rss_growth']:+.1%}; target <= +{load['target_rss_growth']:.0%}: "
              f"{ok(load['errors'] == 0 and load['rss_growth'] <= load['target_rss_growth'])}).",
              f"- Generation, {gen['lab']}, max_new_tokens {gen['max_new_tokens']} (median of {gen['prompts']} prompts): "
-             f"first token {gen['first_token_ms_median']} ms, full reply {gen['full_reply_ms_median']} ms "
+             f"first streamed text {gen['first_token_ms_median']} ms (held back until it cannot be the start of a stop "
+             f"string), full reply {gen['full_reply_ms_median']} ms "
              f"({gen['reply_tokens_median']} tokens)."]
     for lab, cost in r.get("models", {}).items():
         lines.append(f"- The {lab} pyfunc model ({cost['base']}, merged): {cost['disk_mb']} MB on disk; "
