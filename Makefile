@@ -70,7 +70,8 @@ bench-perf: install dagster-home
 
 ## make bench-quick: every benchmark script in its --quick smoke mode (CI proves they run; nothing is written)
 bench-quick: install dagster-home
-	for b in $(PERF_BENCHES) tabular_scale persona_scaling serving; do $(BIN)/python bench/$$b.py --quick || exit 1; done
+	@for b in $(PERF_BENCHES) tabular_scale persona_scaling serving; do start=$$(date +%s); \
+	  $(BIN)/python bench/$$b.py --quick || exit 1; echo "bench-quick: $$b took $$(( $$(date +%s) - start )) s"; done
 
 clean:
 	rm -rf .ftlab
