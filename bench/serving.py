@@ -14,7 +14,6 @@ import argparse
 import concurrent.futures as futures
 import datetime as dt
 import json
-import os
 import socket
 import statistics
 import subprocess
@@ -36,23 +35,14 @@ PROMPTS = ["How was your weekend?", "What do you think of flowers?", "Any plans 
 TARGETS = {"batch_speedup": 3.0, "p50_ms_concurrency_1": 50.0, "load_errors": 0, "rss_growth": 0.10}
 
 
-def tiny_model(real: str, out: Path, causal: bool) -> str:
-    """A randomly initialised, shrunk copy of `real` with its tokenizer (for --quick only)."""
-    import torch
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
-
-    config = AutoConfig.from_pretrained(real)
-    config.update({"hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128, "num_attention_heads": 4,
-                   **({"num_key_value_heads": 2, "head_dim": 16, "tie_word_embeddings": False} if causal else {})})
-    torch.manual_seed(0)
-    (AutoModelForCausalLM if causal else AutoModel).from_config(config).save_pretrained(str(out))
-    AutoTokenizer.from_pretrained(real).save_pretrained(str(out))
-    return str(out)
-
-
 def write_labs(root: Path, quick: bool) -> None:
     from ftlab_pipelines.core.config.settings import Settings
     from ftlab_pipelines.core.modeling.offline_models import minilm_path, smollm2_path
+    from ftlab_pipelines.core.modeling.tiny import (
+        TINY_BERT,
+        TINY_LLAMA,
+        build_tiny_model,
+    )
 
     spam = yaml.safe_load((REPO / "labs" / "sms_spam.yaml").read_text())
     persona = yaml.safe_load((REPO / "labs" / "persona_chat.yaml").read_text())
@@ -63,21 +53,20 @@ def write_labs(root: Path, quick: bool) -> None:
     persona["eval"]["generation"].update({"samples": 1 if quick else 2, "max_new_tokens": 64,
                                           "max_eval_rows": 4 if quick else 8})
     if quick:
-        spam["model"]["name"] = tiny_model(minilm_path(), root / "tiny-bert", causal=False)
-        persona["model"]["name"] = tiny_model(smollm2_path(Settings.from_env().model_cache), root / "tiny-llama",
-                                              causal=True)
+        spam["model"]["name"] = str(build_tiny_model(minilm_path(), root / "tiny-bert", **TINY_BERT))
+        persona["model"]["name"] = str(build_tiny_model(smollm2_path(Settings.from_env().model_cache),
+                                                        root / "tiny-llama", **TINY_LLAMA))
     (root / "labs").mkdir(parents=True, exist_ok=True)
     for name, raw in (("sms_spam", spam), ("persona_chat", persona)):
         (root / "labs" / f"{name}.yaml").write_text(yaml.safe_dump({**raw, "name": name}))
 
 
 def download(home: Path, lab: str, into: Path) -> Path:
-    import mlflow
-
+    from ftlab_pipelines.core.release import serving
     from ftlab_pipelines.core.tracking import using_store
 
     with using_store(f"sqlite:///{home / 'mlflow.db'}"):
-        return Path(mlflow.artifacts.download_artifacts(f"models:/ftlab-{lab}@champion", dst_path=str(into)))
+        return serving.download(serving.model_uri(f"ftlab-{lab}"), into)
 
 
 def model_cost(model_dir: Path) -> dict:

@@ -139,7 +139,7 @@ def serving(r: dict) -> list[str]:
              f"a seed-style HF pipeline one text at a time (fp32) {b['seed_rows_per_s']} rows/s: **{b['speedup']}x** "
              f"({ok(b['speedup'] >= b['target_speedup'])} the >= {b['target_speedup']:g}x target); labels identical: "
              f"{b['labels_identical']} ({b['label_mismatches']} differ).",
-             f"- Served latency, one short text per request (p50 / p95 ms, requests/s): "
+             "- Served latency, one short text per request (p50 / p95 ms, requests/s): "
              + "; ".join(f"concurrency {k.split('_')[-1]}: {v['p50_ms']} / {v['p95_ms']} ms, {v['requests_per_s']}/s"
                          for k, v in lat.items() if k.startswith("concurrency_"))
              + f". Target p50 <= {lat['target_p50_ms_concurrency_1']:g} ms at concurrency 1: "

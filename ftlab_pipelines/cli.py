@@ -88,9 +88,7 @@ def print_summary(settings: Settings, lab: str, run_id: str, only: list[str] | N
             print(f"  plots:                      {evaluation[-1].parent}/*.png")
     print(f"  MLflow store:               {settings.mlflow_tracking_uri}")
     if release and release.get("mlflow_version") is not None:
-        from ftlab_pipelines.core.config.labs import load_labs
-
-        name = load_labs(settings=settings)[lab].registry_name
+        name = registry_name(settings, lab)
         print(f"  MLflow model:               models:/{name}/{release['mlflow_version']} "
               f"(champion: models:/{name}@champion)")
     print("  UIs: `make ui`, then Dagster http://127.0.0.1:3000 and MLflow http://127.0.0.1:5000")
@@ -104,6 +102,7 @@ def pyfunc_model(args, settings: Settings):
     from ftlab_pipelines.core.release import serving
     from ftlab_pipelines.core.tracking import using_store
 
+    # The client makes sure the store exists (a fresh FTLAB_HOME), so a missing model is a clear "not found".
     _, name = (None, None) if args.model else registry_client_and_name(settings, args.lab)
     with using_store(settings.mlflow_tracking_uri):
         if args.model:
@@ -197,14 +196,21 @@ def cmd_serve(args, settings: Settings) -> int:
     return 0
 
 
-def registry_client_and_name(settings: Settings, lab: str):
+def registry_name(settings: Settings, lab: str) -> str:
+    """The lab's registered model name (`publish.registry_name`, default ftlab-<lab>); an unknown lab is an error."""
     from ftlab_pipelines.core.config.labs import load_labs
-    from ftlab_pipelines.core.tracking import Tracker
 
     labs = load_labs(settings=settings)
     if lab not in labs:
         raise ValueError(f"no lab {lab!r} in {settings.labs_dir}; known labs: {', '.join(labs)}")
-    return Tracker(settings).client, labs[lab].registry_name
+    return labs[lab].registry_name
+
+
+def registry_client_and_name(settings: Settings, lab: str):
+    from ftlab_pipelines.core.tracking import Tracker
+
+    name = registry_name(settings, lab)
+    return Tracker(settings).client, name
 
 
 def cmd_models(args, settings: Settings) -> int:

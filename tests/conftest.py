@@ -124,37 +124,21 @@ class TinyModels:
     causal_lm: Path  # Llama (SmolLM2's config shrunk), SmolLM2's tokenizer and chat template: q_proj, v_proj, ...
 
 
-TINY_SIZES = {"hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128}
-
-
-def build_tiny_model(real: str, out: Path, **sizes) -> Path:
-    """A randomly initialised model with `real`'s architecture and tokenizer, shrunk to `sizes`, saved to `out`."""
-    import torch
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
-
-    config = AutoConfig.from_pretrained(real)
-    config.update({**TINY_SIZES, **sizes})
-    torch.manual_seed(0)
-    causal = any(a.endswith("ForCausalLM") for a in config.architectures or [])
-    model = (AutoModelForCausalLM if causal else AutoModel).from_config(config)
-    model.save_pretrained(str(out), safe_serialization=True)
-    AutoTokenizer.from_pretrained(real).save_pretrained(str(out))
-    return out
-
-
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> TinyModels:
     """Tiny BERT and Llama models, built once per test run (a second or two) in a temp directory."""
     from ftlab_pipelines.core.config.settings import Settings
     from ftlab_pipelines.core.modeling.offline_models import minilm_path, smollm2_path
+    from ftlab_pipelines.core.modeling.tiny import (
+        TINY_BERT,
+        TINY_LLAMA,
+        build_tiny_model,
+    )
 
     root = tmp_path_factory.mktemp("tiny_models")
     return TinyModels(
-        classifier=build_tiny_model(minilm_path(), root / "bert", num_attention_heads=2),
-        # An output layer of its own: tied to the input embeddings, a random model's greedy reply repeats the
-        # prompt's last token (often a newline, which the reply cut then strips to nothing).
-        causal_lm=build_tiny_model(smollm2_path(Settings.from_env().model_cache), root / "llama", num_attention_heads=4, num_key_value_heads=2,
-                                   head_dim=16, tie_word_embeddings=False),
+        classifier=build_tiny_model(minilm_path(), root / "bert", **TINY_BERT),
+        causal_lm=build_tiny_model(smollm2_path(Settings.from_env().model_cache), root / "llama", **TINY_LLAMA),
     )
 
 

@@ -111,8 +111,8 @@ def test_generation_pyfunc_answers_like_ftlab_chat(generative_run, capsys, monke
     """The registered model, loaded with mlflow.pyfunc, gives `ftlab chat --no-stream`'s greedy replies; a chat
     lab takes `messages` as well as `message`, and `temperature` samples."""
     import pandas as pd
-
     from conftest import release_model
+
     from ftlab_pipelines.cli import main
 
     home = generative_run["home"]

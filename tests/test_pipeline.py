@@ -73,7 +73,6 @@ def test_model_registered_with_champion_alias(tiny_spam):
 
 def test_release_reloads_and_predicts(tiny_spam):
     import pandas as pd
-
     from conftest import release_model
 
     published = tiny_spam["result"].output_for_node("sms_spam__published_adapter")

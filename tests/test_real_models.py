@@ -39,7 +39,6 @@ def test_minilm_fine_tuned_beats_its_base_model(real_spam_run):
 
 def test_minilm_release_tells_obvious_spam_from_ham(real_spam_run):
     import pandas as pd
-
     from conftest import release_model
 
     model = release_model(real_spam_run["home"], "sms_spam")

@@ -5,8 +5,6 @@ seconds reported several times the uninterrupted rate. Real Trainer, tiny random
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 import pytest
 

@@ -102,14 +102,18 @@ class AssetRun:
         for start in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[start : start + 100])
 
-    def log_metrics(self, metrics: Mapping[str, float | None], step: int | None = None) -> None:
+    def log_metrics(self, metrics: Mapping[str, object], step: int | None = None, model_id: str | None = None,
+                    dataset: tuple[str, str] | None = None) -> None:
+        """The numeric, finite entries of `metrics` (others are skipped); with `model_id` and `dataset` (name,
+        digest) each is linked to that logged model and dataset, as MLflow's model page shows them."""
         import time
 
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()
-                 if isinstance(v, int | float) and not isinstance(v, bool) and v == v]
+        name, digest = dataset or (None, None)
+        items = [Metric(k, float(v), now, step or 0, model_id=model_id, dataset_name=name, dataset_digest=digest)
+                 for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool) and v == v]
         if items:
             self.client.log_batch(self.run_id, metrics=items)
 

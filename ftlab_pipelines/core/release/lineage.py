@@ -3,8 +3,6 @@ metrics linked to both (the run's and the logged model's pages show them)."""
 
 from __future__ import annotations
 
-import time
-
 CONTEXTS = {"train": "training", "validation": "validation", "test": "testing"}
 
 
@@ -29,18 +27,9 @@ def log_splits(run, lab, splits) -> None:
 
 def link_model(run, model_id: str, metrics: dict, lab: str, splits) -> None:
     """The model as the run's output, and `metrics` (measured on the test split) linked to model and dataset."""
-    from mlflow.entities import LoggedModelOutput, Metric
+    from mlflow.entities import LoggedModelOutput
 
     outputs = run.client.get_run(run.run_id).outputs
     if model_id not in {m.model_id for m in (outputs.model_outputs if outputs else [])}:  # a reused release
         run.client.log_outputs(run.run_id, [LoggedModelOutput(model_id, 0)])
-    now = int(time.time() * 1000)
-    linked = [Metric(key, float(value), now, 0, model_id=model_id, dataset_name=dataset_name(lab, "test"),
-                     dataset_digest=splits.key)
-              for key, value in metrics.items() if isinstance(value, int | float) and value == value]
-    if linked:
-        run.client.log_batch(run.run_id, metrics=linked)
-
-
-def numeric(metrics: dict) -> dict[str, float]:
-    return {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    run.log_metrics(metrics, model_id=model_id, dataset=(dataset_name(lab, "test"), splits.key))

@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ftlab_pipelines.core import artifacts, tracking
-from ftlab_pipelines.core.runtime import classify
+from ftlab_pipelines.core.runtime import classify, loading
 
 RUNTIME_DIR = Path(__file__).resolve().parents[1] / "runtime"
 RUNTIME_PACKAGE = "ftlab_runtime"
@@ -54,20 +54,30 @@ def serving_config(lab, evaluation) -> dict:
 
 
 def write_serving_config(model_dir: Path, config: dict) -> None:
-    artifacts.write_json(model_dir / classify.SERVING_CONFIG, config)
+    artifacts.write_json(model_dir / loading.SERVING_CONFIG, config)
 
 
-def classifier_example(lab, frame):
+def classifier_example(lab, splits):
     """One row of the validation split, in the columns a request sends."""
+    import pandas as pd
+
     columns = list(lab.render.columns) if lab.render else [lab.source.text_column]
-    return frame[columns].head(1).reset_index(drop=True)
+    return pd.read_parquet(splits.split_path("validation"), columns=columns).head(1).reset_index(drop=True)
 
 
-def signature(lab, example, model_dir: Path):
-    """Input and output schema (and the generation params) for the model's task."""
+def signature(lab, example):
+    """Input and output schema (and the generation params) for the model's task, from the lab alone."""
     from mlflow.models import infer_signature
     from mlflow.models.signature import ModelSignature
-    from mlflow.types.schema import Array, ColSpec, Object, ParamSchema, ParamSpec, Property, Schema
+    from mlflow.types.schema import (
+        Array,
+        ColSpec,
+        Object,
+        ParamSchema,
+        ParamSpec,
+        Property,
+        Schema,
+    )
 
     if lab.is_generative:
         messages = Array(Object([Property("role", "string"), Property("content", "string")]))
@@ -76,8 +86,9 @@ def signature(lab, example, model_dir: Path):
             outputs=Schema([ColSpec("string", "reply")]),
             params=ParamSchema([ParamSpec("max_new_tokens", "long", lab.eval.generation.max_new_tokens),
                                 ParamSpec("temperature", "double", 0.0)]))
-    output = classify.TextClassifier(model_dir).predict(example)
-    return infer_signature(example, output)
+    outputs = Schema([ColSpec("string", "label"), ColSpec("double", "score"),
+                      *[ColSpec("double", f"prob_{label}") for label in lab.labels]])
+    return ModelSignature(inputs=infer_signature(example).inputs, outputs=outputs)
 
 
 def generation_example():
@@ -116,7 +127,7 @@ def log_model(lab, model_dir: Path, example, tracking_uri: str, run_id: str) -> 
     """Log `model_dir` (merged weights, tokenizer, serving config) as a pyfunc model of the run."""
     import mlflow
 
-    sig = signature(lab, example, model_dir)
+    sig = signature(lab, example)
     entry = "generator_model.py" if lab.is_generative else "classifier_model.py"
     with staged_runtime() as package, active_run(tracking_uri, run_id):
         info = mlflow.pyfunc.log_model(

@@ -8,7 +8,6 @@ with a param the model does not declare is refused with a 400, where MLflow woul
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -58,8 +57,3 @@ def server_command(model_dir: Path, host: str, port: int, workers: int = 1) -> t
     env = {**os.environ, MODEL_PATH_ENV: str(model_dir)}
     return ([sys.executable, "-m", "uvicorn", "--factory", "ftlab_pipelines.core.release.scoring_app:from_env",
              "--host", host, "--port", str(port), "--workers", str(workers), "--log-level", "warning"], env)
-
-
-def start_server(model_dir: Path, host: str, port: int, **popen) -> subprocess.Popen:
-    command, env = server_command(model_dir, host, port)
-    return subprocess.Popen(command, env=env, **popen)

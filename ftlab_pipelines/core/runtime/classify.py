@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
 from . import device as devices
+from .loading import load_merged
 from .text import apply_template, render_rows
 
-SERVING_CONFIG = "ftlab_model.json"  # written by ftlab next to the weights; read here
 MODEL_ARTIFACT = "model"  # the pyfunc artifact key of the merged model directory
 MAX_TEXT_CHARS = 100_000  # far beyond any model's max_length: a longer text is a mistake, not an input
 
@@ -57,18 +56,11 @@ class TextClassifier:
     """A merged classifier directory: weights, tokenizer and ftlab_model.json (labels, threshold, template)."""
 
     def __init__(self, model_dir: str | Path):
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
 
-        model_dir = Path(model_dir)
-        self.config = json.loads((model_dir / SERVING_CONFIG).read_text(encoding="utf-8"))
+        self.config, self.tokenizer, self.model, self.device, self.bf16 = load_merged(
+            model_dir, AutoModelForSequenceClassification)
         self.labels: list[str] = self.config["labels"]
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.device, self.bf16 = devices.pick()
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            str(model_dir), dtype=torch.float32, use_safetensors=True).to(self.device).eval()
 
     @property
     def input_columns(self) -> list[str]:

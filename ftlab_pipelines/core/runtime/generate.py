@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from . import device as devices
-from .classify import MAX_TEXT_CHARS, SERVING_CONFIG, BadInput
+from .classify import MAX_TEXT_CHARS, BadInput
+from .loading import load_merged
 from .text import cut_at_stop, render_prompt
 
 ROLES = ("system", "user", "assistant")
@@ -18,18 +18,10 @@ class ChatGenerator:
     """A merged causal-LM directory: weights, tokenizer and ftlab_model.json (prompt format, stops, defaults)."""
 
     def __init__(self, model_dir: str | Path):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
-        model_dir = Path(model_dir)
-        self.config = json.loads((model_dir / SERVING_CONFIG).read_text(encoding="utf-8"))
+        self.config, self.tokenizer, self.model, self.device, self.bf16 = load_merged(model_dir, AutoModelForCausalLM)
         self.prompt = self.config["prompt"]
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.device, self.bf16 = devices.pick()
-        self.model = AutoModelForCausalLM.from_pretrained(
-            str(model_dir), dtype=torch.float32, use_safetensors=True).to(self.device).eval()
 
     @property
     def stops(self) -> list[str]:

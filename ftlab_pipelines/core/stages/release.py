@@ -17,6 +17,7 @@ from ftlab_pipelines.core.release import (
     mlflow_registry,
     release_dir,
 )
+from ftlab_pipelines.core.runtime import text
 from ftlab_pipelines.core.stages import CheckOutcome, Markdown
 from ftlab_pipelines.core.stages.results import Adapter, Evaluation, Release
 from ftlab_pipelines.core.stages.runner import Prepared, Report, StageContext, Target
@@ -44,8 +45,7 @@ def write_merged(lab, model: ModelConfig, adapter_dir: Path, tokenizer, out: Pat
     if lab.is_generative:
         probes = [prompts.render_prompt(lab.prompt, tokenizer, m) for m in merge.PARITY_MESSAGES]
         return merge.merge_adapter(model, adapter_dir, tokenizer, probes, out, lab.publish.parity_tolerance)
-    return merge.merge_adapter(model, adapter_dir, tokenizer, [lab.model.template.replace("{text}", m)
-                                                               for m in merge.PARITY_MESSAGES],
+    return merge.merge_adapter(model, adapter_dir, tokenizer, text.apply_template(merge.PARITY_MESSAGES, lab.model.template),
                                out, lab.publish.parity_tolerance, labels=lab.labels)
 
 
@@ -67,7 +67,7 @@ def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageCon
     artifacts.write_json(target.tmp / PARITY_FILE, parity)
     mlflow_model.write_serving_config(merged, mlflow_model.serving_config(lab, evaluation))
     example = (mlflow_model.generation_example() if lab.is_generative
-               else mlflow_model.classifier_example(lab, upstream["splits"].frames()["validation"]))
+               else mlflow_model.classifier_example(lab, upstream["splits"]))
     logged = mlflow_model.log_model(lab, merged, example, ctx.run.tracking_uri, ctx.run.run_id)
     return Release(key=target.key, dir=str(target.out), adapter_key=adapter.key, merge_parity=parity,
                    model_id=logged.model_id, model_uri=logged.model_uri)
@@ -81,7 +81,7 @@ def report(lab, upstream: dict, result: Release, ctx: StageContext, reused: bool
     parity = merge.Parity.from_json(out / PARITY_FILE)
     run.set_tags({"data_hash": upstream["adapter"].data_key})
     lineage.log_splits(run, lab, upstream["splits"])
-    linked = {f"test_{k}": v for k, v in lineage.numeric(evaluation.metrics.get("fine_tuned", {})).items()}
+    linked = {f"test_{k}": v for k, v in evaluation.metrics.get("fine_tuned", {}).items()}
     lineage.link_model(run, result.model_id, linked, lab.name, upstream["splits"])
     run.log_params({"publish": lab.publish.model_dump(mode="json"), "registry_name": lab.registry_name})
     metric, value = evaluation.primary_metric, evaluation.primary_value
