@@ -7,24 +7,17 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import time
 
 import pandas as pd
 import pytest
 import requests
 from conftest import REPO, copy_run_root, release_model, requires_data
+from uis import free_port, serve
 
 pytestmark = requires_data
 BIN = REPO / ".venv" / "bin"
 TEXTS = ["Ok, see you at home tonight", "URGENT! You won a FREE prize, call 09061701461 now", "lunch at 1?"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -32,28 +25,12 @@ def server(tiny_spam_run, tmp_path_factory):
     """`ftlab serve sms_spam` on a copy of the session's tiny run (serving caches the model under FTLAB_HOME)."""
     root = copy_run_root(tiny_spam_run["root"], tmp_path_factory.mktemp("serve") / "run")
     home, port = root / "home", free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}, "FTLAB_HOME": str(home),
-           "FTLAB_LABS_DIR": str(root / "labs")}
-    log = (root / "serve.log").open("w")
-    process = subprocess.Popen([str(BIN / "ftlab"), "serve", "sms_spam", "--port", str(port)], env=env,
-                               stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert process.poll() is None, (root / "serve.log").read_text()
-            try:
-                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("the server did not answer /ping within 180 s:\n" + (root / "serve.log").read_text())
+    # Empty MLFLOW_* (no store inherited from the test process): the server's FTLAB_HOME decides.
+    env = {"FTLAB_HOME": str(home), "FTLAB_LABS_DIR": str(root / "labs"), "MLFLOW_TRACKING_URI": "",
+           "MLFLOW_REGISTRY_URI": ""}
+    with serve([str(BIN / "ftlab"), "serve", "sms_spam", "--port", str(port)], f"{url}/ping", root / "serve.log", env):
         yield {"url": url, "home": home, "log": root / "serve.log"}
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 def invoke(server, payload, content_type: str = "application/json", **kwargs) -> requests.Response:
