@@ -87,3 +87,27 @@ def test_serve_refuses_a_version_that_does_not_exist(tiny_spam):
                           capture_output=True, text=True, timeout=120, cwd=REPO,
                           env={**os.environ, "FTLAB_HOME": str(tiny_spam["home"])})
     assert done.returncode == 2 and "models:/ftlab-sms_spam/99" in done.stderr and "ftlab models" in done.stderr
+
+
+def test_a_version_promoted_by_hand_is_what_serve_serves(trained_home):
+    """`ftlab promote` moves the alias; `ftlab serve` without --version then serves that version."""
+    from ftlab_pipelines.cli import main
+    from ftlab_pipelines.core.config.settings import Settings
+    from ftlab_pipelines.core.release import mlflow_registry
+    from ftlab_pipelines.core.tracking import Tracker
+
+    client = Tracker(Settings.from_env()).client
+    champion = mlflow_registry.champion(client, "ftlab-sms_spam")
+    worse = mlflow_registry.register_and_gate(client, "ftlab-sms_spam", champion.source, champion.run_id, "f1",
+                                              0.0, 0.0, release_key="by-hand")
+    assert not worse.promoted
+    assert main(["promote", "sms_spam", str(worse.version)]) == 0
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "", "MLFLOW_REGISTRY_URI": ""}
+    process = subprocess.Popen([str(BIN / "ftlab"), "serve", "sms_spam", "--port", str(free_port())], env=env,
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        first = process.stdout.readline()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert first.startswith(f"ftlab: serving ftlab-sms_spam v{worse.version} (models:/ftlab-sms_spam@champion)"), first
