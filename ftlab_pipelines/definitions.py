@@ -1,5 +1,5 @@
 """Dagster entry point: per `labs/*.yaml` an asset chain with its checks, a job preset, a retraining schedule
-(when the lab has one) and an inbox sensor."""
+(when the lab has one) and an inbox sensor. With FTLAB_RAY_ADDRESS (the Ray profile) every step runs on that Ray cluster."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from ftlab_pipelines.core.config.labs import load_labs
 from ftlab_pipelines.core.config.settings import Settings
 from ftlab_pipelines.defs.assets import build_lab_assets, lab_job
 from ftlab_pipelines.defs.automation import inbox_sensor, retrain_schedule
+from ftlab_pipelines.defs.executor import executor
 from ftlab_pipelines.defs.resources import default_resources
 
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
@@ -24,7 +25,7 @@ def build_definitions(labs_dir: str | None = None) -> dg.Definitions:
     schedules = [s for name, lab in labs.items() if (s := retrain_schedule(lab, jobs[name])) is not None]
     sensors = [inbox_sensor(lab, jobs[name]) for name, lab in labs.items()]
     return dg.Definitions(assets=assets, jobs=list(jobs.values()), schedules=schedules, sensors=sensors,
-                          resources=default_resources())
+                          resources=default_resources(), executor=executor(settings))
 
 
 defs = build_definitions()

@@ -37,6 +37,10 @@ os.environ.setdefault("FTLAB_MODEL_CACHE", str(REPO / ".ftlab" / "test-model-cac
 # (5.7 s vs 22.5 s). The real-model chains take every core back (`all_cores`).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# The two-node Ray tests run only inside the loopback-only network namespace that tests/test_ray.py starts.
+IN_RAY_NETNS = os.environ.get("FTLAB_IN_RAY_NETNS") == "1"
+collect_ignore = [] if IN_RAY_NETNS else ["ray_cluster"]
+
 
 def shared_data_dir() -> Path | None:
     from ftlab_pipelines.core.config.settings import Settings

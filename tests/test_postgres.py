@@ -126,7 +126,7 @@ def test_data_stages_on_postgres(postgres, ftlab_home, tmp_path, monkeypatch):
     )
     from mlflow import MlflowClient
 
-    from ftlab_pipelines.core.stages.validate import CONTRACT_CHECK
+    from ftlab_pipelines.core.stages import CONTRACT_CHECK
     from ftlab_pipelines.definitions import build_definitions
     from ftlab_pipelines.defs.resources import default_resources
 

@@ -60,6 +60,11 @@ def field_annotation(lab: LabConfig, path: str):
     return type(owner).model_fields[name].annotation
 
 
+def optional_sections(annotation) -> list:
+    """An unset optional section (e.g. train.ray) is set by giving it its defaults."""
+    return [{} for arg in typing.get_args(annotation) if isinstance(arg, type) and issubclass(arg, BaseModel)]
+
+
 def candidates(value, annotation, lab: LabConfig) -> list:
     choices = [c for c in literal_choices(annotation) if c != value]
     if isinstance(value, bool):
@@ -75,7 +80,8 @@ def candidates(value, annotation, lab: LabConfig) -> list:
         return [list(reversed(value)), value[:-1], [*value, value[0]], *choices] if value else [["x"], *choices]
     if isinstance(value, dict):
         return [{**value, "x": "y"}, {**value, 5: "z"}, {**value, "x": {"f1": 0.5}}]
-    return [*choices, 2, 100, "x_1", ["query"], {"x": "y"}, {5: "z"}, {"columns": ["text"]}, {"cron": "0 1 * * *"}]
+    return [*choices, *optional_sections(annotation), 2, 100, "x_1", ["query"], {"x": "y"}, {5: "z"},
+            {"columns": ["text"]}, {"cron": "0 1 * * *"}]
 
 
 def with_changes(lab: LabConfig, changes: dict[str, object]) -> LabConfig:

@@ -12,9 +12,9 @@ from pydantic import Field
 from ftlab_pipelines.core.config.labs import LabConfig
 from ftlab_pipelines.core.config.settings import Settings
 from ftlab_pipelines.core.stages.pipeline import DECLARATIONS, stage_for
-from ftlab_pipelines.core.stages.release import MERGE_PARITY_CHECK, PROMOTION_GATE_CHECK
+from ftlab_pipelines.core.stages import CONTRACT_CHECK, MERGE_PARITY_CHECK, PROMOTION_GATE_CHECK
 from ftlab_pipelines.core.stages.runner import StageContext, run_stage
-from ftlab_pipelines.core.stages.validate import CONTRACT_CHECK
+from ftlab_pipelines.defs.executor import ray_op_tags
 from ftlab_pipelines.defs.metadata import to_dagster
 from ftlab_pipelines.defs.resources import FtlabResource
 
@@ -63,7 +63,8 @@ def build_lab_assets(lab: LabConfig, settings: Settings) -> list[dg.AssetsDefini
 
     def spec(asset: str, description: str, kinds: set[str]):
         return dict(key=key(asset), group_name=name, code_version=versions[asset], description=description,
-                    ins={up: dg.AssetIn(key=key(up)) for up in DECLARATIONS[asset].upstream}, kinds=kinds)
+                    ins={up: dg.AssetIn(key=key(up)) for up in DECLARATIONS[asset].upstream}, kinds=kinds,
+                    op_tags=ray_op_tags(lab, asset))
 
     @dg.asset(**spec("raw_dataset", f"Raw rows of {lab.source.local_path or lab.source.hub_id}, as Parquet.",
                      {"pandas", "parquet"}))

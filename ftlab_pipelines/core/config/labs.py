@@ -153,6 +153,23 @@ class PeftConfig(_Strict):
     )
 
 
+class RayTrainConfig(_Strict):
+    """Train on a Ray cluster: the same recipe as train.num_processes, as DDP across the cluster's nodes (Ray Train)."""
+
+    address: str = Field(
+        "auto", description="The cluster: host:6379 (its GCS), ray://host:10001, or auto: RAY_ADDRESS, which Ray sets "
+                            "when the adapter step itself runs on the cluster (the Ray deployment profile)."
+    )
+    num_workers: int = Field(2, ge=1, description="Training processes (DDP ranks); Ray spreads them over the nodes.")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs Ray reserves for each worker; its torch threads.")
+    use_gpu: bool = Field(False, description="One GPU per worker (NCCL); off: gloo on CPU.")
+    max_failures: int = Field(
+        0, ge=-1, description="Restarts of the worker group after a worker or node dies (Ray Train's FailureConfig; "
+                              "-1: unlimited). Each restart resumes from the last complete checkpoint. 0: fail at once "
+                              "with the error; re-materializing resumes the same way."
+    )
+
+
 class TrainConfig(_Strict):
     """Optimisation settings (adapter stage)."""
 
@@ -209,6 +226,16 @@ class TrainConfig(_Strict):
         1, ge=1, description="Data-parallel training processes launched through accelerate (torchrun underneath): "
                              "DDP on gloo on CPU, NCCL on GPUs (one process per GPU). Rank 0 logs and saves."
     )
+    ray: RayTrainConfig | None = Field(
+        None, description="Train on a Ray cluster instead of this machine (Ray Train); unset: Ray is not imported."
+    )
+
+    @model_validator(mode="after")
+    def _one_launcher(self) -> TrainConfig:
+        if self.ray is not None and self.num_processes > 1:
+            raise ValueError("set train.num_processes (processes on this machine) or train.ray.num_workers "
+                             "(workers on a Ray cluster), not both")
+        return self
 
 
 class ThresholdConfig(_Strict):

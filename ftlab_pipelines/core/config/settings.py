@@ -1,7 +1,8 @@
 """Where ftlab keeps things, resolved once from the environment at the edge (CLI, Dagster resource) and passed in.
 
 FTLAB_HOME (state), FTLAB_DATA_DIR (local dataset mirror), FTLAB_LABS_DIR, FTLAB_CONTRACTS_DIR,
-FTLAB_MODEL_CACHE (converted base models), MLFLOW_TRACKING_URI, FTLAB_MEMORY_LIMIT_MB.
+FTLAB_MODEL_CACHE (converted base models), FTLAB_WORK_DIR (training checkpoints; default $FTLAB_HOME/work),
+MLFLOW_TRACKING_URI, FTLAB_MEMORY_LIMIT_MB, FTLAB_RAY_ADDRESS (the Ray profile: run steps on that cluster).
 Nothing here creates a directory: the code that writes into one creates it.
 """
 
@@ -28,6 +29,8 @@ class Settings:
     model_cache: Path
     mlflow_tracking_uri: str
     memory_limit_mb: float | None = None
+    work_dir: Path | None = None  # None: $FTLAB_HOME/work
+    ray_address: str | None = None  # a Ray cluster's job server (http://head:8265): Dagster steps run there
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -47,6 +50,8 @@ class Settings:
             model_cache=_path(env["FTLAB_MODEL_CACHE"]) if env.get("FTLAB_MODEL_CACHE") else home / "models",
             mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}",
             memory_limit_mb=float(limit) if limit else None,
+            work_dir=_path(env["FTLAB_WORK_DIR"]) if env.get("FTLAB_WORK_DIR") else None,
+            ray_address=env.get("FTLAB_RAY_ADDRESS") or None,
         )
 
     @property
@@ -54,9 +59,10 @@ class Settings:
         return self.home / "artifacts"
 
     @property
-    def work_dir(self) -> Path:
-        """Scratch that must survive a crashed run (training checkpoints)."""
-        return self.home / "work"
+    def scratch_dir(self) -> Path:
+        """Scratch that must survive a crashed run (training checkpoints); on a cluster, a directory every node
+        mounts (a shared volume, an object-store mount)."""
+        return self.work_dir or self.home / "work"
 
     @property
     def registry_dir(self) -> Path:

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Names of the checks stages run on their own output (Dagster asset checks of the same name).
+CONTRACT_CHECK = "data_contract"
+MERGE_PARITY_CHECK = "merge_parity"
+PROMOTION_GATE_CHECK = "promotion_gate"
+
 
 class Markdown(str):
     """Metadata text to render as markdown (tables, inline images)."""

@@ -30,11 +30,15 @@ def checkpoint_dir(settings: Settings, lab: str, key: str) -> Path:
 def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageContext) -> Adapter:
     tokenized: Tokenized = upstream["tokenized"]
     job = recipe.TrainingJob.from_lab(lab, ctx.settings.model_cache)
-    memory.check_memory(lab.model.name, job.model.name, lab.model.quantization, lab.train.num_processes,
-                        limit_mb=ctx.settings.memory_limit_mb)
+    if job.train.ray is None:  # on a cluster the workers' nodes hold the memory, not this one
+        memory.check_memory(lab.model.name, job.model.name, lab.model.quantization, lab.train.num_processes,
+                            limit_mb=ctx.settings.memory_limit_mb)
     checkpoints = target.scratch / CHECKPOINTS  # outside tmp: a crashed run resumes from them
-    if job.train.num_processes > 1:
-        # The workers stream metrics to the run (rank 0) and write the outputs into tmp themselves.
+    if job.train.ray is not None:  # the workers (rank 0) stream metrics and write the outputs into tmp themselves
+        from ftlab_pipelines.core.training import ray_train
+
+        ray_train.launch(job, tokenized.dataset_path, target.key, checkpoints, target.tmp, ctx.run)
+    elif job.train.num_processes > 1:
         distributed.launch(job, tokenized.dataset_path, target.key, checkpoints, target.tmp, ctx.run)
     else:
         result = recipe.fit(job, tokenized.dataset_path, checkpoints, target.tmp,

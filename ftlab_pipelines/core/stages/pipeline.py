@@ -10,16 +10,6 @@ from __future__ import annotations
 
 from ftlab_pipelines.core.config.labs import LabConfig
 from ftlab_pipelines.core.config.settings import Settings
-from ftlab_pipelines.core.stages import (
-    adapter,
-    evaluation,
-    generation_eval,
-    raw,
-    release,
-    split,
-    tokenized,
-    validate,
-)
 from ftlab_pipelines.core.stages.declaration import StageDeclaration
 from ftlab_pipelines.core.stages.results import (
     Adapter,
@@ -76,18 +66,18 @@ DECLARATIONS: dict[str, StageDeclaration] = {d.name: d for d in (
 )}
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
-    Stage(DECLARATIONS["raw_dataset"], RawDataset, raw.build, raw.report, prepare=raw.prepare),
-    Stage(DECLARATIONS["validated_dataset"], ValidatedDataset, validate.build, validate.report),
-    Stage(DECLARATIONS["splits"], Splits, split.build, split.report),
-    Stage(DECLARATIONS["tokenized"], Tokenized, tokenized.build, tokenized.report, prepare=tokenized.prepare),
-    Stage(DECLARATIONS["adapter"], Adapter, adapter.build, adapter.report),
-    Stage(DECLARATIONS["evaluation"], Evaluation, evaluation.build, evaluation.report),
-    Stage(DECLARATIONS["published_adapter"], Release, release.build, release.report),
+    Stage(DECLARATIONS["raw_dataset"], RawDataset, "ftlab_pipelines.core.stages.raw"),
+    Stage(DECLARATIONS["validated_dataset"], ValidatedDataset, "ftlab_pipelines.core.stages.validate"),
+    Stage(DECLARATIONS["splits"], Splits, "ftlab_pipelines.core.stages.split"),
+    Stage(DECLARATIONS["tokenized"], Tokenized, "ftlab_pipelines.core.stages.tokenized"),
+    Stage(DECLARATIONS["adapter"], Adapter, "ftlab_pipelines.core.stages.adapter"),
+    Stage(DECLARATIONS["evaluation"], Evaluation, "ftlab_pipelines.core.stages.evaluation"),
+    Stage(DECLARATIONS["published_adapter"], Release, "ftlab_pipelines.core.stages.release"),
 )}
 
 
 # Generation labs: the same declaration and result, measured as held-out loss, preference and sample replies.
-GENERATION_EVALUATION = Stage(DECLARATIONS["evaluation"], Evaluation, generation_eval.build, generation_eval.report)
+GENERATION_EVALUATION = Stage(DECLARATIONS["evaluation"], Evaluation, "ftlab_pipelines.core.stages.generation_eval")
 
 
 def stage_for(lab: LabConfig, name: str) -> Stage:

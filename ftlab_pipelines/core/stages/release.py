@@ -18,7 +18,7 @@ from ftlab_pipelines.core.release import (
     release_dir,
 )
 from ftlab_pipelines.core.runtime import text
-from ftlab_pipelines.core.stages import CheckOutcome, Markdown
+from ftlab_pipelines.core.stages import MERGE_PARITY_CHECK, PROMOTION_GATE_CHECK, CheckOutcome, Markdown
 from ftlab_pipelines.core.stages.results import Adapter, Evaluation, Release
 from ftlab_pipelines.core.stages.runner import Prepared, Report, StageContext, Target
 from ftlab_pipelines.core.text import prompts
@@ -26,8 +26,6 @@ from ftlab_pipelines.core.text import prompts
 log = logging.getLogger(__name__)
 
 
-MERGE_PARITY_CHECK = "merge_parity"
-PROMOTION_GATE_CHECK = "promotion_gate"
 MERGED_DIR = "merged"
 PARITY_FILE = "merge_parity.json"
 

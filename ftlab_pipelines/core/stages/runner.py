@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import shutil
 from collections.abc import Callable, Mapping
@@ -64,15 +65,31 @@ class Report:
 
 @dataclass(frozen=True)
 class Stage:
+    """A stage's declaration, result type, and the module that implements it, imported on first use: loading the
+    Dagster definitions (every UI process, every step process) does not import torch, sklearn or GX."""
+
     declaration: StageDeclaration
     result_type: type[StageResult]
-    build: Callable[..., StageResult]  # (lab, upstream, prepared, target, ctx) -> result
-    report: Callable[..., Report]  # (lab, upstream, result, ctx, reused, prepared) -> report
-    prepare: Callable[..., Prepared] | None = None  # (lab, upstream, ctx) -> prepared
+    module: str  # defines build(), report() and, when run-time facts enter the key, prepare()
 
     @property
     def name(self) -> str:
         return self.declaration.name
+
+    @property
+    def build(self) -> Callable[..., StageResult]:
+        """(lab, upstream, prepared, target, ctx) -> result"""
+        return importlib.import_module(self.module).build
+
+    @property
+    def report(self) -> Callable[..., Report]:
+        """(lab, upstream, result, ctx, reused, prepared) -> report"""
+        return importlib.import_module(self.module).report
+
+    @property
+    def prepare(self) -> Callable[..., Prepared] | None:
+        """(lab, upstream, ctx) -> prepared"""
+        return getattr(importlib.import_module(self.module), "prepare", None)
 
 
 @dataclass
@@ -83,7 +100,7 @@ class StageRun:
 
 
 def scratch_dir(settings: Settings, lab: str, stage: str, key: str) -> Path:
-    return settings.work_dir / lab / stage / key
+    return settings.scratch_dir / lab / stage / key
 
 
 def run_stage(stage: Stage, lab: LabConfig, upstream: Mapping[str, StageResult], ctx: StageContext) -> StageRun:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import pandas as pd
 
 from ftlab_pipelines.core.data import contracts
-from ftlab_pipelines.core.stages import CheckOutcome, Markdown
+from ftlab_pipelines.core.stages import CONTRACT_CHECK, CheckOutcome, Markdown
 from ftlab_pipelines.core.stages.results import RawDataset, ValidatedDataset
 from ftlab_pipelines.core.stages.runner import Prepared, Report, StageContext, Target
-
-CONTRACT_CHECK = "data_contract"
 
 
 class ContractFailed(ValueError):

@@ -63,13 +63,23 @@ def check_checkpoint(checkpoint: Path) -> None:
             raise CheckpointError(f"{weights}: corrupt checkpoint weights ({exc}); {advice}") from None
 
 
-def resumable_checkpoint(checkpoint_dir: Path) -> str | None:
+def rng_files_missing(checkpoint: Path, world_size: int) -> list[str]:
+    """Every rank saves its own RNG state (rng_state_<rank>.pth) without waiting for rank 0, which writes
+    trainer_state.json: a rank lost while saving leaves a checkpoint that looks complete but would resume that
+    rank with a fresh RNG (other dropout masks than the uninterrupted run)."""
+    if world_size <= 1:
+        return []
+    return [name for r in range(world_size) if not (checkpoint / (name := f"rng_state_{r}.pth")).is_file()]
+
+
+def resumable_checkpoint(checkpoint_dir: Path, world_size: int = 1) -> str | None:
     """The newest complete checkpoint, checked; half-written ones (a process killed while saving) are set aside.
 
-    The Trainer writes trainer_state.json after the weights, optimizer and RNG state, and only then deletes
-    older checkpoints; so a checkpoint without it is the interrupted save, and its predecessor is intact."""
+    The Trainer writes trainer_state.json after the weights, optimizer and rank 0's RNG state, and only then
+    deletes older checkpoints; so a checkpoint without it (or, in a distributed run, without every rank's RNG
+    state) is the interrupted save, and its predecessor is intact."""
     for checkpoint in checkpoints_newest_first(Path(checkpoint_dir)):
-        if not (checkpoint / TRAINER_STATE).is_file():
+        if not (checkpoint / TRAINER_STATE).is_file() or rng_files_missing(checkpoint, world_size):
             set_aside(checkpoint, "incomplete")
             continue
         check_checkpoint(checkpoint)

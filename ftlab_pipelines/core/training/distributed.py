@@ -125,10 +125,10 @@ class SeenExamples:
         self.fingerprints.update(fingerprint(row[k].tolist()) for row, k in zip(ids, keep))
         self.count += len(ids)
 
-    def write(self, path: Path, rank: int, world_size: int) -> None:
+    def write(self, path: Path, rank: int, world_size: int, record: dict | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"rank": rank, "world_size": world_size, "examples": self.count,
-                                    "fingerprints": sorted(self.fingerprints)}), encoding="utf-8")
+                                    "fingerprints": sorted(self.fingerprints), **(record or {})}), encoding="utf-8")
 
 
 def mlflow_sink(tracking_uri: str, run_id: str):
@@ -145,6 +145,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def train_rank(job: TrainingJob, tokenized_path, checkpoints: Path, out: Path, key: str, tracking_uri: str,
+               run_id: str, rank: int, world_size: int, record: dict | None = None):
+    """What one rank of any data-parallel launcher does: train on its shard, write its examples (with `record`,
+    e.g. the node it ran on); rank 0 alone streams metrics and writes the outputs."""
+    from ftlab_pipelines.core.training import recipe
+
+    seen = SeenExamples()
+    on_log = mlflow_sink(tracking_uri, run_id) if rank == 0 else None
+    result = recipe.fit(job, tokenized_path, checkpoints, out, on_log=on_log, on_train_batch=seen.record)
+    seen.write(out / RANK_EXAMPLES / f"rank{rank}.json", rank, world_size, record)
+    log.info("trained on %d examples (%d distinct)", seen.count, len(seen.fingerprints))
+    if rank == 0:
+        recipe.write_outputs(result, out, key, world_size)
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -157,14 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     if placement().on_gpu:  # models are loaded onto "cuda" before the Trainer picks this rank's GPU
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     job = recipe.TrainingJob.model_validate_json(Path(args.job).read_text(encoding="utf-8"))
-    out = Path(args.out)
-    seen = SeenExamples()
-    on_log = mlflow_sink(args.tracking_uri, args.run_id) if rank == 0 else None
-    result = recipe.fit(job, args.tokenized, Path(args.checkpoints), out, on_log=on_log, on_train_batch=seen.record)
-    seen.write(out / RANK_EXAMPLES / f"rank{rank}.json", rank, world_size)
-    log.info("trained on %d examples (%d distinct)", seen.count, len(seen.fingerprints))
-    if rank == 0:
-        recipe.write_outputs(result, out, args.key, job.train.num_processes)
+    train_rank(job, args.tokenized, Path(args.checkpoints), Path(args.out), args.key, args.tracking_uri, args.run_id,
+               rank, world_size)
     if dist.is_initialized():
         dist.destroy_process_group()
 

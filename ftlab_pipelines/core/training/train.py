@@ -322,7 +322,8 @@ def train_adapter(
     nan_guard.stop_on_nonfinite_loss(trainer, checkpoint_dir)
     rss_before_train = current_rss_mb()
     reset_peak_rss()
-    resume_from = checkpoints.resumable_checkpoint(checkpoint_dir)  # set aside a half-written one, refuse a corrupt one
+    # set aside a half-written one (in a distributed run: one that lacks a rank's RNG state), refuse a corrupt one
+    resume_from = checkpoints.resumable_checkpoint(checkpoint_dir, world_size=int(os.environ.get("WORLD_SIZE", "1")))
     if resume_from:
         log.info("resuming from checkpoint %s", resume_from)
     started = time.perf_counter()

@@ -1,0 +1,236 @@
+"""A lab materialized on a real two-node Ray cluster on 127.0.0.1 (a head and a worker node, each its own
+`ray start`). Runs inside tests/test_ray.py's loopback-only network namespace, in this order: the whole chain
+through Dagster with every step a Ray job and the adapter trained by two Ray Train workers (also the uninterrupted
+reference), then a worker node killed mid-training and resumed, and last a stopped head node."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from cluster import TwoNodeCluster
+from conftest import new_home, tiny_lab, write_labs
+from mlflow import MlflowClient
+
+from ftlab_pipelines.core.config.labs import LabConfig
+from ftlab_pipelines.core.config.settings import Settings
+from ftlab_pipelines.core.evaluation import inference
+from ftlab_pipelines.core.modeling import models
+from ftlab_pipelines.core.stages.adapter import checkpoint_dir
+from ftlab_pipelines.core.stages.pipeline import DECLARATIONS, STAGES
+from ftlab_pipelines.core.stages.results import Adapter, Tokenized
+from ftlab_pipelines.core.stages.runner import StageContext, run_stage
+from ftlab_pipelines.core.text import tokenize
+from ftlab_pipelines.core.tracking import AssetRun, Tracker
+from ftlab_pipelines.core.training import checkpoints as ckpt
+from ftlab_pipelines.core.training import distributed
+
+LAB = "sms_spam"
+STEPS_OF_A_RUN = ["raw_dataset", "validated_dataset", "splits", "tokenized", "adapter", "evaluation",
+                  "published_adapter"]
+SAVE_STEPS = 4
+LOSS_TOLERANCE, WEIGHT_TOLERANCE = 1e-3, 1e-4  # tests/test_crash_resume.py's
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> TwoNodeCluster:
+    started = TwoNodeCluster(tmp_path_factory.mktemp("ray_cluster")).start()
+    yield started
+    started.stop()
+
+
+def chain_lab(model) -> dict:
+    """The sms_spam lab on the tiny BERT, one epoch at batch 4 on each of two Ray Train workers: ~45 steps, every
+    train row once, a checkpoint every 4 steps."""
+    raw = tiny_lab(LAB, model, max_rows=1800)
+    raw["train"].update({"ray": {"num_workers": 2}, "batch_size": 4, "epochs": 1, "max_steps": -1,
+                         "save_steps": SAVE_STEPS, "logging_steps": 1, "group_by_length": False})
+    return raw
+
+
+def dagster_job_execute(root: Path, home: Path, cluster: TwoNodeCluster) -> subprocess.CompletedProcess:
+    env = {**cluster.env(), "FTLAB_HOME": str(home), "FTLAB_LABS_DIR": str(root / "labs"),
+           "DAGSTER_HOME": str(root / "dagster"), "FTLAB_RAY_ADDRESS": cluster.jobs_address}
+    return subprocess.run([sys.executable, "-m", "dagster", "job", "execute", "-m", "ftlab_pipelines.definitions",
+                           "-j", f"{LAB}_pipeline"], env=env, cwd=root, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, tiny_models, cluster, mlflow_store_template):
+    """`dagster job execute` with the Ray profile (FTLAB_RAY_ADDRESS): every step a Ray job on the cluster; the
+    adapter step drives two Ray Train workers on the cluster it runs on (train.ray.address: auto)."""
+    root = tmp_path_factory.mktemp("chain")
+    home = new_home(root / "home", mlflow_store_template)
+    write_labs(root / "labs", {LAB: chain_lab(tiny_models.classifier)})
+    (root / "dagster").mkdir()
+    (root / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    started = time.monotonic()
+    done = dagster_job_execute(root, home, cluster)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    stage = lambda name: home / "artifacts" / LAB / name  # noqa: E731
+    (adapter,) = [Adapter.read(p.parent) for p in stage("adapter").glob("*/result.json")]
+    (tokenized,) = [Tokenized.read(p.parent) for p in stage("tokenized").glob("*/result.json")]
+    return {"root": root, "home": home, "seconds": time.monotonic() - started, "adapter": adapter,
+            "tokenized": tokenized, "client": MlflowClient(f"sqlite:///{home / 'mlflow.db'}")}
+
+
+def rank_records(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((out / distributed.RANK_EXAMPLES).glob("rank*.json"))]
+
+
+def test_only_loopback_exists_here():
+    assert [name for _, name in socket.if_nameindex()] == ["lo"]
+
+
+def test_every_step_of_the_chain_ran_as_a_ray_job_on_the_cluster(chain, cluster):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    jobs = [j for j in JobSubmissionClient(cluster.jobs_address).list_jobs()
+            if (j.submission_id or "").startswith("dagster-step-")]
+    steps = {j.metadata["dagster/op"]: j for j in jobs}
+    seconds = {name.split("__")[1]: round((j.end_time - j.start_time) / 1000, 1) for name, j in steps.items()}
+    print(f"\nwhole chain on the cluster: {chain['seconds']:.1f} s; Ray job seconds per step: {seconds}")
+    assert sorted(steps) == sorted(f"{LAB}__{s}" for s in STEPS_OF_A_RUN)
+    assert all(j.status == JobStatus.SUCCEEDED for j in jobs)
+    assert str(chain["client"].get_model_version_by_alias(f"ftlab-{LAB}", "champion").version) == "1"
+
+
+def test_two_workers_on_two_nodes_trained_disjoint_shards_covering_the_epoch(chain, cluster):
+    adapter: Adapter = chain["adapter"]
+    records = rank_records(adapter.path)
+    assert [(r["rank"], r["world_size"]) for r in records] == [(0, 2), (1, 2)]
+    assert {r["node_id"] for r in records} == {n["id"] for n in cluster.alive_nodes()}  # one worker per node
+    shards = [set(r["fingerprints"]) for r in records]
+    train_set = {distributed.fingerprint(ids)
+                 for ids in tokenize.load_tokenized(chain["tokenized"].dataset_path)["train"]["input_ids"]}
+    # Disjoint, except that the sampler repeats rows to give both workers the same number (drop_last is off).
+    assert len(shards[0] & shards[1]) <= 1 and shards[0] | shards[1] == train_set
+    steps = int(adapter.metrics["train_steps"])
+    assert steps >= 40 and adapter.metrics["world_size"] == 2.0
+    client: MlflowClient = chain["client"]
+    (run,) = client.search_runs([client.get_experiment_by_name(f"ftlab/{LAB}").experiment_id],
+                                filter_string="tags.asset = 'adapter'")
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == list(range(1, steps + 1))
+
+
+def test_the_adapter_trained_on_the_cluster_loads_and_predicts(chain):
+    lab = LabConfig.model_validate(yaml.safe_load((chain["root"] / "labs" / f"{LAB}.yaml").read_text()))
+    model = models.load_adapter_classifier(chain["adapter"].path, lab.model, lab.labels)
+    probs = inference.predict_texts(model, models.load_tokenizer(lab.model), ["see you at 3 pm", "WIN £500 now!!"],
+                                    lab.model.template, lab.model.max_length)
+    assert probs.shape == (2, 2) and abs(probs.sum(axis=1) - 1).max() < 1e-4
+
+
+def adapter_run(lab: LabConfig, tmp_path: Path) -> AssetRun:
+    tracker = Tracker(Settings.from_env())
+    return AssetRun(tracker.client, tracker.client.create_run(tracker.experiment_id(lab.name)).info.run_id, tmp_path)
+
+
+def last_logged_step(client: MlflowClient, run_id: str) -> int:
+    return max((m.step for m in client.get_metric_history(run_id, "loss")), default=0)
+
+
+def kill_worker_node_past_a_checkpoint(cluster: TwoNodeCluster, checkpoints: Path, run: AssetRun, state: dict) -> None:
+    """Wait for the first complete checkpoint and for rank 0 to log two steps past it, then SIGKILL the worker node:
+    the steps since the checkpoint are lost and must be redone."""
+    end = time.monotonic() + 300
+    while time.monotonic() < end:
+        done = [c for c in ckpt.checkpoints_newest_first(checkpoints) if (c / ckpt.TRAINER_STATE).is_file()]
+        if done and last_logged_step(run.client, run.run_id) >= ckpt.step_of(done[-1]) + 2:
+            state["first_checkpoint"] = done[-1].name
+            cluster.worker.kill()
+            state["killed"] = True
+            return
+        time.sleep(0.01)
+
+
+def losses(log_history: list[dict]) -> dict[int, float]:
+    return {e["step"]: e["loss"] for e in log_history if "loss" in e}
+
+
+@pytest.fixture
+def lab_outside_the_cluster(chain, cluster) -> LabConfig:
+    """The chain's lab, run from this process: train.ray.address names the head."""
+    raw = yaml.safe_load((chain["root"] / "labs" / f"{LAB}.yaml").read_text())
+    raw["train"]["ray"]["address"] = cluster.address
+    return LabConfig.model_validate(raw)
+
+
+def test_worker_node_killed_mid_training_fails_clearly_and_rematerializing_resumes(chain, lab_outside_the_cluster,
+                                                                                 cluster, tmp_path):
+    from safetensors.torch import load_file
+
+    lab, tokenized = lab_outside_the_cluster, chain["tokenized"]
+    settings = Settings.from_env()  # a home of its own: nothing of the chain's is reused
+    key = DECLARATIONS["adapter"].cache_key(lab, settings, {"tokenized": tokenized.key}, {})
+    checkpoints = checkpoint_dir(settings, lab.name, key)
+    state = {}
+    first_run = adapter_run(lab, tmp_path)
+    killer = threading.Thread(target=kill_worker_node_past_a_checkpoint, args=(cluster, checkpoints, first_run, state))
+    killer.start()
+    try:
+        with pytest.raises(distributed.DistributedTrainingError, match=cluster.address) as failure:
+            run_stage(STAGES["adapter"], lab, {"tokenized": tokenized}, StageContext(settings, first_run))
+    finally:
+        killer.join()
+    assert state.get("killed"), f"training ended before the worker node was killed: {state}"
+    print(f"\nworker node killed ({state}): {str(failure.value)[:600]}")
+    reached = last_logged_step(first_run.client, first_run.run_id)
+    resumed_step = ckpt.step_of(ckpt.resumable_checkpoint(checkpoints, world_size=2))
+    assert not list((settings.artifacts_dir / lab.name / "adapter").glob("*/result.json"))  # nothing published
+
+    cluster.start_worker()
+    done = run_stage(STAGES["adapter"], lab, {"tokenized": tokenized}, StageContext(settings, adapter_run(lab, tmp_path)))
+    metrics, reference = done.result.metrics, chain["adapter"]
+    assert metrics["resumed"] == 1.0 and metrics["train_steps"] == reference.metrics["train_steps"]
+    assert 0 < reached - resumed_step <= SAVE_STEPS  # the lost steps, and at most one checkpoint interval, redone
+    assert len({r["node_id"] for r in rank_records(done.result.path)}) == 2  # the restarted node took a worker
+    assert not checkpoints.exists()
+
+    resumed = losses(json.loads((done.result.path / "log_history.json").read_text()))
+    uninterrupted = losses(json.loads((reference.path / "log_history.json").read_text()))
+    after = [s for s in uninterrupted if s > resumed_step]
+    loss_diff = max(abs(resumed[s] - uninterrupted[s]) for s in after)
+    a, b = (load_file(str(d / "adapter_model.safetensors")) for d in (done.result.path, reference.path))
+    weight_diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    print(f"killed at step {reached}, resumed from step {resumed_step}; max |loss diff| {loss_diff:.2e}, "
+          f"max |weight diff| {weight_diff:.2e}")
+    assert loss_diff <= LOSS_TOLERANCE and weight_diff <= WEIGHT_TOLERANCE
+
+
+def artifact_files(home: Path) -> set[Path]:
+    return {p for store in ("artifacts", "mlartifacts", "work") for p in (home / store).rglob("*") if p.is_file()}
+
+
+def test_a_stopped_head_fails_the_next_run_at_once_naming_the_address_and_keeps_the_champion(
+        chain, lab_outside_the_cluster, cluster, tmp_path):
+    home, root = chain["home"], chain["root"]
+    before = artifact_files(home)
+    cluster.stop_head()
+
+    # A Dagster run with the Ray profile and a changed lab (a new adapter is needed): no step can be submitted.
+    lab_file = root / "labs" / f"{LAB}.yaml"
+    raw = yaml.safe_load(lab_file.read_text())
+    raw["train"]["learning_rate"] *= 2
+    lab_file.write_text(yaml.safe_dump(raw))
+    started = time.monotonic()
+    done = dagster_job_execute(root, home, cluster)
+    seconds = time.monotonic() - started
+    print(f"\nstopped head: the Dagster run failed in {seconds:.1f} s")
+    assert done.returncode != 0 and cluster.jobs_address in done.stdout + done.stderr
+    assert seconds < 60
+    assert artifact_files(home) == before  # nothing half-written
+    assert str(chain["client"].get_model_version_by_alias(f"ftlab-{LAB}", "champion").version) == "1"
+
+    # The adapter stage run directly against the stopped head: ftlab's own check, before Ray is asked.
+    with pytest.raises(distributed.DistributedTrainingError,
+                       match=f"no Ray cluster at train.ray.address '{cluster.address}'"):
+        run_stage(STAGES["adapter"], lab_outside_the_cluster, {"tokenized": chain["tokenized"]},
+                  StageContext(Settings.from_env(), adapter_run(lab_outside_the_cluster, tmp_path)))
