@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def write_lab(root: Path, lab: str, model_name: str | None = None, **train_overrides) -> Path:
     """labs/<lab>.yaml with another base model and train overrides, in root/labs (point FTLAB_LABS_DIR at it)."""
-    raw = yaml.safe_load((REPO / "labs" / f"{lab}.yaml").read_text())
+    raw = yaml.safe_load((labs_dir() / f"{lab}.yaml").read_text())
     raw["train"].update(train_overrides)
     if model_name:
         raw["model"]["name"] = model_name
@@ -49,3 +49,32 @@ def save(payload: dict, path: Path, quick: bool) -> None:
     if not quick:
         path.write_text(json.dumps(payload, indent=2) + "\n")
         print(f"wrote {path}")
+
+
+def labs_dir() -> Path:
+    """The lab files a benchmark reads: FTLAB_LABS_DIR (a --quick run points it at tiny variants), else labs/."""
+    return Path(os.environ.get("FTLAB_LABS_DIR") or REPO / "labs")
+
+
+QUICK_ROWS = 200  # persona_chat's contract wants at least 80
+
+
+def use_quick_labs(root: Path) -> Path:
+    """--quick: every reference lab on a tiny randomly initialised model with the real tokenizer (SmolLM2's for the
+    SmolLM2 labs, MiniLM's for the rest) and at most QUICK_ROWS rows, written to root/labs; FTLAB_LABS_DIR points
+    there for this process and the ftlab runs it starts. The smoke run proves the script's code paths; its numbers
+    mean nothing."""
+    from ftlab_pipelines.core.config.settings import Settings
+    from ftlab_pipelines.core.modeling.offline_models import minilm_path, smollm2_path
+    from ftlab_pipelines.core.modeling.tiny import TINY_BERT, TINY_LLAMA, build_tiny_model
+
+    tiny_llama = build_tiny_model(smollm2_path(Settings.from_env().model_cache), root / "tiny-llama", **TINY_LLAMA)
+    tiny_bert = build_tiny_model(minilm_path(), root / "tiny-bert", **TINY_BERT)
+    (root / "labs").mkdir(parents=True, exist_ok=True)
+    for path in (REPO / "labs").glob("*.yaml"):
+        raw = yaml.safe_load(path.read_text())
+        raw["model"]["name"] = str(tiny_llama if "smollm2" in raw["model"]["name"] else tiny_bert)
+        raw["source"]["max_rows"] = min(raw["source"].get("max_rows") or QUICK_ROWS, QUICK_ROWS)
+        (root / "labs" / path.name).write_text(yaml.safe_dump(raw))
+    os.environ["FTLAB_LABS_DIR"] = str(root / "labs")
+    return root / "labs"

@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import labs_dir, use_quick_labs  # noqa: E402
 from quality import machine  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +31,7 @@ LAB = "persona_chat"
 
 def run_variant(quantization: str, steps: int) -> dict:
     root = Path(tempfile.mkdtemp(prefix=f"bench-{quantization}-"))
-    raw = yaml.safe_load((REPO / "labs" / f"{LAB}.yaml").read_text())
+    raw = yaml.safe_load((labs_dir() / f"{LAB}.yaml").read_text())
     raw["model"]["quantization"] = quantization
     raw["train"].update({"max_steps": steps, "save_steps": 10_000, "logging_steps": 10})
     (root / "labs").mkdir()
@@ -54,9 +55,11 @@ def run_variant(quantization: str, steps: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--quick", action="store_true", help="3 steps: proves the script works (CI smoke)")
+    parser.add_argument("--quick", action="store_true", help="3 steps on a tiny model: proves the script works (CI smoke)")
     args = parser.parse_args()
     steps = 3 if args.quick else args.steps
+    if args.quick:
+        use_quick_labs(Path(tempfile.mkdtemp(prefix="bench-quick-labs-")))
     lora, qlora = run_variant("none", steps), run_variant("4bit", steps)
     result = {
         "benchmark": "memory", "machine": machine(), "date": dt.date.today().isoformat(),

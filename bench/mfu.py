@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save  # noqa: E402
+from common import labs_dir, save, use_quick_labs  # noqa: E402
 from quality import machine  # noqa: E402
 from train_throughput import prepare  # noqa: E402
 
@@ -55,7 +55,7 @@ def matmul_parameters() -> tuple[int, int]:
     from ftlab_pipelines.core.config.labs import load_lab
     from ftlab_pipelines.core.modeling import models
 
-    model = models.load_causal_lm(load_lab(REPO / "labs" / f"{LAB}.yaml").model)
+    model = models.load_causal_lm(load_lab(labs_dir() / f"{LAB}.yaml").model)
     total = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
     return total, model.get_output_embeddings().weight.numel()
 
@@ -71,7 +71,7 @@ def reply_share(data: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=16)
-    parser.add_argument("--quick", action="store_true", help="2 steps, nothing written (CI smoke)")
+    parser.add_argument("--quick", action="store_true", help="2 steps on a tiny model, nothing written (CI smoke)")
     args = parser.parse_args()
     import torch
 
@@ -80,6 +80,8 @@ def main() -> None:
     size, repeats = (256, 2) if args.quick else (2048, 10)
     peak_bf16, peak_fp32 = matmul_gflops("bfloat16", size, repeats), matmul_gflops("float32", size, repeats)
     print(f"peak bf16 {peak_bf16:.0f} GFLOP/s, fp32 {peak_fp32:.0f} GFLOP/s ({torch.get_num_threads()} threads)")
+    if args.quick:
+        use_quick_labs(Path(tempfile.mkdtemp(prefix="bench-quick-labs-")))
     with tempfile.TemporaryDirectory(prefix="bench-mfu-") as tmp:
         data = prepare(LAB, Path(tmp) / "home")
         proc = subprocess.run([sys.executable, str(REPO / "bench" / "train_throughput.py"), "--variant", "ftlab",

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, ftlab_run, save, write_lab  # noqa: E402
+from common import REPO, ftlab_run, save, use_quick_labs, write_lab  # noqa: E402
 from quality import machine  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "noop.json"
@@ -38,11 +38,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lab", default="sms_spam")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="one re-run, nothing written")
+    parser.add_argument("--quick", action="store_true", help="one re-run on a tiny model, nothing written")
     args = parser.parse_args()
     repeats = 1 if args.quick else args.repeats
     with tempfile.TemporaryDirectory(prefix="bench-noop-") as tmp:
         root = Path(tmp)
+        if args.quick:
+            use_quick_labs(root / "quick")
         write_lab(root, args.lab, max_steps=6, save_steps=3, logging_steps=1)
         first = ftlab_run(args.lab, root)
         first_steps, _ = training_steps_of_last_run(root / "home", args.lab)

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, ftlab_run, lab_env, save, timed, write_lab  # noqa: E402
+from common import REPO, ftlab_run, lab_env, save, timed, use_quick_labs, write_lab  # noqa: E402
 from quality import machine  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "overhead.json"
@@ -65,13 +65,15 @@ def main() -> None:
     parser.add_argument("--lab", default="sms_spam")
     parser.add_argument("--epochs", type=float, default=2)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="a few training steps once, nothing written")
+    parser.add_argument("--quick", action="store_true", help="a few training steps once on a tiny model, nothing written")
     parser.add_argument("--plain", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain:
         plain_pipeline(args.plain)
         return
     overrides = {"max_steps": 3, "save_steps": 3} if args.quick else {"epochs": args.epochs}
+    if args.quick:
+        use_quick_labs(Path(tempfile.mkdtemp(prefix="bench-quick-labs-")))
     pairs = []
     for _ in range(1 if args.quick else args.repeats):
         with tempfile.TemporaryDirectory(prefix="bench-overhead-") as a, tempfile.TemporaryDirectory() as b:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, lab_env, timed, write_lab  # noqa: E402
+from common import REPO, lab_env, timed, use_quick_labs, write_lab  # noqa: E402
 from quality import machine  # noqa: E402
 
 LAB = "persona_chat"
@@ -121,9 +121,11 @@ def main() -> None:
                              + "; ".join(f"{k}: {d}" for k, (d, _) in VARIANTS.items()))
     parser.add_argument("--resume", action="store_true",
                         help="keep the points already in the results file (same model, rows and base loss)")
-    parser.add_argument("--quick", action="store_true", help="2 steps on 16 rows: proves the script works (CI smoke)")
+    parser.add_argument("--quick", action="store_true", help="2 steps on 16 rows of a tiny model: proves the script works (CI smoke)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-persona-scaling-") as tmp:  # datasets, checkpoints, adapters
+        if args.quick and not args.model:
+            use_quick_labs(Path(tmp) / "quick")
         run(args, Path(tmp))
 
 

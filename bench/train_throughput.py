@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save  # noqa: E402
+from common import labs_dir, save, use_quick_labs  # noqa: E402
 from quality import machine  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,7 +152,7 @@ def run_variant(variant: str, lab_name: str, data_path: str, steps: int, eval_ro
     from ftlab_pipelines.core.modeling import models
     from ftlab_pipelines.core.text import tokenize
 
-    lab = load_lab(REPO / "labs" / f"{lab_name}.yaml")
+    lab = load_lab(labs_dir() / f"{lab_name}.yaml")
     if overrides:
         lab = lab.model_copy(update={"train": lab.train.model_copy(update=overrides)})
     tokenizer = models.load_tokenizer(lab.model)
@@ -236,13 +236,14 @@ def seed_check(case: str, seeds: list[int]) -> dict:
 def load_lab_seed(lab_name: str) -> int:
     from ftlab_pipelines.core.config.labs import load_lab
 
-    return load_lab(REPO / "labs" / f"{lab_name}.yaml").train.seed
+    return load_lab(labs_dir() / f"{lab_name}.yaml").train.seed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--quick", action="store_true", help="2 steps per variant, nothing written (CI smoke)")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 steps per variant on tiny models and 200 rows, nothing written (CI smoke)")
     parser.add_argument("--variant", choices=["baseline", "ftlab"], help=argparse.SUPPRESS)
     parser.add_argument("--lab", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -269,6 +270,8 @@ def main() -> None:
                                      parse_overrides(args.set))))
         return
     started = time.perf_counter()
+    if args.quick:
+        use_quick_labs(Path(tempfile.mkdtemp(prefix="bench-quick-labs-")))
     cases = {case: run_case(case, args.quick, args.fp32) for case in args.cases}
     if RESULTS.is_file() and set(args.cases) != set(CASES):  # a subset re-run keeps the other cases' results
         cases = {**json.loads(RESULTS.read_text())["cases"], **cases}

@@ -1,5 +1,5 @@
-"""Scale-out on Ray: the lab section, the Dagster wiring and the deployment profile, and (in a loopback-only network
-namespace) the two-node cluster tests of tests/ray_cluster/."""
+"""Scale-out on Ray: the lab section, the Dagster wiring and the deployment profile. The two-node cluster tests are
+tests/ray_cluster/, run by tests/test_ray_two_nodes.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -17,40 +16,6 @@ from pydantic import ValidationError
 from ftlab_pipelines.core.config.labs import LabConfig
 from ftlab_pipelines.core.config.settings import Settings
 from ftlab_pipelines.core.training import distributed, ray_train
-
-NETNS_TIMEOUT_S = 900
-
-
-def netns_unavailable() -> str | None:
-    """Why a private network namespace cannot be made here (None: it can)."""
-    try:
-        probe = subprocess.run(["unshare", "-n", "ip", "link", "set", "lo", "up"], capture_output=True, text=True,
-                               timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return f"cannot run `unshare -n` ({error})"
-    if probe.returncode != 0:
-        return f"`unshare -n` failed (it needs root or CAP_SYS_ADMIN): {probe.stderr.strip()}"
-    return None
-
-
-def test_two_node_cluster_tests_pass_in_a_loopback_only_network_namespace():
-    """tests/ray_cluster/ in a fresh pytest inside `unshare -n`: Ray cannot reach or advertise anything but 127.0.0.1.
-    CI (FTLAB_REQUIRE_RAY_NETNS=1) fails when the namespace cannot be made; elsewhere the test skips."""
-    reason = netns_unavailable()
-    if reason:
-        if os.environ.get("FTLAB_REQUIRE_RAY_NETNS") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "RAY_"))}
-    env["FTLAB_IN_RAY_NETNS"] = "1"
-    inner = [sys.executable, "-m", "pytest", "tests/ray_cluster", "-q", "-p", "no:cacheprovider", "-rA",
-             "-o", "console_output_style=classic", "--durations=0"]
-    command = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *inner]
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=NETNS_TIMEOUT_S)
-    print(done.stdout[-6000:])
-    assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-4000:]
-    assert " passed" in done.stdout and " failed" not in done.stdout and " skipped" not in done.stdout
-
 
 def lab_with(**train) -> dict:
     raw = tiny_lab("sms_spam")
