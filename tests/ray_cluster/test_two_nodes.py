@@ -49,7 +49,7 @@ def cluster(tmp_path_factory) -> TwoNodeCluster:
 def chain_lab(model) -> dict:
     """The sms_spam lab on the tiny BERT, one epoch at batch 4 on each of two Ray Train workers: ~45 steps, every
     train row once, a checkpoint every 4 steps."""
-    raw = tiny_lab(LAB, model, max_rows=1800)
+    raw = tiny_lab(LAB, model, max_rows=800)
     raw["train"].update({"ray": {"num_workers": 2}, "batch_size": 4, "epochs": 1, "max_steps": -1,
                          "save_steps": SAVE_STEPS, "logging_steps": 1, "group_by_length": False})
     return raw
