@@ -15,6 +15,7 @@ the scheduler below keeps each shared chain on one of them.
 from __future__ import annotations
 
 import ast
+import collections
 import contextlib
 import functools
 import importlib.util
@@ -76,24 +77,33 @@ if importlib.util.find_spec("xdist") is not None:
         from xdist.scheduler import LoadScopeScheduling
 
         shared = modules_sharing_the_tiny_spam_run()
+        config.option.loadscopereorder = False  # the collection order is already the order to run scopes in
 
         class ModuleScheduling(LoadScopeScheduling):
             """xdist's loadscope by module, with one scope for the modules of the shared tiny sms_spam run.
             (xdist's own `loadgroup` rewrites node ids, which pytest 9 no longer reads.)"""
 
             def _split_scope(self, nodeid: str) -> str:
-                module = nodeid.split("::", 1)[0]
-                return "tiny_spam_run" if module in shared else module
+                return xdist_scope(nodeid, shared)
 
         return ModuleScheduling(config, log)
 
 
-# Collected first, so that xdist starts it first: its ~3 minutes then overlap the other worker's modules.
+# The longest single test (~4 min): xdist starts it first, so the other worker's modules overlap it.
 LONGEST_FIRST = "tests/test_ray_two_nodes.py"
 
 
+def xdist_scope(nodeid: str, shared: set[str]) -> str:
+    module = nodeid.split("::", 1)[0]
+    return "tiny_spam_run" if module in shared else module
+
+
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))
+    """Scopes in the order xdist hands them out: the longest test first, then the scopes with the most tests (what
+    xdist's own loadscope reorder does, which would put a one-test module last)."""
+    shared = modules_sharing_the_tiny_spam_run()
+    sizes = collections.Counter(xdist_scope(item.nodeid, shared) for item in items)
+    items.sort(key=lambda item: (not item.nodeid.startswith(LONGEST_FIRST), -sizes[xdist_scope(item.nodeid, shared)]))
 
 
 @pytest.fixture(scope="session")
