@@ -49,6 +49,9 @@ def cluster(tmp_path_factory) -> TwoNodeCluster:
 def chain_lab(model) -> dict:
     """The sms_spam lab on the tiny BERT, one epoch at batch 4 on each of two Ray Train workers: ~45 steps, every
     train row once, a checkpoint every 4 steps."""
+    # 800 rows -> 370 train rows, an even number. With 185 (max_rows 400) the resumed run ended 1.5e-4 off the
+    # uninterrupted one (measured): the sampler pads an odd split with a repeated row, and a resume does not
+    # reproduce that padding exactly. Even splits resume bit-equal.
     raw = tiny_lab(LAB, model, max_rows=800)
     raw["train"].update({"ray": {"num_workers": 2}, "batch_size": 4, "epochs": 1, "max_steps": -1,
                          "save_steps": SAVE_STEPS, "logging_steps": 1, "group_by_length": False})
@@ -92,8 +95,13 @@ def test_only_loopback_exists_here():
 def test_every_step_of_the_chain_ran_as_a_ray_job_on_the_cluster(chain, cluster):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    jobs = [j for j in JobSubmissionClient(cluster.jobs_address).list_jobs()
-            if (j.submission_id or "").startswith("dagster-step-")]
+    client = JobSubmissionClient(cluster.jobs_address)
+    end = time.monotonic() + 60  # Dagster sees a step's success before Ray has marked its job finished
+    while True:
+        jobs = [j for j in client.list_jobs() if (j.submission_id or "").startswith("dagster-step-")]
+        if all(j.status.is_terminal() for j in jobs) or time.monotonic() > end:
+            break
+        time.sleep(0.5)
     steps = {j.metadata["dagster/op"]: j for j in jobs}
     seconds = {name.split("__")[1]: round((j.end_time - j.start_time) / 1000, 1) for name, j in steps.items()}
     print(f"\nwhole chain on the cluster: {chain['seconds']:.1f} s; Ray job seconds per step: {seconds}")
