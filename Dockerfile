@@ -3,6 +3,7 @@
 #   docker build -t ftlab .                               CPU torch
 #   docker build --build-arg DEVICE=cuda -t ftlab:cuda .  CUDA torch from PyPI (its wheels bundle the CUDA
 #                                                         runtime; run with --gpus all)
+#   docker build --build-arg EXTRAS=postgres,ray ...      with Ray, for the KubeRay cluster (deploy/ray/)
 ARG PYTHON_IMAGE=python:3.11-slim
 FROM ${PYTHON_IMAGE}
 ARG DEVICE=cpu
