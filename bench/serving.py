@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, lab_env, save, timed  # noqa: E402
+from common import REPO, lab_env, save, timed, use_quick_labs  # noqa: E402
 from quality import machine  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "serving.json"
@@ -36,26 +36,17 @@ TARGETS = {"batch_speedup": 3.0, "p50_ms_concurrency_1": 50.0, "load_errors": 0,
 
 
 def write_labs(root: Path, quick: bool) -> None:
-    from ftlab_pipelines.core.config.settings import Settings
-    from ftlab_pipelines.core.modeling.offline_models import minilm_path, smollm2_path
-    from ftlab_pipelines.core.modeling.tiny import (
-        TINY_BERT,
-        TINY_LLAMA,
-        build_tiny_model,
-    )
-
-    spam = yaml.safe_load((REPO / "labs" / "sms_spam.yaml").read_text())
-    persona = yaml.safe_load((REPO / "labs" / "persona_chat.yaml").read_text())
+    """sms_spam and persona_chat, shortened to serving's needs, in root/labs (--quick: on bench/common.py's tiny
+    models)."""
+    source = use_quick_labs(root / "quick") if quick else REPO / "labs"
+    spam = yaml.safe_load((source / "sms_spam.yaml").read_text())
+    persona = yaml.safe_load((source / "persona_chat.yaml").read_text())
     spam["source"]["max_rows"] = 200 if quick else 1500
     spam["train"].update({"epochs": 1, "max_steps": 2 if quick else 60, "save_steps": 1000, "batch_size": 16})
     persona["source"]["max_rows"] = 80  # the persona contract wants at least this many rows
     persona["train"].update({"epochs": 1, "max_steps": 2 if quick else 4, "save_steps": 1000, "batch_size": 4})
     persona["eval"]["generation"].update({"samples": 1 if quick else 2, "max_new_tokens": 64,
                                           "max_eval_rows": 4 if quick else 8})
-    if quick:
-        spam["model"]["name"] = str(build_tiny_model(minilm_path(), root / "tiny-bert", **TINY_BERT))
-        persona["model"]["name"] = str(build_tiny_model(smollm2_path(Settings.from_env().model_cache),
-                                                        root / "tiny-llama", **TINY_LLAMA))
     (root / "labs").mkdir(parents=True, exist_ok=True)
     for name, raw in (("sms_spam", spam), ("persona_chat", persona)):
         (root / "labs" / f"{name}.yaml").write_text(yaml.safe_dump({**raw, "name": name}))

@@ -62,14 +62,15 @@ requires_data = pytest.mark.skipif(
 SHARED_RUN_FIXTURES = {"tiny_spam_run", "tiny_spam", "trained_home"}
 
 
-def modules_sharing_the_tiny_spam_run() -> set[str]:
+@functools.cache  # read by the collection hook and by the xdist scheduler
+def modules_sharing_the_tiny_spam_run() -> frozenset[str]:
     """Test modules with a test or fixture that takes one of SHARED_RUN_FIXTURES (slow tests aside: deselected)."""
     def uses_it(node) -> bool:
         return (isinstance(node, ast.FunctionDef) and bool({a.arg for a in node.args.args} & SHARED_RUN_FIXTURES)
                 and not any("slow" in ast.unparse(d) for d in node.decorator_list))
 
-    return {f"tests/{p.name}" for p in Path(__file__).parent.glob("test_*.py")
-            if any(uses_it(node) for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))))}
+    return frozenset(f"tests/{p.name}" for p in Path(__file__).parent.glob("test_*.py")
+                     if any(uses_it(node) for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))))
 
 
 if importlib.util.find_spec("xdist") is not None:

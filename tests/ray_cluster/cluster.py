@@ -17,15 +17,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from uis import free_port
+
 HOST = "127.0.0.1"
 NODE_MEMORY = 3 * 2**30
 OBJECT_STORE = 200 * 2**20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -118,9 +114,6 @@ class TwoNodeCluster:
                 return
             time.sleep(0.2)
         raise TimeoutError(f"the Ray cluster did not reach {count} live nodes in {deadline_s} s")
-
-    def wait_for_node_loss(self, deadline_s: float = 90) -> None:
-        self.wait_for_nodes(1, deadline_s)
 
     def stop_head(self) -> None:
         import ray

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 from cluster import TwoNodeCluster
-from conftest import new_home, tiny_lab, write_labs
+from conftest import artifact_files, new_home, tiny_lab, write_labs
 from mlflow import MlflowClient
+from test_crash_resume import LOSS_TOLERANCE, WEIGHT_TOLERANCE, losses, max_weight_difference
 
 from ftlab_pipelines.core.config.labs import LabConfig
 from ftlab_pipelines.core.config.settings import Settings
@@ -36,7 +37,6 @@ LAB = "sms_spam"
 STEPS_OF_A_RUN = ["raw_dataset", "validated_dataset", "splits", "tokenized", "adapter", "evaluation",
                   "published_adapter"]
 SAVE_STEPS = 4
-LOSS_TOLERANCE, WEIGHT_TOLERANCE = 1e-3, 1e-4  # tests/test_crash_resume.py's
 
 
 @pytest.fixture(scope="module")
@@ -165,10 +165,6 @@ def kill_worker_node_past_a_checkpoint(cluster: TwoNodeCluster, checkpoints: Pat
         time.sleep(0.01)
 
 
-def losses(log_history: list[dict]) -> dict[int, float]:
-    return {e["step"]: e["loss"] for e in log_history if "loss" in e}
-
-
 @pytest.fixture
 def lab_outside_the_cluster(chain, cluster) -> LabConfig:
     """The chain's lab, run from this process: train.ray.address names the head."""
@@ -179,8 +175,6 @@ def lab_outside_the_cluster(chain, cluster) -> LabConfig:
 
 def test_worker_node_killed_mid_training_fails_clearly_and_rematerializing_resumes(chain, lab_outside_the_cluster,
                                                                                  cluster, tmp_path):
-    from safetensors.torch import load_file
-
     lab, tokenized = lab_outside_the_cluster, chain["tokenized"]
     settings = Settings.from_env()  # a home of its own: nothing of the chain's is reused
     key = DECLARATIONS["adapter"].cache_key(lab, settings, {"tokenized": tokenized.key}, {})
@@ -212,21 +206,17 @@ def test_worker_node_killed_mid_training_fails_clearly_and_rematerializing_resum
     uninterrupted = losses(json.loads((reference.path / "log_history.json").read_text()))
     after = [s for s in uninterrupted if s > resumed_step]
     loss_diff = max(abs(resumed[s] - uninterrupted[s]) for s in after)
-    a, b = (load_file(str(d / "adapter_model.safetensors")) for d in (done.result.path, reference.path))
-    weight_diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    weight_diff = max_weight_difference(done.result.path, reference.path)
     print(f"killed at step {reached}, resumed from step {resumed_step}; max |loss diff| {loss_diff:.2e}, "
           f"max |weight diff| {weight_diff:.2e}")
     assert loss_diff <= LOSS_TOLERANCE and weight_diff <= WEIGHT_TOLERANCE
 
 
-def artifact_files(home: Path) -> set[Path]:
-    return {p for store in ("artifacts", "mlartifacts", "work") for p in (home / store).rglob("*") if p.is_file()}
-
-
 def test_a_stopped_head_fails_the_next_run_at_once_naming_the_address_and_keeps_the_champion(
         chain, lab_outside_the_cluster, cluster, tmp_path):
     home, root = chain["home"], chain["root"]
-    before = artifact_files(home)
+    stored = lambda: (artifact_files(home), sorted((home / "work").rglob("*")))  # noqa: E731
+    before = stored()
     cluster.stop_head()
 
     # A Dagster run with the Ray profile and a changed lab (a new adapter is needed): no step can be submitted.
@@ -240,7 +230,7 @@ def test_a_stopped_head_fails_the_next_run_at_once_naming_the_address_and_keeps_
     print(f"\nstopped head: the Dagster run failed in {seconds:.1f} s")
     assert done.returncode != 0 and cluster.jobs_address in done.stdout + done.stderr
     assert seconds < 60
-    assert artifact_files(home) == before  # nothing half-written
+    assert stored() == before  # nothing half-written
     assert str(chain["client"].get_model_version_by_alias(f"ftlab-{LAB}", "champion").version) == "1"
 
     # The adapter stage run directly against the stopped head: ftlab's own check, before Ray is asked.

@@ -49,11 +49,15 @@ def optimizer_name(config: TrainConfig, quantized: bool) -> str:
     return "paged_adamw_8bit" if quantized and placement().on_gpu else "adamw_torch"
 
 
+def world_size() -> int:
+    """Processes of this training run, as the launcher (torchrun, Ray Train) set it; 1 without one."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def ddp_backend() -> str | None:
     """gloo for DDP on CPU (accelerate would pick MPI when torch has it); None: NCCL on GPUs, or no DDP at all
     (accelerate fails on a backend without a process group)."""
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return "gloo" if distributed and not placement().on_gpu else None
+    return "gloo" if world_size() > 1 and not placement().on_gpu else None
 
 
 def training_arguments(config: TrainConfig, checkpoint_dir: Path, bf16: bool, has_eval: bool,
@@ -323,7 +327,7 @@ def train_adapter(
     rss_before_train = current_rss_mb()
     reset_peak_rss()
     # set aside a half-written one (in a distributed run: one that lacks a rank's RNG state), refuse a corrupt one
-    resume_from = checkpoints.resumable_checkpoint(checkpoint_dir, world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    resume_from = checkpoints.resumable_checkpoint(checkpoint_dir, world_size=world_size())
     if resume_from:
         log.info("resuming from checkpoint %s", resume_from)
     started = time.perf_counter()
