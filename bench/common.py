@@ -66,7 +66,11 @@ def use_quick_labs(root: Path) -> Path:
     mean nothing."""
     from ftlab_pipelines.core.config.settings import Settings
     from ftlab_pipelines.core.modeling.offline_models import minilm_path, smollm2_path
-    from ftlab_pipelines.core.modeling.tiny import TINY_BERT, TINY_LLAMA, build_tiny_model
+    from ftlab_pipelines.core.modeling.tiny import (
+        TINY_BERT,
+        TINY_LLAMA,
+        build_tiny_model,
+    )
 
     tiny_llama = build_tiny_model(smollm2_path(Settings.from_env().model_cache), root / "tiny-llama", **TINY_LLAMA)
     tiny_bert = build_tiny_model(minilm_path(), root / "tiny-bert", **TINY_BERT)

@@ -52,7 +52,7 @@ def matmul_parameters() -> tuple[int, int]:
     """(all matmul weights, the LM head's)."""
     import torch
 
-    from ftlab_pipelines.core.config.labs import load_lab
+    from ftlab_pipelines.core.config.loading import load_lab
     from ftlab_pipelines.core.modeling import models
 
     model = models.load_causal_lm(load_lab(labs_dir() / f"{LAB}.yaml").model)

@@ -41,7 +41,7 @@ class NoTracking:
 def plain_pipeline(lab_name: str) -> None:
     """The chain of stages, in order, through the same stage runner the assets use, with no Dagster or MLflow."""
     from ftlab_pipelines.core import artifacts
-    from ftlab_pipelines.core.config.labs import load_labs
+    from ftlab_pipelines.core.config.loading import load_labs
     from ftlab_pipelines.core.config.settings import Settings
     from ftlab_pipelines.core.modeling import models
     from ftlab_pipelines.core.release import release_dir

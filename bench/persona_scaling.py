@@ -131,7 +131,7 @@ def main() -> None:
 
 def run(args: argparse.Namespace, root: Path) -> None:
     """Tokenize the lab under `root`, score the base model, then train and score every planned point."""
-    from ftlab_pipelines.core.config.labs import load_lab
+    from ftlab_pipelines.core.config.loading import load_lab
     from ftlab_pipelines.core.modeling import models
     from ftlab_pipelines.core.text.tokenize import load_tokenized
 

@@ -77,7 +77,7 @@ def run_lab(lab: str) -> dict:
                                                    "average_precision", "roc_auc") if m.get(k) is not None}
     baseline_name = next(n for n in ("hist_gradient_boosting", "tfidf_logreg", "logreg_features") if n in metrics)
     extra = {}
-    from ftlab_pipelines.core.config.labs import load_lab
+    from ftlab_pipelines.core.config.loading import load_lab
 
     threshold = load_lab(REPO / "labs" / f"{lab}.yaml").eval.threshold
     if threshold.mode == "target_recall":

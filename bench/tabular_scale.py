@@ -47,7 +47,7 @@ def measure(csv: Path) -> dict:
     """In this process: read, render and tokenize `csv`; rows/s and peak RSS."""
     import resource
 
-    from ftlab_pipelines.core.config.labs import load_lab
+    from ftlab_pipelines.core.config.loading import load_lab
     from ftlab_pipelines.core.data import sources
     from ftlab_pipelines.core.modeling import models
     from ftlab_pipelines.core.text import tokenize

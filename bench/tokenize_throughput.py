@@ -52,7 +52,7 @@ def measure(path: Path) -> dict:
     import datasets  # noqa: F401  imported before the clock, as in the pipeline's process (~0.15 s once)
     import pandas as pd
 
-    from ftlab_pipelines.core.config.labs import load_lab
+    from ftlab_pipelines.core.config.loading import load_lab
     from ftlab_pipelines.core.modeling import models
     from ftlab_pipelines.core.text import tokenize
     from ftlab_pipelines.core.training.train import (

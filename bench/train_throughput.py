@@ -148,7 +148,7 @@ def run_variant(variant: str, lab_name: str, data_path: str, steps: int, eval_ro
     """In this process: build the model, train `steps` steps the `variant` way, score on validation."""
     import torch
 
-    from ftlab_pipelines.core.config.labs import load_lab
+    from ftlab_pipelines.core.config.loading import load_lab
     from ftlab_pipelines.core.modeling import models
     from ftlab_pipelines.core.text import tokenize
 
@@ -234,7 +234,7 @@ def seed_check(case: str, seeds: list[int]) -> dict:
 
 
 def load_lab_seed(lab_name: str) -> int:
-    from ftlab_pipelines.core.config.labs import load_lab
+    from ftlab_pipelines.core.config.loading import load_lab
 
     return load_lab(labs_dir() / f"{lab_name}.yaml").train.seed
 

@@ -41,7 +41,7 @@ def quiet_libraries() -> None:
 
 
 def cmd_labs(args, settings: Settings) -> int:
-    from ftlab_pipelines.core.config.labs import load_labs
+    from ftlab_pipelines.core.config.loading import load_labs
 
     for name, lab in load_labs(settings=settings).items():
         print(f"{name:24s} {lab.task:15s} {lab.model.name:24s} {lab.description}")
@@ -198,7 +198,7 @@ def cmd_serve(args, settings: Settings) -> int:
 
 def registry_name(settings: Settings, lab: str) -> str:
     """The lab's registered model name (`publish.registry_name`, default ftlab-<lab>); an unknown lab is an error."""
-    from ftlab_pipelines.core.config.labs import load_labs
+    from ftlab_pipelines.core.config.loading import load_labs
 
     labs = load_labs(settings=settings)
     if lab not in labs:

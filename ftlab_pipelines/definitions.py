@@ -7,7 +7,7 @@ import logging
 
 import dagster as dg
 
-from ftlab_pipelines.core.config.labs import load_labs
+from ftlab_pipelines.core.config.loading import load_labs
 from ftlab_pipelines.core.config.settings import Settings
 from ftlab_pipelines.defs.assets import build_lab_assets, lab_job
 from ftlab_pipelines.defs.automation import inbox_sensor, retrain_schedule

@@ -13,7 +13,8 @@ from conftest import REPO, requires_data, tiny_lab, write_labs
 from mlflow import MlflowClient
 
 from ftlab_pipelines import cli
-from ftlab_pipelines.core.config.labs import LabConfig, load_lab
+from ftlab_pipelines.core.config.labs import LabConfig
+from ftlab_pipelines.core.config.loading import load_lab
 from ftlab_pipelines.core.config.settings import Settings
 from ftlab_pipelines.core.data import inbox
 from ftlab_pipelines.core.release import local_registry, mlflow_registry

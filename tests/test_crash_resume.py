@@ -103,7 +103,7 @@ def upstream(tmp_path, monkeypatch, tiny_models, mlflow_store_template):
 
 
 def test_sigkill_after_first_checkpoint_then_resume_matches_uninterrupted(upstream, tmp_path):
-    from ftlab_pipelines.core.config.labs import load_lab
+    from ftlab_pipelines.core.config.loading import load_lab
 
     lab, settings = load_lab(upstream["labs"] / f"{LAB}.yaml"), Settings.from_env()
     key = DECLARATIONS["adapter"].cache_key(lab, settings, {"tokenized": upstream["tokenized"].key}, {})

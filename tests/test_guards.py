@@ -18,8 +18,8 @@ from ftlab_pipelines.core.config.labs import (
     ModelConfig,
     PeftConfig,
     TrainConfig,
-    load_lab,
 )
+from ftlab_pipelines.core.config.loading import load_lab
 from ftlab_pipelines.core.modeling import models
 from ftlab_pipelines.core.text import tokenize
 from ftlab_pipelines.core.training import checkpoints as ckpt

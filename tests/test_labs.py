@@ -8,7 +8,8 @@ import pytest
 import yaml
 from conftest import REPO
 
-from ftlab_pipelines.core.config.labs import LabConfigError, load_lab, load_labs
+from ftlab_pipelines.core.config.labs import LabConfigError
+from ftlab_pipelines.core.config.loading import load_lab, load_labs
 
 LAB_FILES = sorted((REPO / "labs").glob("*.yaml"))
 

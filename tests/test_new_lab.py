@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ftlab_pipelines.core.config.labs import load_lab
+from ftlab_pipelines.core.config.loading import load_lab
 from ftlab_pipelines.core.config.settings import Settings
 from ftlab_pipelines.core.data import new_lab
 from ftlab_pipelines.core.data.contracts import load_contract

@@ -17,6 +17,7 @@ from ftlab_pipelines.core.config.labs import LabConfig
 from ftlab_pipelines.core.config.settings import Settings
 from ftlab_pipelines.core.training import distributed, ray_train
 
+
 def lab_with(**train) -> dict:
     raw = tiny_lab("sms_spam")
     raw["train"].update(train)

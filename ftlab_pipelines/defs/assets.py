@@ -11,8 +11,12 @@ from pydantic import Field
 
 from ftlab_pipelines.core.config.labs import LabConfig
 from ftlab_pipelines.core.config.settings import Settings
+from ftlab_pipelines.core.stages import (
+    CONTRACT_CHECK,
+    MERGE_PARITY_CHECK,
+    PROMOTION_GATE_CHECK,
+)
 from ftlab_pipelines.core.stages.pipeline import DECLARATIONS, stage_for
-from ftlab_pipelines.core.stages import CONTRACT_CHECK, MERGE_PARITY_CHECK, PROMOTION_GATE_CHECK
 from ftlab_pipelines.core.stages.runner import StageContext, run_stage
 from ftlab_pipelines.defs.executor import ray_op_tags
 from ftlab_pipelines.defs.metadata import to_dagster

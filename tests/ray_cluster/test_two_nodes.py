@@ -18,7 +18,12 @@ import yaml
 from cluster import TwoNodeCluster
 from conftest import artifact_files, new_home, tiny_lab, write_labs
 from mlflow import MlflowClient
-from test_crash_resume import LOSS_TOLERANCE, WEIGHT_TOLERANCE, losses, max_weight_difference
+from test_crash_resume import (
+    LOSS_TOLERANCE,
+    WEIGHT_TOLERANCE,
+    losses,
+    max_weight_difference,
+)
 
 from ftlab_pipelines.core.config.labs import LabConfig
 from ftlab_pipelines.core.config.settings import Settings

@@ -18,7 +18,12 @@ from ftlab_pipelines.core.release import (
     release_dir,
 )
 from ftlab_pipelines.core.runtime import text
-from ftlab_pipelines.core.stages import MERGE_PARITY_CHECK, PROMOTION_GATE_CHECK, CheckOutcome, Markdown
+from ftlab_pipelines.core.stages import (
+    MERGE_PARITY_CHECK,
+    PROMOTION_GATE_CHECK,
+    CheckOutcome,
+    Markdown,
+)
 from ftlab_pipelines.core.stages.results import Adapter, Evaluation, Release
 from ftlab_pipelines.core.stages.runner import Prepared, Report, StageContext, Target
 from ftlab_pipelines.core.text import prompts
