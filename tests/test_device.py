@@ -3,13 +3,16 @@ the callers that follow a simulated machine. No model is loaded here."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 import torch
 
+from ftlab_pipelines.core.artifacts import write_json
 from ftlab_pipelines.core.config.labs import ModelConfig, TrainConfig
+from ftlab_pipelines.core.config.settings import Settings
 from ftlab_pipelines.core.modeling import device, models
 from ftlab_pipelines.core.training import train
 
@@ -58,12 +61,36 @@ def test_the_probe_leaves_the_process_rng_alone():
     assert torch.equal(state, torch.random.get_rng_state())
 
 
-def test_the_probe_measures_bf16_against_fp32_on_a_cpu_with_the_flag():
+def this_cpu() -> tuple[str, frozenset[str]]:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    return cpuinfo, device.cpu_flags(cpuinfo)
+
+
+def test_the_bf16_timing_is_taken_once_per_cpu_model_and_every_later_process_reads_it():
+    """The ranks of a distributed run, a resumed run and every later stage must agree on the precision: a timing
+    taken in each process flipped under load (one DDP rank autocast to bf16, the other not)."""
+    cpuinfo = "model name\t: Test CPU 9000\nflags\t\t: avx2 avx512_bf16\n"
+    flags = device.cpu_flags(cpuinfo)
+    kept = device.probe_file(cpuinfo, flags)
+    assert kept.parent == Settings.from_env().home / "hardware" and not kept.exists()
+    kept.parent.mkdir(parents=True)
+    for faster in (True, False):  # as another process measured and kept it: read, never measured again
+        write_json(kept, {"bf16_faster": faster, "fp32_gflops": 1.0, "bf16_gflops": 2.0})
+        assert device.cpu_bf16_faster(cpuinfo, flags) is faster
+    assert device.probe_file(cpuinfo.replace("9000", "9001"), flags) != kept  # another CPU model: its own timing
+
+
+def test_the_probe_measures_bf16_against_fp32_and_keeps_it_on_a_cpu_with_the_flag():
+    cpuinfo, flags = this_cpu()
+    if torch.cuda.is_available() or not (device.CPU_BF16_FLAGS & flags):
+        pytest.skip("no CPU bf16 flag here (a bf16 timing would take minutes of emulation)")
+    kept = device.probe_file(cpuinfo, flags)
+    kept.parent.mkdir(parents=True)
+    kept.write_text("{not json")  # a broken file is measured over
     hw = device.probe()
-    if hw.cuda or not (device.CPU_BF16_FLAGS & hw.cpu_flags):
-        pytest.skip("no CPU bf16 flag here")
-    faster = device.matmul_gflops(torch.bfloat16) > device.matmul_gflops(torch.float32)
-    assert hw.native_bf16 == faster or abs(device.matmul_gflops(torch.bfloat16) / device.matmul_gflops(torch.float32) - 1) < 0.2
+    measured = json.loads(kept.read_text())
+    assert measured["bf16_faster"] == (measured["bf16_gflops"] > measured["fp32_gflops"]) == hw.cpu_bf16_faster
+    assert measured["cpu"] == device.cpu_model(cpuinfo) and measured["torch"] == torch.__version__
 
 
 def test_the_probe_runs_once_per_process():

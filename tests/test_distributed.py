@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -95,6 +96,9 @@ def test_two_ranks_train_disjoint_shards_resume_and_rank0_saves(tokenized, lab_c
     # Rank 0 alone streamed the loss: one point per step, not one per rank.
     history = client.get_metric_history(run.run_id, "loss")
     assert sorted(m.step for m in history) == [1, 2, 3, 4]
+    # ... and it is the loss of a batch, not the world size times it: an untrained two-class head starts near ln 2.
+    first = min(history, key=lambda m: (m.step, m.timestamp)).value
+    assert abs(first - math.log(2)) < 0.25, first
 
     model = models.load_adapter_classifier(out, lab.model, LABELS)
     probs = inference.predict_texts(model, models.load_tokenizer(lab.model), ["see you at 3 pm", "WIN £500 now!!"],

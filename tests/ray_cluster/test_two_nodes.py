@@ -203,7 +203,9 @@ def test_worker_node_killed_mid_training_fails_clearly_and_rematerializing_resum
     done = run_stage(STAGES["adapter"], lab, {"tokenized": tokenized}, StageContext(settings, adapter_run(lab, tmp_path)))
     metrics, reference = done.result.metrics, chain["adapter"]
     assert metrics["resumed"] == 1.0 and metrics["train_steps"] == reference.metrics["train_steps"]
-    assert 0 < reached - resumed_step <= SAVE_STEPS  # the lost steps, and at most one checkpoint interval, redone
+    # At most one checkpoint interval redone (none when the kill, which lags the loss it waits for, landed just
+    # after a checkpoint).
+    assert 0 <= reached - resumed_step <= SAVE_STEPS
     assert len({r["node_id"] for r in rank_records(done.result.path)}) == 2  # the restarted node took a worker
     assert not checkpoints.exists()
 

@@ -1,8 +1,10 @@
 """Where models run and whether they compute in bf16: decided here, once per process, for every stage.
 
-The hardware is probed once (it cannot change while the process runs); `placement(setting)` combines it with a
-lab's `train.bf16` ("auto" / "on" / "off"). bf16 is only ever used where the hardware computes it natively: a
-GPU that supports it, or a CPU with AVX-512 BF16 or AMX. Elsewhere torch emulates bf16 matmuls at ~1 GFLOP/s
+The hardware is probed once per process (it cannot change while the process runs); the one timing in the probe
+(bf16 against fp32 matmuls, on a CPU with a bf16 flag) is taken once per CPU model and kept in $FTLAB_HOME/hardware/.
+`placement(setting)` combines the hardware with a lab's `train.bf16` ("auto" / "on" / "off"). bf16 is only ever
+used where the hardware computes it natively: a GPU that supports it, or a CPU with AVX-512 BF16 or AMX (and
+measured faster than fp32 there). Elsewhere torch emulates bf16 matmuls at ~1 GFLOP/s
 (hundreds of times slower than fp32), so there nothing is autocast or quantized to bf16, even with "on".
 Tests swap the probed hardware with `simulated(...)`.
 """
@@ -59,17 +61,76 @@ def cpu_flags(cpuinfo: str) -> frozenset[str]:
     return frozenset()
 
 
-def matmul_gflops(dtype: torch.dtype, size: int = 1024, repeats: int = 3) -> float:
-    """This CPU's matmul rate in `dtype` (a fraction of a second)."""
+def matmul_gflops(dtype: torch.dtype, size: int = 1024, repeats: int = 5) -> float:
+    """This CPU's matmul rate in `dtype` on the current threads: the fastest of `repeats` products, so a process
+    that is descheduled for a moment does not read as a slow kernel."""
     import time
 
     generator = torch.Generator().manual_seed(0)  # its own: probing must not move the process's RNG
     a, b = (torch.randn(size, size, dtype=dtype, generator=generator) for _ in range(2))
     a @ b  # warm-up: kernel selection
-    started = time.perf_counter()
+    fastest = float("inf")
     for _ in range(repeats):
+        started = time.perf_counter()
         a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+        fastest = min(fastest, time.perf_counter() - started)
+    return 2 * size**3 / fastest / 1e9
+
+
+def measure_cpu_bf16() -> dict:
+    """bf16 against fp32 matmul on one thread (the kernels' rate, whatever else the machine is doing)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fp32, bf16 = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
+    finally:
+        torch.set_num_threads(threads)
+    return {"fp32_gflops": round(fp32, 1), "bf16_gflops": round(bf16, 1), "bf16_faster": bf16 > fp32}
+
+
+def cpu_model(cpuinfo: str) -> str:
+    for line in cpuinfo.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "model name":
+            return value.strip()
+    return "unknown"
+
+
+def probe_file(cpuinfo: str, flags: frozenset[str]) -> Path:
+    """Where the bf16 measurement of this CPU model and torch build is kept: $FTLAB_HOME/hardware/."""
+    import hashlib
+
+    from ftlab_pipelines.core.config.settings import Settings
+
+    key = hashlib.sha256("\n".join([cpu_model(cpuinfo), " ".join(sorted(flags)), torch.__version__]).encode())
+    return Settings.from_env().home / "hardware" / f"cpu-bf16-{key.hexdigest()[:16]}.json"
+
+
+def cpu_bf16_faster(cpuinfo: str, flags: frozenset[str]) -> bool:
+    """Whether bf16 matmuls beat fp32 on this CPU: measured once per CPU model and torch build, under a lock, and
+    kept in $FTLAB_HOME/hardware/, so that every process (the ranks of a distributed run, a resumed run, the
+    stages after it) computes in the same precision. A timing taken in each process flipped under load: one
+    rank of a DDP run autocast to bf16 while the other did not. Delete the file to measure again."""
+    import fcntl
+    import json
+
+    from ftlab_pipelines.core.artifacts import write_json
+
+    path = probe_file(cpuinfo, flags)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # the other ranks wait for the first one's measurement
+            with contextlib.suppress(FileNotFoundError, ValueError, KeyError):  # absent or unreadable: measure
+                return bool(json.loads(path.read_text(encoding="utf-8"))["bf16_faster"])
+            measured = {"cpu": cpu_model(cpuinfo), "torch": torch.__version__, **measure_cpu_bf16()}
+            write_json(path, measured)
+    except OSError as error:  # a read-only home: measure for this process only
+        log.warning("cannot keep the CPU bf16 measurement in %s (%s); measuring in this process", path, error)
+        measured = measure_cpu_bf16()
+    log.info("CPU matmul: bf16 %.0f vs fp32 %.0f GFLOP/s: bf16 autocast %s", measured["bf16_gflops"],
+             measured["fp32_gflops"], "on" if measured["bf16_faster"] else "off (slower than fp32 here)")
+    return measured["bf16_faster"]
 
 
 def usable_cores() -> int:
@@ -87,12 +148,7 @@ def probe() -> Hardware:
     except OSError:
         cpuinfo = ""
     flags = cpu_flags(cpuinfo)
-    faster = True
-    if CPU_BF16_FLAGS & flags:
-        fp32, bf16 = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
-        faster = bf16 > fp32
-        log.info("CPU matmul: bf16 %.0f vs fp32 %.0f GFLOP/s: bf16 autocast %s", bf16, fp32,
-                 "on" if faster else "off (slower than fp32 here)")
+    faster = cpu_bf16_faster(cpuinfo, flags) if CPU_BF16_FLAGS & flags else True
     return Hardware(cuda=False, cpu_flags=flags, cpu_bf16_faster=faster)
 
 

@@ -155,7 +155,11 @@ def classification_trainer(model, tokenizer, dataset, config: TrainConfig, check
     eval_set = dataset["validation"] if "validation" in dataset else None
     return sampling.with_length_window(Trainer, config.length_group_batches or sampling.CLASSIFICATION_WINDOW)(
         model=model,
-        args=training_arguments(config, checkpoint_dir, bf16, eval_set is not None, is_quantized(model)),
+        # A classification loss is a mean over the rank's batch: the Trainer's default would count the labels of
+        # every rank and scale the loss by the world size for a loss that divides by them (an LM's), which
+        # doubled the loss and its gradients with two ranks (and so the clipping of them).
+        args=training_arguments(config, checkpoint_dir, bf16, eval_set is not None, is_quantized(model),
+                                average_tokens_across_devices=False),
         train_dataset=dataset["train"],
         eval_dataset=eval_set,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
