@@ -11,12 +11,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.metrics import (  # noqa: E402
-    average_precision_score,
-    precision_recall_curve,
-    roc_auc_score,
-    roc_curve,
-)
 
 DPI = 110
 FIGSIZE = (5, 4)
@@ -65,6 +59,8 @@ def confusion_matrix_png(cm: list[list[int]], labels: list[str], path, title: st
 
 
 def _pr_curve(ax, y_true, scores, name: str, **style) -> None:
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
     precision, recall, _ = precision_recall_curve(y_true, scores)
     ap = average_precision_score(y_true, scores)
     ax.step(recall, precision, where="post", label=f"{name} (AP={ap:.3f})", **style)
@@ -102,6 +98,8 @@ def pr_curve_png(
 
 
 def _roc_curve(ax, y_true, scores, name: str, **style) -> None:
+    from sklearn.metrics import roc_auc_score, roc_curve
+
     fpr, tpr, _ = roc_curve(y_true, scores)
     auc = roc_auc_score(y_true, scores)
     ax.plot(fpr, tpr, label=f"{name} (AUC={auc:.3f})", **style)

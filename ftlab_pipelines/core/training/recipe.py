@@ -10,7 +10,6 @@ from pydantic import BaseModel
 
 from ftlab_pipelines.core import artifacts
 from ftlab_pipelines.core.config.labs import ModelConfig, PeftConfig, TrainConfig
-from ftlab_pipelines.core.evaluation import plots
 from ftlab_pipelines.core.modeling import models
 from ftlab_pipelines.core.text import tokenize
 from ftlab_pipelines.core.training import train
@@ -50,6 +49,8 @@ def fit(job: TrainingJob, tokenized_path, checkpoints: Path, out_dir: Path, **ho
 
 
 def write_outputs(result: train.TrainResult, out_dir: Path, key: str, num_processes: int) -> None:
+    from ftlab_pipelines.core.evaluation import plots
+
     artifacts.write_json(out_dir / "log_history.json", result.log_history)
     plots.loss_curves_png(result.log_history, out_dir / "loss_curves.png")
     artifacts.write_json(out_dir / "manifest.json",
