@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -59,11 +60,12 @@ def labs_dir() -> Path:
 QUICK_ROWS = 200  # persona_chat's contract wants at least 80
 
 
-def use_quick_labs(root: Path) -> Path:
+def use_quick_labs(root: Path | None = None) -> Path:
     """--quick: every reference lab on a tiny randomly initialised model with the real tokenizer (SmolLM2's for the
-    SmolLM2 labs, MiniLM's for the rest) and at most QUICK_ROWS rows, written to root/labs; FTLAB_LABS_DIR points
-    there for this process and the ftlab runs it starts. The smoke run proves the script's code paths; its numbers
-    mean nothing."""
+    SmolLM2 labs, MiniLM's for the rest) and at most QUICK_ROWS rows, written to root/labs (default: a new temp
+    dir); FTLAB_LABS_DIR points there for this process and the ftlab runs it starts. The smoke run proves the
+    script's code paths; its numbers mean nothing."""
+    root = root or Path(tempfile.mkdtemp(prefix="bench-quick-labs-"))
     from ftlab_pipelines.core.config.settings import Settings
     from ftlab_pipelines.core.modeling.offline_models import minilm_path, smollm2_path
     from ftlab_pipelines.core.modeling.tiny import (

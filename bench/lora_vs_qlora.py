@@ -59,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     steps = 3 if args.quick else args.steps
     if args.quick:
-        use_quick_labs(Path(tempfile.mkdtemp(prefix="bench-quick-labs-")))
+        use_quick_labs()
     lora, qlora = run_variant("none", steps), run_variant("4bit", steps)
     result = {
         "benchmark": "memory", "machine": machine(), "date": dt.date.today().isoformat(),

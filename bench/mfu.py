@@ -81,7 +81,7 @@ def main() -> None:
     peak_bf16, peak_fp32 = matmul_gflops("bfloat16", size, repeats), matmul_gflops("float32", size, repeats)
     print(f"peak bf16 {peak_bf16:.0f} GFLOP/s, fp32 {peak_fp32:.0f} GFLOP/s ({torch.get_num_threads()} threads)")
     if args.quick:
-        use_quick_labs(Path(tempfile.mkdtemp(prefix="bench-quick-labs-")))
+        use_quick_labs()
     with tempfile.TemporaryDirectory(prefix="bench-mfu-") as tmp:
         data = prepare(LAB, Path(tmp) / "home")
         proc = subprocess.run([sys.executable, str(REPO / "bench" / "train_throughput.py"), "--variant", "ftlab",

@@ -73,7 +73,7 @@ def main() -> None:
         return
     overrides = {"max_steps": 3, "save_steps": 3} if args.quick else {"epochs": args.epochs}
     if args.quick:
-        use_quick_labs(Path(tempfile.mkdtemp(prefix="bench-quick-labs-")))
+        use_quick_labs()
     pairs = []
     for _ in range(1 if args.quick else args.repeats):
         with tempfile.TemporaryDirectory(prefix="bench-overhead-") as a, tempfile.TemporaryDirectory() as b:

@@ -271,7 +271,7 @@ def main() -> None:
         return
     started = time.perf_counter()
     if args.quick:
-        use_quick_labs(Path(tempfile.mkdtemp(prefix="bench-quick-labs-")))
+        use_quick_labs()
     cases = {case: run_case(case, args.quick, args.fp32) for case in args.cases}
     if RESULTS.is_file() and set(args.cases) != set(CASES):  # a subset re-run keeps the other cases' results
         cases = {**json.loads(RESULTS.read_text())["cases"], **cases}

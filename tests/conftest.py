@@ -38,7 +38,7 @@ os.environ.setdefault("FTLAB_MODEL_CACHE", str(REPO / ".ftlab" / "test-model-cac
 # (5.7 s vs 22.5 s). The real-model chains take every core back (`all_cores`).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-# The two-node Ray tests run only inside the loopback-only network namespace that tests/test_ray.py starts.
+# The two-node Ray tests run only inside the loopback-only network namespace that tests/test_ray_two_nodes.py starts.
 IN_RAY_NETNS = os.environ.get("FTLAB_IN_RAY_NETNS") == "1"
 collect_ignore = [] if IN_RAY_NETNS else ["ray_cluster"]
 
@@ -90,7 +90,7 @@ if importlib.util.find_spec("xdist") is not None:
         return ModuleScheduling(config, log)
 
 
-# The longest single test (~4 min): xdist starts it first, so the other worker's modules overlap it.
+# The longest single test (~3 min): xdist starts it first, so the other worker's modules overlap it.
 LONGEST_FIRST = "tests/test_ray_two_nodes.py"
 
 

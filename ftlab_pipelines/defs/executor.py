@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 
 from ftlab_pipelines.core.config.labs import LabConfig
-from ftlab_pipelines.core.config.settings import Settings
+from ftlab_pipelines.core.config.settings import ENV_VARS, Settings
 
 RAY_CONFIG_TAG = "dagster-ray/config"  # dagster-ray reads a step's Ray resources from this op tag
 # What a step needs from the environment of the run that submitted it (every node mounts FTLAB_HOME).
-FORWARDED_ENV = ["FTLAB_HOME", "FTLAB_DATA_DIR", "FTLAB_LABS_DIR", "FTLAB_CONTRACTS_DIR", "FTLAB_MODEL_CACHE",
-                 "FTLAB_WORK_DIR", "FTLAB_RAY_ADDRESS", "FTLAB_MEMORY_LIMIT_MB", "MLFLOW_TRACKING_URI", "DAGSTER_HOME",
-                 "HF_HOME", "HF_HUB_OFFLINE", "HF_TOKEN", "TOKENIZERS_PARALLELISM", "OMP_NUM_THREADS"]
+FORWARDED_ENV = [*ENV_VARS, "DAGSTER_HOME", "HF_HOME", "HF_HUB_OFFLINE", "HF_TOKEN", "TOKENIZERS_PARALLELISM",
+                 "OMP_NUM_THREADS"]
 
 
 def step_resources(lab: LabConfig, stage: str) -> dict:

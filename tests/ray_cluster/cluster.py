@@ -1,6 +1,6 @@
 """A real two-node Ray cluster on 127.0.0.1: a head node and a worker node, each its own `ray start --block`
 process group, with bounded CPUs and memory. Only meaningful inside a network namespace that has nothing but
-loopback (tests/test_ray.py starts the namespace): Ray also listens on and advertises the machine's interface
+loopback (tests/test_ray_two_nodes.py starts the namespace): Ray also listens on and advertises the machine's interface
 address, and there is none there."""
 
 from __future__ import annotations

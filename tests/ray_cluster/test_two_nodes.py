@@ -1,5 +1,5 @@
 """A lab materialized on a real two-node Ray cluster on 127.0.0.1 (a head and a worker node, each its own
-`ray start`). Runs inside tests/test_ray.py's loopback-only network namespace, in this order: the whole chain
+`ray start`). Runs inside tests/test_ray_two_nodes.py's loopback-only network namespace, in this order: the whole chain
 through Dagster with every step a Ray job and the adapter trained by two Ray Train workers (also the uninterrupted
 reference), then a worker node killed mid-training and resumed, and last a stopped head node."""
 

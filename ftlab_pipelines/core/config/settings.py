@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
+# What `Settings.from_env` reads: a process started elsewhere (a Ray job, a Ray Train worker) gets these passed on.
+ENV_VARS = ("FTLAB_HOME", "FTLAB_DATA_DIR", "FTLAB_LABS_DIR", "FTLAB_CONTRACTS_DIR", "FTLAB_MODEL_CACHE",
+            "FTLAB_WORK_DIR", "FTLAB_RAY_ADDRESS", "FTLAB_MEMORY_LIMIT_MB", "MLFLOW_TRACKING_URI")
 
 
 def _path(value: str) -> Path:

@@ -52,13 +52,18 @@ class Placement:
         return torch.bfloat16 if self.native_bf16 else torch.float32
 
 
-def cpu_flags(cpuinfo: str) -> frozenset[str]:
-    """The flags of the first CPU in a /proc/cpuinfo text (x86 "flags", ARM "Features")."""
+def cpuinfo_value(cpuinfo: str, *names: str) -> str | None:
+    """The first CPU's value of the first of `names` in a /proc/cpuinfo text."""
     for line in cpuinfo.splitlines():
         name, _, value = line.partition(":")
-        if name.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
+        if name.strip() in names:
+            return value.strip()
+    return None
+
+
+def cpu_flags(cpuinfo: str) -> frozenset[str]:
+    """The flags of the first CPU in a /proc/cpuinfo text (x86 "flags", ARM "Features")."""
+    return frozenset((cpuinfo_value(cpuinfo, "flags", "Features") or "").split())
 
 
 def matmul_gflops(dtype: torch.dtype, size: int = 1024, repeats: int = 5) -> float:
@@ -89,11 +94,7 @@ def measure_cpu_bf16() -> dict:
 
 
 def cpu_model(cpuinfo: str) -> str:
-    for line in cpuinfo.splitlines():
-        name, _, value = line.partition(":")
-        if name.strip() == "model name":
-            return value.strip()
-    return "unknown"
+    return cpuinfo_value(cpuinfo, "model name") or "unknown"
 
 
 def probe_file(cpuinfo: str, flags: frozenset[str]) -> Path:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ftlab_pipelines.core.config.labs import RayTrainConfig
+from ftlab_pipelines.core.config.settings import ENV_VARS
 from ftlab_pipelines.core.tracking import AssetRun
 from ftlab_pipelines.core.training import distributed
 
@@ -25,8 +26,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
-# Passed on to the workers: offline model files, no tokenizer threads fighting the torch threads.
-WORKER_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE", "FTLAB_HOME", "FTLAB_MODEL_CACHE")
+# Passed on to the workers: ftlab's settings, offline model files, no tokenizer threads fighting the torch threads.
+WORKER_ENV = (*ENV_VARS, "HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE")
 
 IN_A_RAY_JOB = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray in a job's entrypoint process
 
