@@ -1,5 +1,5 @@
 """Dagster entry point: per `labs/*.yaml` an asset chain with its checks, a job preset, a retraining schedule
-(when the lab has one) and an inbox sensor. With FTLAB_RAY_ADDRESS (the Ray profile) every step runs on that Ray cluster."""
+(when the lab has one) and an inbox sensor. With FTLAB_RAY_ADDRESS (the Ray profile) every run goes to that Ray cluster."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from ftlab_pipelines.core.config.labs import LabConfig
 from ftlab_pipelines.core.config.settings import Settings
 from ftlab_pipelines.core.training import distributed, ray_train
+from ftlab_pipelines.defs.executor import FORWARDED_ENV
 
 
 def lab_with(**train) -> dict:
@@ -50,9 +51,10 @@ def test_auto_address_outside_a_cluster_and_an_unreachable_address_fail_before_r
         ray_train.require_reachable("127.0.0.1:9")
 
 
-def test_steps_ask_ray_for_their_resources_and_the_ray_profile_selects_the_ray_executor(tmp_path, monkeypatch):
+def test_steps_ask_ray_for_their_resources_and_the_ray_profile_selects_the_executor(tmp_path, monkeypatch):
     """Data steps: 1 CPU; the adapter: 0 CPUs with train.ray (its Ray Train workers reserve theirs), else one CPU
-    per training process. FTLAB_RAY_ADDRESS selects dagster-ray's executor; without it, Dagster's default."""
+    per training process. Without FTLAB_RAY_ADDRESS, Dagster's default executor; with it, the in-process one (the
+    run's Ray job runs every step), or dagster-ray's with FTLAB_RAY_STEP_JOBS=1."""
     from ftlab_pipelines.definitions import build_definitions
 
     labs = write_labs(tmp_path / "labs", {"on_ray": lab_with(ray={"num_workers": 4}),
@@ -70,11 +72,13 @@ def test_steps_ask_ray_for_their_resources_and_the_ray_profile_selects_the_ray_e
         for stage in ("raw_dataset", "validated_dataset", "splits", "tokenized", "evaluation", "published_adapter")}
 
     monkeypatch.setenv("FTLAB_RAY_ADDRESS", "http://127.0.0.1:8265")
+    monkeypatch.delenv("FTLAB_RAY_STEP_JOBS", raising=False)
+    assert build_definitions(str(labs)).resolve_job_def("on_ray_pipeline").executor_def.name == "in_process"
+    monkeypatch.setenv("FTLAB_RAY_STEP_JOBS", "1")
     defs = build_definitions(str(labs))
     assert defs.executor.name == "ftlab_ray_executor"
-    job = defs.resolve_job_def("on_ray_pipeline")
-    assert job.executor_def.name == "ftlab_ray_executor"
-    assert Settings.from_env().ray_address == "http://127.0.0.1:8265"
+    assert defs.resolve_job_def("on_ray_pipeline").executor_def.name == "ftlab_ray_executor"
+    assert Settings.from_env().ray_address == "http://127.0.0.1:8265" and Settings.from_env().ray_step_jobs
 
 
 def test_the_ray_profile_loads_through_dagsters_schema(monkeypatch, tmp_path):
@@ -92,7 +96,9 @@ def test_the_ray_profile_loads_through_dagsters_schema(monkeypatch, tmp_path):
     launcher = ConfigurableClassData(launcher["module"], launcher["class"], yaml.safe_dump(launcher["config"]))
     instance = launcher.rehydrate(RayRunLauncher)
     assert isinstance(instance, RayRunLauncher) and instance.address == "http://ray-head:8265"
-    assert "FTLAB_HOME" in instance.env_vars and "postgres" in config["storage"]
+    assert "postgres" in config["storage"]
+    # The run's Ray job sees everything the settings and the steps read in the process that launched it.
+    assert set(FORWARDED_ENV) <= set(instance.env_vars)
 
 
 def test_the_kuberay_cluster_matches_the_installed_ray_and_shares_ftlab_home_on_every_pod():

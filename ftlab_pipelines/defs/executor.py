@@ -1,11 +1,16 @@
-"""The Ray deployment profile (deploy/ray/): with FTLAB_RAY_ADDRESS set, each step of a lab's run is a Ray job on
-that cluster, submitted by dagster-ray's executor. Steps ask Ray for what they use: the adapter the training
-resources (through Ray Train's workers when the lab sets train.ray), every other step one CPU.
+"""The Ray deployment profile (deploy/ray/): with FTLAB_RAY_ADDRESS set, dagster-ray's run launcher
+(deploy/ray/dagster.yaml) submits each run of a lab as one Ray job on that cluster, and the run executes its steps
+in that job's process. The adapter step asks Ray for the training resources itself: with train.ray it drives Ray
+Train workers, which reserve their CPUs or GPUs on whichever nodes have them.
 
-Why the executor rather than dagster-ray's run launcher or Pipes: a step per Ray job lets Ray place each step by
-its own resources (data steps on any CPU node, training where the GPUs are), and the assets stay plain Dagster
-assets. The run launcher alone would put the whole run in one job sized for its largest step; Pipes would turn
-each asset into a launcher of an external script. The run launcher composes with it (deploy/ray/dagster.yaml).
+Why the run launcher, with steps in the run's process, by default: a lab's data, evaluation and release steps are
+light next to training, and the one step that needs a cluster's resources already gets them from Ray Train. One
+Ray job per run pays the interpreter start and the imports once: measured here, a tiny sms_spam chain took 55-65 s as
+one job against 105-122 s as seven (a step's own job costs 7-10 s before it does any work).
+
+FTLAB_RAY_STEP_JOBS=1 adds dagster-ray's executor: each step its own Ray job, sized by `step_resources` (data
+steps 1 CPU, the adapter what its training takes), so that Ray can place each step on its own node. Pipes was not
+chosen: it would turn each asset into a launcher of an external script.
 """
 
 from __future__ import annotations
@@ -35,9 +40,14 @@ def ray_op_tags(lab: LabConfig, stage: str) -> dict:
 
 
 def executor(settings: Settings):
-    """dagster-ray's executor on settings.ray_address; None (Dagster's default) without the Ray profile."""
+    """None (Dagster's default) without the Ray profile. With it: the in-process executor (the run's Ray job runs
+    every step), or dagster-ray's executor on settings.ray_address with FTLAB_RAY_STEP_JOBS."""
     if not settings.ray_address:
         return None
+    if not settings.ray_step_jobs:
+        import dagster as dg
+
+        return dg.in_process_executor
     from dagster_ray import ray_executor
 
     return ray_executor.configured({"ray": {"address": settings.ray_address, "env_vars": FORWARDED_ENV}},

@@ -89,8 +89,10 @@ class TwoNodeCluster:
         return self
 
     def start_worker(self) -> None:
+        """Start the worker node and wait until it has joined (a new node id: a killed node may still be listed)."""
+        known = {n["id"] for n in self.alive_nodes()}
         self.worker = self._start("worker", ["--address", self.address])
-        self.wait_for_nodes(2)
+        self.wait_for_nodes(2, new_besides=known)
 
     def alive_nodes(self) -> list[dict]:
         """The cluster's live nodes, seen from this process (a Ray driver once the head answers)."""
@@ -104,13 +106,14 @@ class TwoNodeCluster:
         return [{"id": n["NodeID"], "head": "node:__internal_head__" in n.get("Resources", {})}
                 for n in ray.nodes() if n["Alive"]]
 
-    def wait_for_nodes(self, count: int, deadline_s: float = 90) -> None:
+    def wait_for_nodes(self, count: int, deadline_s: float = 90, new_besides: set[str] = frozenset()) -> None:
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:
             for node in (self.head, self.worker):
                 if node is not None and node.process.poll() is not None:
                     raise RuntimeError(f"ray start exited {node.process.returncode}:\n{node.log.read_text()[-3000:]}")
-            if len(self.alive_nodes()) == count:
+            alive = {n["id"] for n in self.alive_nodes()}
+            if len(alive) >= count and alive - new_besides:
                 return
             time.sleep(0.2)
         raise TimeoutError(f"the Ray cluster did not reach {count} live nodes in {deadline_s} s")

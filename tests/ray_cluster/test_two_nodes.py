@@ -1,22 +1,26 @@
 """A lab materialized on a real two-node Ray cluster on 127.0.0.1 (a head and a worker node, each its own
 `ray start`). Runs inside tests/test_ray_two_nodes.py's loopback-only network namespace, in this order: the whole chain
-through Dagster with every step a Ray job and the adapter trained by two Ray Train workers (also the uninterrupted
-reference), then a worker node killed mid-training and resumed, and last a stopped head node."""
+launched through Dagster with deploy/ray/dagster.yaml's run launcher (one Ray job runs the run's steps; the adapter
+trains on two Ray Train workers, one per node: also the uninterrupted reference), a step run as a Ray job of its own
+(FTLAB_RAY_STEP_JOBS), then a worker node killed mid-training and resumed, and last a stopped head node. The whole
+chain with every step a Ray job of its own is `make test-slow`."""
 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 from cluster import TwoNodeCluster
-from conftest import artifact_files, new_home, tiny_lab, write_labs
+from conftest import REPO, artifact_files, new_home, tiny_lab, write_labs
 from mlflow import MlflowClient
 from test_crash_resume import (
     LOSS_TOLERANCE,
@@ -60,31 +64,76 @@ def chain_lab(model) -> dict:
     return raw
 
 
-def dagster_job_execute(root: Path, home: Path, cluster: TwoNodeCluster) -> subprocess.CompletedProcess:
-    env = {**cluster.env(), "FTLAB_HOME": str(home), "FTLAB_LABS_DIR": str(root / "labs"),
-           "DAGSTER_HOME": str(root / "dagster"), "FTLAB_RAY_ADDRESS": cluster.jobs_address,
-           "DAGSTER_STEP_DELEGATING_EXECUTOR_SLEEP_SECONDS": "0.2"}  # default 1 s between looks at the steps
-    return subprocess.run([sys.executable, "-m", "dagster", "job", "execute", "-m", "ftlab_pipelines.definitions",
-                           "-j", f"{LAB}_pipeline"], env=env, cwd=root, capture_output=True, text=True, timeout=600)
+def dagster_env(root: Path, home: Path, cluster: TwoNodeCluster, **extra: str) -> dict:
+    return {**cluster.env(), "FTLAB_HOME": str(home), "FTLAB_LABS_DIR": str(root / "labs"),
+            "DAGSTER_HOME": str(root / "dagster"), "FTLAB_RAY_ADDRESS": cluster.jobs_address, **extra}
+
+
+def dagster(root: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dagster", *args, "-m", "ftlab_pipelines.definitions"], env=env,
+                          cwd=root, capture_output=True, text=True, timeout=600)
+
+
+def ray_profile_home(root: Path, model: Path) -> None:
+    """The lab, a DAGSTER_HOME whose run launcher is deploy/ray/dagster.yaml's. On sqlite storage here, and runs
+    are launched at once rather than queued for the daemon (the profile's QueuedRunCoordinator)."""
+    write_labs(root / "labs", {LAB: chain_lab(model)})
+    profile = yaml.safe_load((REPO / "deploy" / "ray" / "dagster.yaml").read_text())
+    (root / "dagster").mkdir()
+    (root / "dagster" / "dagster.yaml").write_text(yaml.safe_dump(
+        {"telemetry": {"enabled": False}, "run_launcher": profile["run_launcher"],
+         "run_coordinator": {"module": "dagster.core.run_coordinator", "class": "DefaultRunCoordinator"}}))
+
+
+def launch_run(root: Path, home: Path, cluster: TwoNodeCluster) -> tuple[subprocess.CompletedProcess, str]:
+    """`dagster job launch` of the lab's job preset: the Ray run launcher submits the run as a Ray job."""
+    run_id = str(uuid.uuid4())
+    done = dagster(root, dagster_env(root, home, cluster), "job", "launch", "-j", f"{LAB}_pipeline", "--run-id", run_id)
+    return done, run_id
+
+
+def wait_for_job(cluster: TwoNodeCluster, submission_id: str, timeout_s: float = 600):
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(cluster.jobs_address)
+    end = time.monotonic() + timeout_s
+    while not (job := client.get_job_info(submission_id)).status.is_terminal() and time.monotonic() < end:
+        time.sleep(0.5)
+    return job, client.get_job_logs(submission_id)
+
+
+def step_ray_jobs(cluster: TwoNodeCluster) -> list:
+    """The Ray jobs of single steps (dagster-ray's executor), once Ray has marked them finished: Dagster sees a
+    step's success before Ray does."""
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(cluster.jobs_address)
+    end = time.monotonic() + 60
+    while True:
+        jobs = [j for j in client.list_jobs() if (j.submission_id or "").startswith("dagster-step-")]
+        if all(j.status.is_terminal() for j in jobs) or time.monotonic() > end:
+            return jobs
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory, tiny_models, cluster, mlflow_store_template):
-    """`dagster job execute` with the Ray profile (FTLAB_RAY_ADDRESS): every step a Ray job on the cluster; the
-    adapter step drives two Ray Train workers on the cluster it runs on (train.ray.address: auto)."""
+    """`dagster job launch` with the Ray profile: the run is one Ray job on the cluster, and its adapter step drives
+    two Ray Train workers on the cluster it runs on (train.ray.address: auto)."""
     root = tmp_path_factory.mktemp("chain")
     home = new_home(root / "home", mlflow_store_template)
-    write_labs(root / "labs", {LAB: chain_lab(tiny_models.classifier)})
-    (root / "dagster").mkdir()
-    (root / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    ray_profile_home(root, tiny_models.classifier)
     started = time.monotonic()
-    done = dagster_job_execute(root, home, cluster)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    launched, run_id = launch_run(root, home, cluster)
+    assert launched.returncode == 0, launched.stdout[-4000:] + launched.stderr[-4000:]
+    job, logs = wait_for_job(cluster, f"dagster-run-{run_id}")
+    seconds = time.monotonic() - started
     stage = lambda name: home / "artifacts" / LAB / name  # noqa: E731
-    (adapter,) = [Adapter.read(p.parent) for p in stage("adapter").glob("*/result.json")]
-    (tokenized,) = [Tokenized.read(p.parent) for p in stage("tokenized").glob("*/result.json")]
-    return {"root": root, "home": home, "seconds": time.monotonic() - started, "adapter": adapter,
-            "tokenized": tokenized, "client": MlflowClient(f"sqlite:///{home / 'mlflow.db'}")}
+    adapter = [Adapter.read(p.parent) for p in stage("adapter").glob("*/result.json")]
+    tokenized = [Tokenized.read(p.parent) for p in stage("tokenized").glob("*/result.json")]
+    return {"root": root, "home": home, "seconds": seconds, "run_id": run_id, "job": job, "logs": logs,
+            "adapter": adapter[0] if adapter else None, "tokenized": tokenized[0] if tokenized else None,
+            "client": MlflowClient(f"sqlite:///{home / 'mlflow.db'}")}
 
 
 def rank_records(out: Path) -> list[dict]:
@@ -95,22 +144,51 @@ def test_only_loopback_exists_here():
     assert [name for _, name in socket.if_nameindex()] == ["lo"]
 
 
-def test_every_step_of_the_chain_ran_as_a_ray_job_on_the_cluster(chain, cluster):
-    from ray.job_submission import JobStatus, JobSubmissionClient
+def test_the_whole_chain_ran_as_one_ray_job_launched_by_the_run_launcher(chain, cluster):
+    from ray.job_submission import JobStatus
 
-    client = JobSubmissionClient(cluster.jobs_address)
-    end = time.monotonic() + 60  # Dagster sees a step's success before Ray has marked its job finished
-    while True:
-        jobs = [j for j in client.list_jobs() if (j.submission_id or "").startswith("dagster-step-")]
-        if all(j.status.is_terminal() for j in jobs) or time.monotonic() > end:
-            break
-        time.sleep(0.5)
+    job, logs = chain["job"], chain["logs"]
+    steps = dict(re.findall(rf'{LAB}__(\w+) - STEP_SUCCESS - Finished execution of step "[^"]+" in ([\d.]+m?s)', logs))
+    print(f"\nwhole chain as one Ray job: {chain['seconds']:.1f} s (the job itself "
+          f"{(job.end_time - job.start_time) / 1000:.1f} s); seconds per step: {steps}")
+    assert job.status == JobStatus.SUCCEEDED, logs[-6000:]
+    assert job.metadata["dagster/run-id"] == chain["run_id"] and job.metadata["dagster/job"] == f"{LAB}_pipeline"
+    # Every step ran in the run's Ray job (its log holds their events); none was a Ray job of its own.
+    for step in STEPS_OF_A_RUN:
+        assert re.search(rf"{LAB}__{step} - STEP_SUCCESS", logs), f"{step} did not succeed in the run's Ray job"
+    assert step_ray_jobs(cluster) == []
+    assert str(chain["client"].get_model_version_by_alias(f"ftlab-{LAB}", "champion").version) == "1"
+
+
+def test_with_step_jobs_a_step_is_a_ray_job_of_its_own(chain, cluster):
+    """FTLAB_RAY_STEP_JOBS=1: dagster-ray's executor submits the step as a Ray job of its own, with the resources
+    of its op tag (tests/test_ray.py). One step here; every step of the chain is the slow test below."""
+    from ray.job_submission import JobStatus
+
+    root, home = chain["root"], chain["home"]
+    env = dagster_env(root, home, cluster, FTLAB_RAY_STEP_JOBS="1")
+    done = dagster(root, env, "asset", "materialize", "--select", f"{LAB}/raw_dataset")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    (job,) = step_ray_jobs(cluster)
+    assert job.metadata["dagster/op"] == f"{LAB}__raw_dataset" and job.status == JobStatus.SUCCEEDED
+
+
+@pytest.mark.slow
+def test_every_step_of_the_chain_ran_as_a_ray_job_of_its_own(tmp_path, tiny_models, cluster, mlflow_store_template):
+    root, home = tmp_path, new_home(tmp_path / "home", mlflow_store_template)
+    ray_profile_home(root, tiny_models.classifier)
+    started = time.monotonic()
+    done = dagster(root, dagster_env(root, home, cluster, FTLAB_RAY_STEP_JOBS="1"), "job", "execute",
+                   "-j", f"{LAB}_pipeline")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    from ray.job_submission import JobStatus
+
+    jobs = step_ray_jobs(cluster)
     steps = {j.metadata["dagster/op"]: j for j in jobs}
     seconds = {name.split("__")[1]: round((j.end_time - j.start_time) / 1000, 1) for name, j in steps.items()}
-    print(f"\nwhole chain on the cluster: {chain['seconds']:.1f} s; Ray job seconds per step: {seconds}")
+    print(f"\nwhole chain, a Ray job per step: {time.monotonic() - started:.1f} s; Ray job seconds: {seconds}")
     assert sorted(steps) == sorted(f"{LAB}__{s}" for s in STEPS_OF_A_RUN)
     assert all(j.status == JobStatus.SUCCEEDED for j in jobs)
-    assert str(chain["client"].get_model_version_by_alias(f"ftlab-{LAB}", "champion").version) == "1"
 
 
 def test_two_workers_on_two_nodes_trained_disjoint_shards_covering_the_epoch(chain, cluster):
@@ -162,6 +240,7 @@ def kill_worker_node_past_a_checkpoint(cluster: TwoNodeCluster, checkpoints: Pat
         done = [c for c in ckpt.checkpoints_newest_first(checkpoints) if (c / ckpt.TRAINER_STATE).is_file()]
         if done and last_logged_step(run.client, run.run_id) >= ckpt.step_of(done[-1]) + 2:
             state["first_checkpoint"] = done[-1].name
+            state["killed_at_s"] = round(time.monotonic() - state["started"], 1)
             cluster.worker.kill()
             state["killed"] = True
             return
@@ -182,7 +261,7 @@ def test_worker_node_killed_mid_training_fails_clearly_and_rematerializing_resum
     settings = Settings.from_env()  # a home of its own: nothing of the chain's is reused
     key = DECLARATIONS["adapter"].cache_key(lab, settings, {"tokenized": tokenized.key}, {})
     checkpoints = checkpoint_dir(settings, lab.name, key)
-    state = {}
+    state = {"started": time.monotonic()}
     first_run = adapter_run(lab, tmp_path)
     killer = threading.Thread(target=kill_worker_node_past_a_checkpoint, args=(cluster, checkpoints, first_run, state))
     killer.start()
@@ -192,13 +271,17 @@ def test_worker_node_killed_mid_training_fails_clearly_and_rematerializing_resum
     finally:
         killer.join()
     assert state.get("killed"), f"training ended before the worker node was killed: {state}"
-    print(f"\nworker node killed ({state}): {str(failure.value)[:600]}")
+    failed_at = time.monotonic() - state.pop("started")
+    print(f"\nworker node killed ({state}), the run failed at {failed_at:.1f} s: {str(failure.value)[:600]}")
     reached = last_logged_step(first_run.client, first_run.run_id)
     resumed_step = ckpt.step_of(ckpt.resumable_checkpoint(checkpoints, world_size=2))
     assert not list((settings.artifacts_dir / lab.name / "adapter").glob("*/result.json"))  # nothing published
 
+    restarted = time.monotonic()
     cluster.start_worker()
+    resumed_at = time.monotonic()
     done = run_stage(STAGES["adapter"], lab, {"tokenized": tokenized}, StageContext(settings, adapter_run(lab, tmp_path)))
+    print(f"worker node back in {resumed_at - restarted:.1f} s, the resumed run took {time.monotonic() - resumed_at:.1f} s")
     metrics, reference = done.result.metrics, chain["adapter"]
     assert metrics["resumed"] == 1.0 and metrics["train_steps"] == reference.metrics["train_steps"]
     # At most one checkpoint interval redone (none when the kill, which lags the loss it waits for, landed just
@@ -224,15 +307,15 @@ def test_a_stopped_head_fails_the_next_run_at_once_naming_the_address_and_keeps_
     before = stored()
     cluster.stop_head()
 
-    # A Dagster run with the Ray profile and a changed lab (a new adapter is needed): no step can be submitted.
+    # A run launched with the Ray profile and a changed lab (a new adapter is needed): it cannot be submitted.
     lab_file = root / "labs" / f"{LAB}.yaml"
     raw = yaml.safe_load(lab_file.read_text())
     raw["train"]["learning_rate"] *= 2
     lab_file.write_text(yaml.safe_dump(raw))
     started = time.monotonic()
-    done = dagster_job_execute(root, home, cluster)
+    done, _ = launch_run(root, home, cluster)
     seconds = time.monotonic() - started
-    print(f"\nstopped head: the Dagster run failed in {seconds:.1f} s")
+    print(f"\nstopped head: launching the Dagster run failed in {seconds:.1f} s: {done.stderr.strip()[-600:]}")
     assert done.returncode != 0 and cluster.jobs_address in done.stdout + done.stderr
     assert seconds < 60
     assert stored() == before  # nothing half-written

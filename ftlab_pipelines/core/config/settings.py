@@ -2,7 +2,8 @@
 
 FTLAB_HOME (state), FTLAB_DATA_DIR (local dataset mirror), FTLAB_LABS_DIR, FTLAB_CONTRACTS_DIR,
 FTLAB_MODEL_CACHE (converted base models), FTLAB_WORK_DIR (training checkpoints; default $FTLAB_HOME/work),
-MLFLOW_TRACKING_URI, FTLAB_MEMORY_LIMIT_MB, FTLAB_RAY_ADDRESS (the Ray profile: run steps on that cluster).
+MLFLOW_TRACKING_URI, FTLAB_MEMORY_LIMIT_MB, FTLAB_RAY_ADDRESS (the Ray profile: runs go to that cluster's job server),
+FTLAB_RAY_STEP_JOBS (1: with the Ray profile, each step of a run is a Ray job of its own).
 Nothing here creates a directory: the code that writes into one creates it.
 """
 
@@ -16,7 +17,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[3]
 # What `Settings.from_env` reads: a process started elsewhere (a Ray job, a Ray Train worker) gets these passed on.
 ENV_VARS = ("FTLAB_HOME", "FTLAB_DATA_DIR", "FTLAB_LABS_DIR", "FTLAB_CONTRACTS_DIR", "FTLAB_MODEL_CACHE",
-            "FTLAB_WORK_DIR", "FTLAB_RAY_ADDRESS", "FTLAB_MEMORY_LIMIT_MB", "MLFLOW_TRACKING_URI")
+            "FTLAB_WORK_DIR", "FTLAB_RAY_ADDRESS", "FTLAB_RAY_STEP_JOBS", "FTLAB_MEMORY_LIMIT_MB",
+            "MLFLOW_TRACKING_URI")
 
 
 def _path(value: str) -> Path:
@@ -33,7 +35,8 @@ class Settings:
     mlflow_tracking_uri: str
     memory_limit_mb: float | None = None
     work_dir: Path | None = None  # None: $FTLAB_HOME/work
-    ray_address: str | None = None  # a Ray cluster's job server (http://head:8265): Dagster steps run there
+    ray_address: str | None = None  # a Ray cluster's job server (http://head:8265): Dagster runs go there
+    ray_step_jobs: bool = False  # with ray_address: each step its own Ray job (else steps run in the run's job)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -55,6 +58,7 @@ class Settings:
             memory_limit_mb=float(limit) if limit else None,
             work_dir=_path(env["FTLAB_WORK_DIR"]) if env.get("FTLAB_WORK_DIR") else None,
             ray_address=env.get("FTLAB_RAY_ADDRESS") or None,
+            ray_step_jobs=env.get("FTLAB_RAY_STEP_JOBS", "").lower() in ("1", "true", "yes"),
         )
 
     @property
