@@ -35,6 +35,21 @@ def shots(tmp_path_factory):
     return uis.screenshot_dir(tmp_path_factory.mktemp("screenshots"))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def mlflow_server_starting(tiny_spam_run, tmp_path_factory):
+    """The MLflow server over the session's tiny sms_spam store (which the Dagster tests below do not touch), started
+    first so that it boots while the Dagster tests run; `mlflow_ui` waits for it."""
+    root = tmp_path_factory.mktemp("mlflow_ui")
+    port = uis.free_port()
+    store = tiny_spam_run["home"] / "mlflow.db"
+    process = uis.start_server(uis.mlflow_server(store, port), root / "mlflow.log", {})
+    try:
+        yield {"url": f"http://127.0.0.1:{port}", "tracking_uri": f"sqlite:///{store}", "process": process,
+               "log": root / "mlflow.log"}
+    finally:
+        uis.stop_server(process)
+
+
 @pytest.fixture(scope="module")
 def dagster_ui(browser, tiny_spam_run, tmp_path_factory):
     """The webserver on a copy of the session's tiny sms_spam run: its Dagster instance, FTLAB_HOME and lab file."""
@@ -80,7 +95,7 @@ def wait_for_run(dagster_home, run_id: str):
             run = instance.get_run_by_id(run_id)
             if run is not None and run.is_finished:
                 return run, [e.user_message for e in instance.all_logs(run_id)]
-            time.sleep(2)
+            time.sleep(0.5)
     raise AssertionError(f"run {run_id} not finished after {RUN_DEADLINE_S}s")
 
 
@@ -153,12 +168,10 @@ def test_splits_metadata_shows_the_class_distribution(dagster_ui, launched_run, 
 
 
 @pytest.fixture(scope="module")
-def mlflow_ui(browser, tiny_spam_run, tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow_ui")
-    port = uis.free_port()
-    store = tiny_spam_run["home"] / "mlflow.db"
-    with uis.serve(uis.mlflow_server(store, port), f"http://127.0.0.1:{port}/health", root / "mlflow.log", {}):
-        yield {"url": f"http://127.0.0.1:{port}", "tracking_uri": f"sqlite:///{store}"}
+def mlflow_ui(mlflow_server_starting):
+    server = mlflow_server_starting
+    uis.wait_until_up(f"{server['url']}/health", server["process"], server["log"])
+    return server
 
 
 def experiment_id(tracking_uri: str) -> str:

@@ -103,13 +103,13 @@ def test_dagster_validates_the_workspace_with_every_lab_asset():
 
 
 @requires_data
-def test_run_only_some_assets(tmp_path):
-    env = {"FTLAB_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path / "dagster")}
+def test_run_only_some_assets(tmp_path, ftlab_home):
+    env = {"FTLAB_HOME": str(ftlab_home), "DAGSTER_HOME": str(tmp_path / "dagster")}
     out = run(f"{BIN}/ftlab", "run", "sms_spam", "--only", "raw_dataset", "validated_dataset", env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "assets raw_dataset, validated_dataset of lab sms_spam materialized" in out.stdout
-    assert list((tmp_path / "artifacts" / "sms_spam").iterdir())
-    assert not (tmp_path / "artifacts" / "sms_spam" / "splits").exists()
+    assert list((ftlab_home / "artifacts" / "sms_spam").iterdir())
+    assert not (ftlab_home / "artifacts" / "sms_spam" / "splits").exists()
 
 
 def test_new_lab_with_a_missing_file_fails_nonzero(tmp_path):

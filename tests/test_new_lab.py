@@ -92,7 +92,7 @@ def ftlab(*args, env):
                           env={**os.environ, **env})
 
 
-def test_new_lab_from_a_csv_runs_end_to_end(tmp_path, tiny_models, monkeypatch, capsys):
+def test_new_lab_from_a_csv_runs_end_to_end(tmp_path, ftlab_home, tiny_models, monkeypatch, capsys):
     """The README's bring-your-own-data path: new-lab, then run, then predict; no code change (a quick run on the
     tiny BERT). `ftlab run` runs as its own process (it loads the labs when it starts); new-lab and predict run
     in this one (their entry point is tested in test_cli)."""
@@ -101,7 +101,7 @@ def test_new_lab_from_a_csv_runs_end_to_end(tmp_path, tiny_models, monkeypatch, 
     csv = tmp_path / "tickets.csv"
     tickets({"billing": 100, "tech": 100, "shipping": 100}).to_csv(csv, index=False)
     env = {"FTLAB_LABS_DIR": str(tmp_path / "labs"), "FTLAB_CONTRACTS_DIR": str(tmp_path / "contracts"),
-           "FTLAB_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path / "dagster")}
+           "FTLAB_HOME": str(ftlab_home), "DAGSTER_HOME": str(tmp_path / "dagster")}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert cli.main(["new-lab", "tickets", "--csv", str(csv), "--text", "message", "--label", "topic"]) == 0
@@ -118,7 +118,7 @@ def test_new_lab_from_a_csv_runs_end_to_end(tmp_path, tiny_models, monkeypatch, 
     run = ftlab("run", "tickets", env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "lab tickets materialized" in run.stdout
-    registry = json.loads((tmp_path / "home" / "registry" / "tickets.json").read_text())
+    registry = json.loads((ftlab_home / "registry" / "tickets.json").read_text())
     assert registry[-1]["champion"] and (Path(registry[-1]["path"]) / "adapter_model.safetensors").is_file()
 
     assert cli.main(["predict", "tickets", "my parcel is late, where is the courier tracking"]) == 0
