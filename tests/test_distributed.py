@@ -1,4 +1,6 @@
-"""train.num_processes: 2 -> two DDP ranks on gloo through accelerate, on disjoint shards; rank 0 logs and saves."""
+"""train.num_processes: 2 -> two DDP ranks on gloo through accelerate, on disjoint shards; rank 0 logs and saves.
+An interrupted two-rank run resumed is `make test-slow` (two launches); DDP resume is in the default suite on Ray
+(tests/ray_cluster/)."""
 
 from __future__ import annotations
 
@@ -57,44 +59,44 @@ def rank_shards(out: Path) -> list[dict]:
     return [json.loads((out / distributed.RANK_EXAMPLES / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 
-def test_two_ranks_train_disjoint_shards_resume_and_rank0_saves(tokenized, lab_config, tmp_path):
-    """An interrupted first attempt (2 of 4 steps, checkpointed) and the adapter stage resuming it."""
-    lab, settings = lab_config(), Settings.from_env()
-    key = DECLARATIONS["adapter"].cache_key(lab, settings, {"tokenized": tokenized.key}, {})
+def adapter_run(lab: LabConfig, tmp_path: Path) -> tuple[Settings, AssetRun]:
+    settings = Settings.from_env()
     tracker = Tracker(settings)
-    client = tracker.client
-    run = AssetRun(client, client.create_run(tracker.experiment_id(lab.name)).info.run_id, tmp_path)
-    distributed.launch(TrainingJob.from_lab(lab_config(max_steps=2)), tokenized.dataset_path, "partial",
-                       checkpoint_dir(settings, lab.name, key), tmp_path / "partial", run)
+    return settings, AssetRun(tracker.client, tracker.client.create_run(tracker.experiment_id(lab.name)).info.run_id,
+                              tmp_path)
+
+
+def train_set_lengths(tokenized: Tokenized) -> dict[str, int]:
+    """Real tokens of each train example, by fingerprint (the 32 rows are distinct)."""
+    return {distributed.fingerprint(row["input_ids"]): row["length"]
+            for row in tokenize.load_tokenized(tokenized.dataset_path)["train"]}
+
+
+def test_two_ranks_train_disjoint_shards_and_rank0_alone_logs_and_saves(tokenized, lab_config, tmp_path):
+    lab = lab_config()
+    settings, run = adapter_run(lab, tmp_path)
     done = run_stage(STAGES["adapter"], lab, {"tokenized": tokenized}, StageContext(settings, run))
     out = done.result.path
-    assert out.name == key
 
-    runs = rank_shards(tmp_path / "partial") + rank_shards(out)
-    assert [(r["rank"], r["world_size"], r["examples"]) for r in runs] == [(0, 2, 8), (1, 2, 8)] * 2
-    shards = [set(r["fingerprints"]) for r in runs]
-    train_set = {distributed.fingerprint(ids) for ids in tokenize.load_tokenized(tokenized.dataset_path)["train"]["input_ids"]}
-    assert len(train_set) == TRAIN_ROWS and all(len(shard) == 8 for shard in shards)
-    assert set().union(*shards) == train_set  # 4 x 8 distinct of 32: pairwise disjoint, resume repeats nothing
-
-    # tokens/s after a resume: each attempt counts the tokens both ranks trained in it, and only those.
-    lengths = {distributed.fingerprint(row["input_ids"]): row["length"]
-               for row in tokenize.load_tokenized(tokenized.dataset_path)["train"]}
-    trained = [sum(lengths[f] for r in attempt for f in r["fingerprints"])
-               for attempt in (runs[:2], runs[2:])]
-    counted = [artifacts.read_json(d / "manifest.json")["metrics"]["train_tokens"] for d in (tmp_path / "partial", out)]
-    assert counted == trained and sum(trained) == sum(lengths.values())
-
+    ranks = rank_shards(out)
+    assert [(r["rank"], r["world_size"], r["examples"]) for r in ranks] == [(0, 2, 16), (1, 2, 16)]
+    shards = [set(r["fingerprints"]) for r in ranks]
+    lengths = train_set_lengths(tokenized)
+    assert len(lengths) == TRAIN_ROWS and all(len(shard) == 16 for shard in shards)
+    assert shards[0] | shards[1] == set(lengths)  # 2 x 16 distinct of 32: disjoint, covering the epoch
+    # tokens/s counts the tokens both ranks trained, once each
     manifest = artifacts.read_json(out / "manifest.json")
+    assert manifest["metrics"]["train_tokens"] == sum(lengths.values())
     assert manifest["num_processes"] == 2 and manifest["metrics"]["world_size"] == 2.0
-    assert manifest["metrics"]["resumed"] == 1.0 and manifest["metrics"]["train_steps"] == 4
+    assert manifest["metrics"]["resumed"] == 0.0 and manifest["metrics"]["train_steps"] == 4
     assert done.report.metadata["world_size"] == 2
     for name in ("adapter_model.safetensors", "adapter_config.json", "log_history.json", "loss_curves.png"):
         assert (out / name).is_file(), name
-    assert not checkpoint_dir(settings, lab.name, key).exists()
+    key = DECLARATIONS["adapter"].cache_key(lab, settings, {"tokenized": tokenized.key}, {})
+    assert out.name == key and not checkpoint_dir(settings, lab.name, key).exists()
 
     # Rank 0 alone streamed the loss: one point per step, not one per rank.
-    history = client.get_metric_history(run.run_id, "loss")
+    history = run.client.get_metric_history(run.run_id, "loss")
     assert sorted(m.step for m in history) == [1, 2, 3, 4]
     # ... and it is the loss of a batch, not the world size times it: an untrained two-class head starts near ln 2.
     first = min(history, key=lambda m: (m.step, m.timestamp)).value
@@ -104,6 +106,33 @@ def test_two_ranks_train_disjoint_shards_resume_and_rank0_saves(tokenized, lab_c
     probs = inference.predict_texts(model, models.load_tokenizer(lab.model), ["see you at 3 pm", "WIN £500 now!!"],
                                     lab.model.template, lab.model.max_length)
     assert probs.shape == (2, 2) and abs(probs.sum(axis=1) - 1).max() < 1e-4
+
+
+@pytest.mark.slow  # a second launch; resume itself is the same code as one process's (tests/test_crash_resume.py)
+def test_an_interrupted_two_rank_run_resumes_without_repeating_an_example(tokenized, lab_config, tmp_path):
+    """An interrupted first attempt (2 of 4 steps, checkpointed) and the adapter stage resuming it."""
+    lab = lab_config()
+    settings, run = adapter_run(lab, tmp_path)
+    key = DECLARATIONS["adapter"].cache_key(lab, settings, {"tokenized": tokenized.key}, {})
+    distributed.launch(TrainingJob.from_lab(lab_config(max_steps=2)), tokenized.dataset_path, "partial",
+                       checkpoint_dir(settings, lab.name, key), tmp_path / "partial", run)
+    done = run_stage(STAGES["adapter"], lab, {"tokenized": tokenized}, StageContext(settings, run))
+    out = done.result.path
+
+    runs = rank_shards(tmp_path / "partial") + rank_shards(out)
+    assert [(r["rank"], r["world_size"], r["examples"]) for r in runs] == [(0, 2, 8), (1, 2, 8)] * 2
+    shards = [set(r["fingerprints"]) for r in runs]
+    lengths = train_set_lengths(tokenized)
+    assert all(len(shard) == 8 for shard in shards)
+    assert set().union(*shards) == set(lengths)  # 4 x 8 distinct of 32: pairwise disjoint, resume repeats nothing
+
+    # tokens/s after a resume: each attempt counts the tokens both ranks trained in it, and only those.
+    trained = [sum(lengths[f] for r in attempt for f in r["fingerprints"]) for attempt in (runs[:2], runs[2:])]
+    counted = [artifacts.read_json(d / "manifest.json")["metrics"]["train_tokens"] for d in (tmp_path / "partial", out)]
+    assert counted == trained and sum(trained) == sum(lengths.values())
+    manifest = artifacts.read_json(out / "manifest.json")
+    assert manifest["metrics"]["resumed"] == 1.0 and manifest["metrics"]["train_steps"] == 4
+    assert sorted(m.step for m in run.client.get_metric_history(run.run_id, "loss")) == [1, 2, 3, 4]
 
 
 def test_failed_launch_raises_with_the_tail_of_its_output():

@@ -10,7 +10,6 @@ import contextlib
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, requires_data, tiny_lab, write_labs
+from uis import stop_server
 
 pytestmark = [pytest.mark.postgres, requires_data]
 
@@ -201,7 +201,7 @@ def test_mlflow_server_script(postgres, tmp_path):
                 if response.status == 200:
                     break
             assert time.monotonic() < deadline, f"mlflow server not healthy after 180 s:\n{log.read_text()}"
-            time.sleep(1)
+            time.sleep(0.25)
 
         tracker = Tracker(Settings.from_env(), f"http://127.0.0.1:{port}")
         with tracker.asset_run("server_check", "raw_dataset", "dagster-run-1", {"config_hash": "x"}) as run:
@@ -210,9 +210,4 @@ def test_mlflow_server_script(postgres, tmp_path):
         assert experiment.artifact_location.startswith("mlflow-artifacts:")
         assert [p.read_text() for p in destination.rglob("note.txt")] == ["hello"]
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_server(server)

@@ -88,11 +88,13 @@ class TwoNodeCluster:
         self.start_worker()
         return self
 
-    def start_worker(self) -> None:
-        """Start the worker node and wait until it has joined (a new node id: a killed node may still be listed)."""
+    def start_worker(self, wait: bool = True) -> None:
+        """Start the worker node; with `wait`, until it has joined (a new node id: a killed node may still be
+        listed). Without, a Ray Train run that needs its CPU waits for it anyway (its placement group)."""
         known = {n["id"] for n in self.alive_nodes()}
         self.worker = self._start("worker", ["--address", self.address])
-        self.wait_for_nodes(2, new_besides=known)
+        if wait:
+            self.wait_for_nodes(2, new_besides=known)
 
     def alive_nodes(self) -> list[dict]:
         """The cluster's live nodes, seen from this process (a Ray driver once the head answers)."""
