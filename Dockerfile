@@ -17,6 +17,7 @@ ENV PYTHONUNBUFFERED=1 \
     FTLAB_PROFILE=production \
     FTLAB_HOME=/var/lib/ftlab \
     DAGSTER_HOME=/var/lib/ftlab/dagster \
+    FTLAB_MODEL_CACHE=/var/lib/ftlab/models \
     HF_HUB_DISABLE_TELEMETRY=1 \
     TOKENIZERS_PARALLELISM=false
 

