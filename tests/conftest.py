@@ -312,6 +312,15 @@ def tiny_spam_run(tmp_path_factory, tiny_models, materialize_labs):
     shutil.rmtree(root, ignore_errors=True)
 
 
+def adapter_run(lab_name: str, tmp_path: Path):
+    """A new MLflow run in the lab's experiment of the current FTLAB_HOME, for calling the adapter stage directly."""
+    from ftlab_pipelines.core.config.settings import Settings
+    from ftlab_pipelines.core.tracking import AssetRun, Tracker
+
+    tracker = Tracker(Settings.from_env())
+    return AssetRun(tracker.client, tracker.client.create_run(tracker.experiment_id(lab_name)).info.run_id, tmp_path)
+
+
 def artifact_files(home: Path) -> set[Path]:
     """Files of the artifact stores: ftlab's stage directories and MLflow's run artifacts. MLflow's own
     `registered_model_meta`, which loading a `models:/name/version` writes beside a local model, is not ours."""

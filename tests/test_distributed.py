@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import requires_data, tiny_lab
+from conftest import adapter_run, requires_data, tiny_lab
 from mlflow import MlflowClient
 
 from ftlab_pipelines.core import artifacts
@@ -25,7 +25,6 @@ from ftlab_pipelines.core.stages.pipeline import DECLARATIONS, STAGES
 from ftlab_pipelines.core.stages.results import Tokenized
 from ftlab_pipelines.core.stages.runner import StageContext, run_stage
 from ftlab_pipelines.core.text import tokenize
-from ftlab_pipelines.core.tracking import AssetRun, Tracker
 from ftlab_pipelines.core.training import distributed
 from ftlab_pipelines.core.training.recipe import TrainingJob
 
@@ -59,13 +58,6 @@ def rank_shards(out: Path) -> list[dict]:
     return [json.loads((out / distributed.RANK_EXAMPLES / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 
-def adapter_run(lab: LabConfig, tmp_path: Path) -> tuple[Settings, AssetRun]:
-    settings = Settings.from_env()
-    tracker = Tracker(settings)
-    return settings, AssetRun(tracker.client, tracker.client.create_run(tracker.experiment_id(lab.name)).info.run_id,
-                              tmp_path)
-
-
 def train_set_lengths(tokenized: Tokenized) -> dict[str, int]:
     """Real tokens of each train example, by fingerprint (the 32 rows are distinct)."""
     return {distributed.fingerprint(row["input_ids"]): row["length"]
@@ -74,7 +66,7 @@ def train_set_lengths(tokenized: Tokenized) -> dict[str, int]:
 
 def test_two_ranks_train_disjoint_shards_and_rank0_alone_logs_and_saves(tokenized, lab_config, tmp_path):
     lab = lab_config()
-    settings, run = adapter_run(lab, tmp_path)
+    settings, run = Settings.from_env(), adapter_run(lab.name, tmp_path)
     done = run_stage(STAGES["adapter"], lab, {"tokenized": tokenized}, StageContext(settings, run))
     out = done.result.path
 
@@ -112,7 +104,7 @@ def test_two_ranks_train_disjoint_shards_and_rank0_alone_logs_and_saves(tokenize
 def test_an_interrupted_two_rank_run_resumes_without_repeating_an_example(tokenized, lab_config, tmp_path):
     """An interrupted first attempt (2 of 4 steps, checkpointed) and the adapter stage resuming it."""
     lab = lab_config()
-    settings, run = adapter_run(lab, tmp_path)
+    settings, run = Settings.from_env(), adapter_run(lab.name, tmp_path)
     key = DECLARATIONS["adapter"].cache_key(lab, settings, {"tokenized": tokenized.key}, {})
     distributed.launch(TrainingJob.from_lab(lab_config(max_steps=2)), tokenized.dataset_path, "partial",
                        checkpoint_dir(settings, lab.name, key), tmp_path / "partial", run)

@@ -10,7 +10,6 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, requires_data, tiny_lab, write_labs
-from uis import stop_server
+from uis import free_port, stop_server
 
 pytestmark = [pytest.mark.postgres, requires_data]
 
@@ -36,12 +35,6 @@ def server_bin_dir() -> Path | None:
     debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"),
                     key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0, reverse=True)
     return next((d for d in debian if (d / "initdb").is_file() and (d / "pg_ctl").is_file()), None)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

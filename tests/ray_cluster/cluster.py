@@ -91,7 +91,7 @@ class TwoNodeCluster:
     def start_worker(self, wait: bool = True) -> None:
         """Start the worker node; with `wait`, until it has joined (a new node id: a killed node may still be
         listed). Without, a Ray Train run that needs its CPU waits for it anyway (its placement group)."""
-        known = {n["id"] for n in self.alive_nodes()}
+        known = {n["id"] for n in self.alive_nodes()} if wait else set()
         self.worker = self._start("worker", ["--address", self.address])
         if wait:
             self.wait_for_nodes(2, new_besides=known)

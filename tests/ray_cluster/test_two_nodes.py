@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cluster import TwoNodeCluster
-from conftest import REPO, artifact_files, new_home, tiny_lab, write_labs
+from conftest import REPO, adapter_run, artifact_files, new_home, tiny_lab, write_labs
 from mlflow import MlflowClient
 from test_crash_resume import (
     LOSS_TOLERANCE,
@@ -38,7 +38,7 @@ from ftlab_pipelines.core.stages.pipeline import DECLARATIONS, STAGES
 from ftlab_pipelines.core.stages.results import Adapter, Tokenized
 from ftlab_pipelines.core.stages.runner import StageContext, run_stage
 from ftlab_pipelines.core.text import tokenize
-from ftlab_pipelines.core.tracking import AssetRun, Tracker
+from ftlab_pipelines.core.tracking import AssetRun
 from ftlab_pipelines.core.training import checkpoints as ckpt
 from ftlab_pipelines.core.training import distributed
 
@@ -211,11 +211,6 @@ def test_the_adapter_trained_on_the_cluster_loads_and_predicts(chain):
     assert probs.shape == (2, 2) and abs(probs.sum(axis=1) - 1).max() < 1e-4
 
 
-def adapter_run(lab: LabConfig, tmp_path: Path) -> AssetRun:
-    tracker = Tracker(Settings.from_env())
-    return AssetRun(tracker.client, tracker.client.create_run(tracker.experiment_id(lab.name)).info.run_id, tmp_path)
-
-
 def last_logged_step(client: MlflowClient, run_id: str) -> int:
     return max((m.step for m in client.get_metric_history(run_id, "loss")), default=0)
 
@@ -250,7 +245,7 @@ def test_worker_node_killed_mid_training_fails_clearly_and_rematerializing_resum
     key = DECLARATIONS["adapter"].cache_key(lab, settings, {"tokenized": tokenized.key}, {})
     checkpoints = checkpoint_dir(settings, lab.name, key)
     state = {"started": time.monotonic()}
-    first_run = adapter_run(lab, tmp_path)
+    first_run = adapter_run(lab.name, tmp_path)
     killer = threading.Thread(target=kill_worker_node_past_a_checkpoint, args=(cluster, checkpoints, first_run, state))
     killer.start()
     try:
@@ -268,7 +263,7 @@ def test_worker_node_killed_mid_training_fails_clearly_and_rematerializing_resum
     # The run's placement group (one CPU per worker, SPREAD, one CPU per node) waits for the restarted node.
     cluster.start_worker(wait=False)
     resumed_at = time.monotonic()
-    done = run_stage(STAGES["adapter"], lab, {"tokenized": tokenized}, StageContext(settings, adapter_run(lab, tmp_path)))
+    done = run_stage(STAGES["adapter"], lab, {"tokenized": tokenized}, StageContext(settings, adapter_run(lab.name, tmp_path)))
     print(f"the worker node restarted and the resumed run took {time.monotonic() - resumed_at:.1f} s")
     metrics, reference = done.result.metrics, chain["adapter"]
     assert metrics["resumed"] == 1.0 and metrics["train_steps"] == reference.metrics["train_steps"]
@@ -313,4 +308,4 @@ def test_a_stopped_head_fails_the_next_run_at_once_naming_the_address_and_keeps_
     with pytest.raises(distributed.DistributedTrainingError,
                        match=f"no Ray cluster at train.ray.address '{cluster.address}'"):
         run_stage(STAGES["adapter"], lab_outside_the_cluster, {"tokenized": chain["tokenized"]},
-                  StageContext(Settings.from_env(), adapter_run(lab_outside_the_cluster, tmp_path)))
+                  StageContext(Settings.from_env(), adapter_run(lab_outside_the_cluster.name, tmp_path)))

@@ -1,8 +1,9 @@
 """Where ftlab keeps things, resolved once from the environment at the edge (CLI, Dagster resource) and passed in.
 
 FTLAB_HOME (state), FTLAB_DATA_DIR (local dataset mirror), FTLAB_LABS_DIR, FTLAB_CONTRACTS_DIR,
-FTLAB_MODEL_CACHE (converted base models; default ~/.cache/ftlab/models), FTLAB_WORK_DIR (training checkpoints; default $FTLAB_HOME/work),
-MLFLOW_TRACKING_URI, FTLAB_MEMORY_LIMIT_MB, FTLAB_RAY_ADDRESS (the Ray profile: runs go to that cluster's job server),
+FTLAB_MODEL_CACHE (converted base models; default ~/.cache/ftlab/models),
+FTLAB_WORK_DIR (training checkpoints; default $FTLAB_HOME/work), MLFLOW_TRACKING_URI, FTLAB_MEMORY_LIMIT_MB,
+FTLAB_RAY_ADDRESS (the Ray profile: runs go to that cluster's job server),
 FTLAB_RAY_STEP_JOBS (1: with the Ray profile, each step of a run is a Ray job of its own).
 Nothing here creates a directory: the code that writes into one creates it.
 """

@@ -64,10 +64,11 @@ def convert_gguf(gguf: Path, out: Path) -> None:
 
 def content_tag(path: Path, edge_bytes: int = 2**20) -> str:
     """A short digest of a large file's size and its first and last MiB: cheap, and it changes with the file."""
-    digest = hashlib.sha256(str(path.stat().st_size).encode())
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
     with path.open("rb") as f:
         digest.update(f.read(edge_bytes))
-        f.seek(max(0, path.stat().st_size - edge_bytes))
+        f.seek(max(0, size - edge_bytes))
         digest.update(f.read(edge_bytes))
     return digest.hexdigest()[:12]
 
