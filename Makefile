@@ -43,10 +43,11 @@ test: install
 test-slow: install
 	$(BIN)/pytest -m slow
 
-## make ui: Dagster UI on http://127.0.0.1:3000 and MLflow UI on http://127.0.0.1:5000 (loopback only)
+## make ui: Dagster UI on http://127.0.0.1:3000 and MLflow UI on http://127.0.0.1:5000 (loopback only). MLflow's
+## server-side job runner (GenAI judges, trace rollups) is off: ftlab uses none of it, and it is 8 more processes.
 ui: install dagster-home
 	@trap 'kill 0' EXIT; \
-	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(FTLAB_HOME)/mlflow.db" --host 127.0.0.1 --port 5000 & \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri "sqlite:///$(FTLAB_HOME)/mlflow.db" --host 127.0.0.1 --port 5000 & \
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 ## make screenshots: rerun the browser tests and keep their screenshots in docs/img (the README shows them)

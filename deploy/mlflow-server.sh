@@ -8,6 +8,8 @@
 #   MLFLOW_HOST (127.0.0.1), MLFLOW_PORT (5000), MLFLOW_WORKERS (2)
 #   MLFLOW_ALLOWED_HOSTS           Host headers to accept beyond localhost and private IPs, e.g. mlflow.example.com
 #   MLFLOW                         the mlflow executable (default: mlflow on PATH)
+#   MLFLOW_SERVER_ENABLE_JOB_EXECUTION  MLflow's server-side job runner (GenAI judges, trace rollups): false by
+#                                  default, ftlab uses none of it and it runs 8 more processes; true turns it on
 # Extra arguments are passed on to `mlflow server`.
 set -eu
 
@@ -22,6 +24,9 @@ if [ -z "${MLFLOW_BACKEND_STORE_URI:-}" ]; then
     export PGPASSWORD
   fi
 fi
+
+MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION
 
 if [ -n "${MLFLOW_ALLOWED_HOSTS:-}" ]; then
   set -- --allowed-hosts "$MLFLOW_ALLOWED_HOSTS" "$@"

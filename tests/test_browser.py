@@ -42,7 +42,7 @@ def mlflow_server_starting(tiny_spam_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow_ui")
     port = uis.free_port()
     store = tiny_spam_run["home"] / "mlflow.db"
-    process = uis.start_server(uis.mlflow_server(store, port), root / "mlflow.log", {})
+    process = uis.start_server(uis.mlflow_server(store, port), root / "mlflow.log", uis.MLFLOW_SERVER_ENV)
     try:
         yield {"url": f"http://127.0.0.1:{port}", "tracking_uri": f"sqlite:///{store}", "process": process,
                "log": root / "mlflow.log"}

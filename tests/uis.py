@@ -124,7 +124,13 @@ def dagster_webserver(port: int) -> list[str]:
     return [str(BIN / "dagster-webserver"), "-m", "ftlab_pipelines.definitions", "-h", "127.0.0.1", "-p", str(port)]
 
 
+# What `make ui` and deploy/mlflow-server.sh set: MLflow's server-side job runner (GenAI judges, trace rollups; ftlab
+# uses neither) would start 8 more processes.
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def mlflow_server(store: Path, port: int) -> list[str]:
+    """Start it with MLFLOW_SERVER_ENV."""
     return [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{store}", "--host", "127.0.0.1",
             "--port", str(port), "--workers", "1"]
 
