@@ -39,7 +39,7 @@ TEST_WORKERS ?= 2
 test: install
 	$(BIN)/pytest -n $(TEST_WORKERS)
 
-## make test-slow: the runs kept out of `make test` (SFT labs and bitsandbytes/bf16 tests on SmolLM2 and MiniLM, DDP through Dagster and its resume, parallel labs, a Ray job per step, the demo)
+## make test-slow: the runs kept out of `make test` (SFT labs and bitsandbytes/bf16 tests on SmolLM2 and MiniLM, DDP through Dagster and its resume, parallel labs, a Ray worker node killed mid-training and resumed, a Ray job per step, the demo)
 test-slow: install
 	$(BIN)/pytest -m slow
 

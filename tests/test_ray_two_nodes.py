@@ -30,7 +30,7 @@ def netns_unavailable() -> str | None:
 @pytest.mark.parametrize("selection", ["not slow", pytest.param("slow", marks=pytest.mark.slow)])
 def test_two_node_cluster_tests_pass_in_a_loopback_only_network_namespace(selection):
     """tests/ray_cluster/ in a fresh pytest inside `unshare -n`: Ray cannot reach or advertise anything but 127.0.0.1.
-    Its slow tests run in `make test-slow`. CI (FTLAB_REQUIRE_RAY_NETNS=1) fails when the namespace cannot be made;
+    Its slow tests (the killed worker node and its resume, a Ray job per step) run in `make test-slow`. CI (FTLAB_REQUIRE_RAY_NETNS=1) fails when the namespace cannot be made;
     elsewhere the test skips."""
     reason = netns_unavailable()
     if reason:

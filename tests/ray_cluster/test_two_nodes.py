@@ -2,8 +2,11 @@
 `ray start`). Runs inside tests/test_ray_two_nodes.py's loopback-only network namespace, in this order: the whole chain
 launched through Dagster with deploy/ray/dagster.yaml's run launcher (one Ray job runs the run's steps; the adapter
 trains on two Ray Train workers, one per node: also the uninterrupted reference), then a worker node killed
-mid-training and resumed, and last a stopped head node. The whole chain with every step a Ray job of its own
-(FTLAB_RAY_STEP_JOBS) is `make test-slow`."""
+mid-training and resumed, and last a stopped head node.
+
+`make test-slow` (`-m slow`) holds the two runs that cost two more Ray Train fits or seven more Ray jobs: the worker
+node killed mid-training and its re-materialization (about 80 CPU-s, a third of this module's), and the whole chain
+with every step a Ray job of its own (FTLAB_RAY_STEP_JOBS)."""
 
 from __future__ import annotations
 
@@ -238,6 +241,7 @@ def lab_outside_the_cluster(chain, cluster) -> LabConfig:
     return LabConfig.model_validate(raw)
 
 
+@pytest.mark.slow  # two more Ray Train fits; `make test` keeps the cluster's other tests within its budget
 def test_worker_node_killed_mid_training_fails_clearly_and_rematerializing_resumes(chain, lab_outside_the_cluster,
                                                                                  cluster, tmp_path):
     lab, tokenized = lab_outside_the_cluster, chain["tokenized"]
