@@ -87,7 +87,7 @@ if importlib.util.find_spec("xdist") is not None:
         return ModuleScheduling(config, log)
 
 
-# Scopes xdist hands out first, longest first: the two-node Ray test (~3.5 min) and the modules of the shared tiny
+# Scopes xdist hands out first, longest first: the two-node Ray test (~1.5-2 min) and the modules of the shared tiny
 # sms_spam run (~4 min) start together, then the few-test modules that take 15-70 s, so that the last minute is many
 # short tests on both workers rather than one long module on one (measured here: a 25 s tail at half the cores).
 LONGEST_FIRST = ("tests/test_ray_two_nodes.py", "tiny_spam_run", "tests/test_real_models.py",
