@@ -68,7 +68,26 @@ def cmd_run(args, settings: Settings) -> int:
                 print(f"  step {event.step_key}: {event.event_specific_data.error.message.strip()}", file=sys.stderr)
         return 1
     print_summary(settings, args.lab, result.run_id, args.only)
+    print_stage_times(stage_seconds(result))
     return 0
+
+
+def stage_seconds(result) -> dict[str, float]:
+    """Wall seconds of each step of a run, in the order they finished (Dagster's STEP_SUCCESS events; a step key
+    is `<lab>__<stage>`)."""
+    return {event.step_key.split("__", 1)[-1]: event.event_specific_data.duration_ms / 1000
+            for event in result.all_events if event.is_step_success}
+
+
+def print_stage_times(seconds: dict[str, float]) -> None:
+    """One line per stage and the total, so a slow stage shows at the end of `make demo`."""
+    if not seconds:
+        return
+    width = max(len(stage) for stage in seconds)
+    print("  stage times:")
+    for stage, value in seconds.items():
+        print(f"    {stage:<{width}}  {value:7.1f} s")
+    print(f"    {'total':<{width}}  {sum(seconds.values()):7.1f} s")
 
 
 def print_summary(settings: Settings, lab: str, run_id: str, only: list[str] | None = None) -> None:

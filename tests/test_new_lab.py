@@ -118,6 +118,12 @@ def test_new_lab_from_a_csv_runs_end_to_end(tmp_path, ftlab_home, tiny_models, m
     run = ftlab("run", "tickets", env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "lab tickets materialized" in run.stdout
+    # Each stage's wall time, then the total (`make demo` ends with them).
+    times = dict(re.findall(r"^ {4}(\w+) +([\d.]+) s$", run.stdout, flags=re.M))
+    stages = ["raw_dataset", "validated_dataset", "splits", "tokenized", "adapter", "evaluation", "published_adapter"]
+    assert sorted(times) == sorted([*stages, "total"]), run.stdout[-2000:]
+    assert abs(sum(float(times[s]) for s in stages) - float(times["total"])) < 0.1 * len(stages)
+    assert float(times["adapter"]) > 0
     registry = json.loads((ftlab_home / "registry" / "tickets.json").read_text())
     assert registry[-1]["champion"] and (Path(registry[-1]["path"]) / "adapter_model.safetensors").is_file()
 
