@@ -28,32 +28,31 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path[:0] = [str(BENCH), str(REPO / "tests"), str(REPO / "tests" / "ray_cluster")]
+from cluster import IN_NETNS, in_loopback_netns, netns_unavailable  # noqa: E402
 from common import labs_dir, save, use_quick_labs  # noqa: E402
 from quality import machine  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "scale_out.json"
 LAB = "sms_spam"
-IN_NETNS = "FTLAB_IN_RAY_NETNS"
 
 
 def in_loopback_namespace(argv: list[str]) -> int:
     """Run this script again inside `unshare -n` with loopback up. Without the privilege (root or CAP_SYS_ADMIN) a
     --quick run skips, unless FTLAB_REQUIRE_RAY_NETNS=1 (CI), as the two-node tests do."""
-    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        reason = f"`unshare -n` failed (it needs root or CAP_SYS_ADMIN): {probe.stderr.strip()}"
+    reason = netns_unavailable()
+    if reason:
         if "--quick" in argv and os.environ.get("FTLAB_REQUIRE_RAY_NETNS") != "1":
             print(f"scale_out: skipped, {reason}")
             return 0
         raise SystemExit(reason)
     env = {**os.environ, IN_NETNS: "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    command = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", sys.executable, __file__, *argv]
-    return subprocess.call(command, env=env, cwd=REPO)
+    return subprocess.call(in_loopback_netns([sys.executable, __file__, *argv]), env=env, cwd=REPO)
 
 
 def variants(cluster_address: str) -> dict[str, dict]:
@@ -63,26 +62,18 @@ def variants(cluster_address: str) -> dict[str, dict]:
             "num_processes_2": {"num_processes": 2, "num_threads": 1}}
 
 
-def stage_run(settings, lab_name: str, scratch: Path):
-    from ftlab_pipelines.core.tracking import AssetRun, Tracker
-
-    tracker = Tracker(settings)
-    return AssetRun(tracker.client, tracker.client.create_run(tracker.experiment_id(lab_name)).info.run_id, scratch)
-
-
 def validation_f1(lab, settings, data: dict, adapter) -> float:
     """Spam F1 on validation at the threshold tuned there, as the evaluation stage tunes it (test is not reported)."""
-    from ftlab_pipelines.core.evaluation import metrics
     from ftlab_pipelines.core.modeling import models
-    from ftlab_pipelines.core.stages.evaluation import FINE_TUNED, collect_probabilities
+    from ftlab_pipelines.core.stages.evaluation import (
+        FINE_TUNED,
+        collect_probabilities,
+        tune_on_validation,
+    )
 
     collected = collect_probabilities(lab, models.resolved(lab.model, settings.model_cache), data["splits"],
                                       data["tokenized"], adapter)
-    pos = lab.labels.index(lab.positive_label)
-    t = lab.eval.threshold
-    tuned = metrics.tune_threshold((collected["y"]["validation"] == pos).astype(int),
-                                   collected["probs"][FINE_TUNED]["validation"][:, pos], mode=t.mode, beta=t.beta,
-                                   target_recall=t.target_recall, value=t.value, tie_errors=t.tie_errors)
+    tuned = tune_on_validation(lab, collected["y"]["validation"], collected["probs"][FINE_TUNED]["validation"])
     return round(tuned["f1"], 4)
 
 
@@ -94,6 +85,7 @@ def measure(steps: int, batch_size: int, quick: bool) -> dict:
     from ftlab_pipelines.core.config.settings import Settings
     from ftlab_pipelines.core.stages.pipeline import STAGES
     from ftlab_pipelines.core.stages.runner import StageContext, run_stage
+    from ftlab_pipelines.core.tracking import Tracker
 
     root = Path(tempfile.mkdtemp(prefix="bench-scale-out-"))
     os.environ["FTLAB_HOME"] = str(root / "home")
@@ -104,8 +96,11 @@ def measure(steps: int, batch_size: int, quick: bool) -> dict:
                          "group_by_length": False})
     raw["eval"]["baselines"] = []  # only the fine-tuned adapter is scored
     settings = Settings.from_env()
-    run = lambda name, lab, upstream: run_stage(  # noqa: E731
-        STAGES[name], lab, upstream, StageContext(settings, stage_run(settings, lab.name, root))).result
+    tracker, bench_run = Tracker(settings), f"bench-scale-out-{uuid.uuid4().hex[:8]}"
+
+    def run(name: str, lab: LabConfig, upstream: dict):
+        with tracker.asset_run(lab.name, name, bench_run, {}) as asset_run:
+            return run_stage(STAGES[name], lab, upstream, StageContext(settings, asset_run)).result
 
     base = LabConfig.model_validate({**raw, "name": LAB})
     data = {}

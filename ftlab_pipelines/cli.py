@@ -81,8 +81,6 @@ def stage_seconds(result) -> dict[str, float]:
 
 def print_stage_times(seconds: dict[str, float]) -> None:
     """One line per stage and the total, so a slow stage shows at the end of `make demo`."""
-    if not seconds:
-        return
     width = max(len(stage) for stage in seconds)
     print("  stage times:")
     for stage, value in seconds.items():

@@ -11,38 +11,27 @@ import sys
 
 import pytest
 from conftest import REPO
+from ray_cluster.cluster import IN_NETNS, in_loopback_netns, netns_unavailable
 
 NETNS_TIMEOUT_S = 900
-
-
-def netns_unavailable() -> str | None:
-    """Why a private network namespace cannot be made here (None: it can)."""
-    try:
-        probe = subprocess.run(["unshare", "-n", "ip", "link", "set", "lo", "up"], capture_output=True, text=True,
-                               timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return f"cannot run `unshare -n` ({error})"
-    if probe.returncode != 0:
-        return f"`unshare -n` failed (it needs root or CAP_SYS_ADMIN): {probe.stderr.strip()}"
-    return None
 
 
 @pytest.mark.parametrize("selection", ["not slow", pytest.param("slow", marks=pytest.mark.slow)])
 def test_two_node_cluster_tests_pass_in_a_loopback_only_network_namespace(selection):
     """tests/ray_cluster/ in a fresh pytest inside `unshare -n`: Ray cannot reach or advertise anything but 127.0.0.1.
-    Its slow tests (the killed worker node and its resume, a Ray job per step) run in `make test-slow`. CI (FTLAB_REQUIRE_RAY_NETNS=1) fails when the namespace cannot be made;
-    elsewhere the test skips."""
+    Its slow tests (the killed worker node and its resume, a Ray job per step) run in `make test-slow`. CI
+    (FTLAB_REQUIRE_RAY_NETNS=1) fails when the namespace cannot be made; elsewhere the test skips."""
     reason = netns_unavailable()
     if reason:
         if os.environ.get("FTLAB_REQUIRE_RAY_NETNS") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "RAY_"))}
-    env["FTLAB_IN_RAY_NETNS"] = "1"
+    env[IN_NETNS] = "1"
     inner = [sys.executable, "-m", "pytest", "tests/ray_cluster", "-q", "-p", "no:cacheprovider", "-rA",
              "-o", "console_output_style=classic", "--durations=0", "-m", selection]
-    command = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *inner]
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=NETNS_TIMEOUT_S)
+    done = subprocess.run(in_loopback_netns(inner), cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=NETNS_TIMEOUT_S)
     print(done.stdout[-6000:])
     assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-4000:]
     summary = done.stdout.strip().splitlines()[-1]  # e.g. "7 passed, 1 deselected in 150.2s"

@@ -20,8 +20,27 @@ from pathlib import Path
 from uis import free_port
 
 HOST = "127.0.0.1"
+IN_NETNS = "FTLAB_IN_RAY_NETNS"  # set inside the namespace by whatever started it
 NODE_MEMORY = 3 * 2**30
 OBJECT_STORE = 200 * 2**20
+
+
+def netns_unavailable() -> str | None:
+    """Why a private network namespace cannot be made here (None: it can)."""
+    try:
+        probe = subprocess.run(["unshare", "-n", "ip", "link", "set", "lo", "up"], capture_output=True, text=True,
+                               timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"cannot run `unshare -n` ({error})"
+    if probe.returncode != 0:
+        return f"`unshare -n` failed (it needs root or CAP_SYS_ADMIN): {probe.stderr.strip()}"
+    return None
+
+
+def in_loopback_netns(command: list[str]) -> list[str]:
+    """`command` run inside a new network namespace whose only interface, loopback, is up (run it with IN_NETNS=1
+    in its environment)."""
+    return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *command]
 
 
 @dataclass

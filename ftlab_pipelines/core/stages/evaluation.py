@@ -66,18 +66,20 @@ def _feature_baseline(kind: str, lab, frames: dict) -> dict[str, np.ndarray]:
                                       n_classes=len(lab.labels), seed=lab.split.seed)
 
 
+def tune_on_validation(lab, y_validation, probs_validation) -> dict:
+    """A binary lab's decision threshold tuned on validation as eval.threshold says, with its validation
+    precision, recall and F1 (`metrics.tune_threshold`)."""
+    pos, t = lab.labels.index(lab.positive_label), lab.eval.threshold
+    return metrics.tune_threshold((y_validation == pos).astype(int), probs_validation[:, pos], mode=t.mode,
+                                  beta=t.beta, target_recall=t.target_recall, value=t.value, tie_errors=t.tie_errors)
+
+
 def score_models(lab, probs: dict, y: dict) -> dict[str, dict]:
     """Tune each model's threshold on validation (binary labs), then measure it on test."""
     pos = lab.labels.index(lab.positive_label) if lab.is_binary else None
     results = {}
     for name, p in probs.items():
-        threshold = None
-        if pos is not None:
-            t = lab.eval.threshold
-            tuned = metrics.tune_threshold((y["validation"] == pos).astype(int), p["validation"][:, pos],
-                                           mode=t.mode, beta=t.beta, target_recall=t.target_recall, value=t.value,
-                                           tie_errors=t.tie_errors)
-            threshold = tuned["threshold"]
+        threshold = tune_on_validation(lab, y["validation"], p["validation"])["threshold"] if pos is not None else None
         results[name] = metrics.classification_metrics(y["test"], p["test"], lab.labels, pos, threshold)
     return results
 
