@@ -57,7 +57,7 @@ def plain_pipeline(lab_name: str) -> None:
     release = artifacts.stage_dir(settings, lab.name, "published_adapter", "plain")
     with artifacts.atomic_dir(release) as tmp:
         release_dir.write_release_dir(lab, results["adapter"].path, results["evaluation"],
-                                      models.load_tokenizer(lab.model), tmp)
+                                      models.load_tokenizer(lab.model), tmp, results["tokenized"].render)
 
 
 def main() -> None:

@@ -27,10 +27,13 @@ SHARES = ("split.train", "split.validation", "split.test")  # must sum to 1: one
 COUPLED = {
     "source.test_local_path": {"source.test_local_path": "elsewhere/test.csv", "split.test": 0, "split.train": 0.9},
     "source.test_hub_split": {"source.test_hub_split": "test", "split.test": 0, "split.train": 0.9},
+    "eval.prevalence": {"eval.prevalence": {"rate": 0.01}},
+    "render.bin_words": {"render.bins": 2, "render.bin_words": ["small", "large"]},
 }
 NOT_MUTATED = {"name": "the lab's identity: another name is another lab (other asset keys, other folders)",
                "task": "a lab cannot switch between classification and sft alone; every stage declares it"}
-NOT_IN_SFT = {"labels", "positive_label", "split.balance"}  # the validator refuses them in an sft lab
+# The validator refuses these in an sft lab.
+NOT_IN_SFT = {"labels", "positive_label", "split.balance", "eval.prevalence"}
 
 
 def base_lab(name: str) -> LabConfig:

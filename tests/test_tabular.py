@@ -14,6 +14,8 @@ from conftest import REPO, requires_data
 from ftlab_pipelines.core.config.labs import RenderConfig, SourceConfig, SplitConfig
 from ftlab_pipelines.core.data import sources, splits
 from ftlab_pipelines.core.evaluation import baselines
+from ftlab_pipelines.core.runtime import text
+from ftlab_pipelines.core.text import tabular
 from ftlab_pipelines.core.training import train
 
 
@@ -22,11 +24,30 @@ def test_row_template_order_rounding_names_and_separator():
                           names={"Amount": "amount"}, prefix="tx: ")
     batch = {"V14": [-4.2249, -0.04, float("nan")], "Amount": [149.62, 2.0, 0.0], "Time": [406.0, 7.0, 1.0],
              "Class": [1, 0, 0]}
-    assert sources.render_rows(batch, config) == [
+    assert text.render_rows(batch, config.model_dump()) == [
         "tx: V14=-4.2 | amount=149.6 | Time=406.0",
         "tx: V14=0 | amount=2.0 | Time=7.0",  # no "-0.0"
         "tx: V14=missing | amount=0 | Time=1.0",
     ]
+
+
+def test_binned_rendering_writes_each_value_as_its_train_quantile_word():
+    train = pd.DataFrame({"V14": [-9.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+                          "Merchant": list("abcdefghij"), "Class": [1] + [0] * 9})
+    upsampled = pd.concat([train, *[train.head(1)] * 20], ignore_index=True)  # 20 copies of the fraud row
+    config = RenderConfig(columns=["V14", "Merchant"], field_template="{name} {value}", bins=5)
+    fitted = tabular.fitted_render(config, upsampled)
+    assert fitted["bin_edges"] == {"V14": list(np.quantile(train.V14, [0.2, 0.4, 0.6, 0.8]))}  # distinct rows only
+    batch = {"V14": [-50.0, 0.0, 1.5, 99.0, float("nan")], "Merchant": list("abcde")}
+    assert text.render_rows(batch, fitted) == ["V14 very low, Merchant a", "V14 low, Merchant b",
+                                               "V14 mid, Merchant c", "V14 very high, Merchant d",
+                                               "V14 missing, Merchant e"]
+    with pytest.raises(ValueError, match=r"row 0, column 'V14': 'abc' is not a number"):
+        text.render_rows({"V14": ["abc"], "Merchant": ["a"]}, fitted)
+    with pytest.raises(ValueError, match="bin edges fitted on the train split are missing"):
+        text.render_rows(batch, config.model_dump())
+    with pytest.raises(ValueError, match="bin_words has 2 words but render.bins is 5"):
+        RenderConfig(columns=["V14"], bins=5, bin_words=["low", "high"])
 
 
 def frame(n_legit: int, n_fraud: int, start: int = 0) -> pd.DataFrame:
@@ -92,6 +113,8 @@ def fraud_run(tmp_path_factory, tiny_models, materialize_labs):
     raw = yaml.safe_load((REPO / "labs" / "creditcard_fraud.yaml").read_text())
     raw["model"]["name"] = str(tiny_models.classifier)
     raw["source"].update({"max_rows": 600, "test_max_rows": 1500})
+    raw["render"]["bins"] = 5
+    raw["eval"]["prevalence"]["resamples"] = 200
     raw["train"].update({"epochs": 1, "max_steps": 6, "save_steps": 3, "logging_steps": 2, "batch_size": 16,
                          "class_weighted_loss": True})
     with materialize_labs(tmp_path_factory.mktemp("fraud"), {"creditcard_fraud": raw}) as run:
@@ -115,15 +138,28 @@ def test_fraud_chain_materializes_with_baselines_reference_and_threshold(fraud_r
     assert {"fine_tuned", "base_model", "logreg_features", "hist_gradient_boosting"} <= set(evaluation.metrics)
     fine = evaluation.metrics["fine_tuned"]
     assert fine["threshold"] is not None and "roc_auc" in fine
-    assert evaluation.primary_metric == "average_precision"
-    assert evaluation.primary_value == fine["average_precision"]
+    assert evaluation.primary_metric == "adjusted_average_precision"
+    assert evaluation.primary_value == fine["adjusted_average_precision"]
     comparison = (evaluation.path / "comparison.md").read_text()
     assert f"{fine['average_precision']:.4f}" in comparison
+    # At the natural rate: recall on the validation positives that did not tune the threshold, FPR on the test's
+    # negatives, an interval around every estimate, for every model in the table.
+    validation_frauds = split.distributions["validation"]["fraud"]
+    for name in ("fine_tuned", "base_model", "logreg_features", "hist_gradient_boosting"):
+        found = evaluation.metrics[name]
+        assert found["adjusted_prevalence"] == pytest.approx(492 / 284_807)
+        assert found["adjusted_check_positives"] == round(validation_frauds / 2)
+        assert found["adjusted_negatives"] == split.distributions["test"]["legit"]
+        for metric in ("precision", "recall", "average_precision"):
+            assert found[f"adjusted_{metric}_low"] <= found[f"adjusted_{metric}"] <= found[f"adjusted_{metric}_high"]
+        assert f"| {name} | {found['adjusted_precision']:.4f} [" in comparison
+    assert "π = 0.001727 (ULB creditcard.csv" in comparison
     assert "seed (reported, not measured)" in comparison and "0.2730" in comparison
     for png in ("pr_curve.png", "roc_curve.png", "confusion_matrix.png"):
         assert (evaluation.path / png).is_file()
     tokenized = result.asset_value(dg.AssetKey(["creditcard_fraud", "tokenized"]))
     assert tokenized.stats["test"]["rows"] == 1500
+    assert set(tokenized.render["bin_edges"]) == set(raw_lab()["render"]["columns"])
 
     from ftlab_pipelines.cli import main
 
@@ -142,3 +178,78 @@ def test_fraud_chain_materializes_with_baselines_reference_and_threshold(fraud_r
     assert [line["row"] for line in lines] == [0, 1, 2]
     assert all((p["label"] == "fraud") == (p["probabilities"]["fraud"] >= threshold) or
                abs(p["probabilities"]["fraud"] - threshold) <= 5e-5 for p in lines)
+
+
+def output(run, asset: str):
+    import dagster as dg
+
+    return run["result"].asset_value(dg.AssetKey(["creditcard_fraud", asset]))
+
+
+def raw_lab() -> dict:
+    return yaml.safe_load((REPO / "labs" / "creditcard_fraud.yaml").read_text())
+
+
+@requires_data
+def test_predict_renders_raw_rows_exactly_as_training_did(fraud_run, tmp_path, capsys, monkeypatch):
+    """The released model turns raw columns into the same token ids the adapter was trained and evaluated on, and
+    `ftlab predict --csv` prints the released model's scores."""
+    from conftest import release_model
+
+    from ftlab_pipelines.cli import main
+    from ftlab_pipelines.core.text import tokenize
+
+    test = output(fraud_run, "splits").frames()["test"].head(200)
+    served = release_model(fraud_run["home"], "creditcard_fraud")
+    runtime = served.unwrap_python_model().runtime
+    assert runtime.config["render"] == output(fraud_run, "tokenized").render
+    texts = runtime.texts(test)
+    assert "V14 very low" in " ".join(texts) and "V14 mid" in " ".join(texts)
+    encoded = runtime.tokenizer(text.apply_template(texts, runtime.config["template"]), truncation=True,
+                                max_length=runtime.config["max_length"])["input_ids"]
+    trained = tokenize.load_tokenized(output(fraud_run, "tokenized").dataset_path)["test"]
+    assert encoded == [row["input_ids"] for row in trained.select(range(200))]
+
+    csv = tmp_path / "rows.csv"
+    test.drop(columns=["Class"]).to_csv(csv, index=False)
+    monkeypatch.setenv("FTLAB_HOME", str(fraud_run["home"]))
+    assert main(["predict", "creditcard_fraud", "--csv", str(csv)]) == 0
+    printed = [json.loads(line)["probabilities"]["fraud"] for line in capsys.readouterr().out.splitlines()]
+    assert np.abs(np.array(printed) - served.predict(test)["prob_fraud"].to_numpy()).max() <= 5e-5
+
+
+@requires_data
+def test_bin_edges_come_from_the_train_split_only(fraud_run, tmp_path, monkeypatch):
+    """The tokenized stage re-run on the same train split with every validation and test value changed fits the
+    same edges; changing train rows moves them."""
+    import dataclasses
+    import shutil
+
+    from ftlab_pipelines.core.config.loading import load_labs
+    from ftlab_pipelines.core.config.settings import Settings
+    from ftlab_pipelines.core.stages.pipeline import STAGES
+    from ftlab_pipelines.core.stages.runner import StageContext, run_stage
+    from ftlab_pipelines.core.tracking import Tracker
+
+    monkeypatch.setenv("FTLAB_HOME", str(fraud_run["home"]))
+    settings = Settings.from_env()
+    lab = load_labs(fraud_run["labs"], settings)["creditcard_fraud"]
+    splits_result, fitted = output(fraud_run, "splits"), output(fraud_run, "tokenized").render
+    features = [c for c in fitted["bin_edges"]]
+
+    def edges_after(changed: tuple[str, ...], name: str) -> dict:
+        copy = tmp_path / name
+        shutil.copytree(splits_result.path, copy)
+        for split in changed:
+            part = pd.read_parquet(copy / f"{split}.parquet")
+            part[features] = part[features] * 3 + 100
+            part.to_parquet(copy / f"{split}.parquet", index=False)
+        changed_splits = dataclasses.replace(splits_result, key=f"{splits_result.key}-{name}", dir=str(copy))
+        with Tracker(settings).asset_run(lab.name, "tokenized", f"test-{name}", {}) as run:
+            done = run_stage(STAGES["tokenized"], lab, {"splits": changed_splits}, StageContext(settings, run))
+        assert done.result.key != output(fraud_run, "tokenized").key  # re-fitted, not read back
+        return done.result.render["bin_edges"]
+
+    assert edges_after(("validation", "test"), "held_out_changed") == fitted["bin_edges"]
+    moved = edges_after(("train",), "train_changed")
+    assert all(moved[c] != fitted["bin_edges"][c] for c in features)

@@ -115,9 +115,10 @@ def build_lab_assets(lab: LabConfig, settings: Settings) -> list[dg.AssetsDefini
     @dg.asset(**spec("published_adapter", f"Release directory, MLflow pyfunc model {lab.registry_name}, champion alias.",
                      {"mlflow"}),
               check_specs=release_checks)
-    def published_adapter(context: dg.AssetExecutionContext, ftlab: FtlabResource, splits, adapter, evaluation):
-        yield from materialize_stage(context, ftlab, lab, "published_adapter",
-                                     {"splits": splits, "adapter": adapter, "evaluation": evaluation})
+    def published_adapter(context: dg.AssetExecutionContext, ftlab: FtlabResource, splits, tokenized, adapter,
+                          evaluation):
+        yield from materialize_stage(context, ftlab, lab, "published_adapter", {
+            "splits": splits, "tokenized": tokenized, "adapter": adapter, "evaluation": evaluation})
 
     return [raw_dataset, validated_dataset, splits, tokenized, adapter, evaluation, published_adapter]
 

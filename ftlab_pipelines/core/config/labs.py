@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class LabConfigError(ValueError):
@@ -134,6 +134,22 @@ class RenderConfig(_Strict):
     decimals: int = Field(2, ge=0, le=10, description="Round numeric values to this many decimals.")
     names: dict[str, str] = Field(default_factory=dict, description="Display names of columns (default: as is).")
     prefix: str = Field("", description="Text before the first field (e.g. 'Transaction: ').")
+    bins: int | None = Field(
+        None, ge=2, le=20, description="Write each numeric column as its quantile bin (e.g. 'V14 very low') instead "
+                                       "of its value. The edges come from the train split's distinct rows only and "
+                                       "ship with the release, so predictions render new rows identically."
+    )
+    bin_words: list[str] | None = Field(
+        None, description="The bins' words, lowest first (default: very low .. very high for up to 7 bins, else "
+                          "q1 .. qN)."
+    )
+
+    @model_validator(mode="after")
+    def _words_per_bin(self) -> RenderConfig:
+        if self.bin_words is not None and (self.bins is None or len(self.bin_words) != self.bins):
+            raise ValueError(f"render.bin_words has {len(self.bin_words)} words but render.bins is {self.bins}: "
+                             f"give one word per bin")
+        return self
 
 
 class PeftConfig(_Strict):
@@ -261,6 +277,32 @@ class GenerationEvalConfig(_Strict):
     )
 
 
+class PrevalenceConfig(_Strict):
+    """Binary labs whose positives are rare in nature: precision and AP estimated at the natural rate."""
+
+    rate: float = Field(
+        gt=0, lt=1, description="Natural share of the positive class, a number or a fraction such as 492/284807."
+    )
+    source: str = Field("", description="Where the rate comes from (shown beside the estimates).")
+    check_share: float = Field(
+        0.5, gt=0, lt=1, description="Share of the validation rows (per class) kept out of threshold tuning; their "
+                                     "positives measure the true-positive rate at the tuned threshold."
+    )
+    resamples: int = Field(1000, ge=100, description="Bootstrap resamples behind each interval.")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Coverage of the bootstrap intervals.")
+
+    @field_validator("rate", mode="before")
+    @classmethod
+    def _fraction(cls, value):
+        if isinstance(value, str) and "/" in value:
+            top, bottom = (part.strip().replace(",", "").replace("_", "") for part in value.split("/", 1))
+            try:
+                return float(top) / float(bottom)
+            except (ValueError, ZeroDivisionError):
+                raise ValueError(f"eval.prevalence.rate {value!r} is not a fraction like 492/284807") from None
+        return value
+
+
 class EvalConfig(_Strict):
     """Evaluation on the test split (evaluation stage)."""
 
@@ -274,6 +316,11 @@ class EvalConfig(_Strict):
                     "raw numeric columns (tabular labs).",
     )
     generation: GenerationEvalConfig = Field(default_factory=GenerationEvalConfig)
+    prevalence: PrevalenceConfig | None = Field(
+        None, description="Binary labs: the natural positive rate. The threshold is then tuned on part of "
+                          "validation, and precision, recall, F1 and AP at that rate are reported with bootstrap "
+                          "intervals (TPR on the other validation positives, FPR on the test negatives)."
+    )
     reference: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="Fixed rows for the comparison table, e.g. a seed's reported figures "
                                           "{name: {recall: .., precision: .., f1: ..}}; not measured here."
@@ -361,8 +408,8 @@ class LabConfig(_Strict):
     @model_validator(mode="after")
     def _task_consistent(self) -> LabConfig:
         if self.task == "sft":
-            if self.labels or self.positive_label:
-                raise ValueError("an sft lab has no labels or positive_label; remove them")
+            if self.labels or self.positive_label or self.eval.prevalence:
+                raise ValueError("an sft lab has no labels, positive_label or eval.prevalence; remove them")
             if self.split.balance != "none":
                 raise ValueError("split.balance applies to classification labs only; set it to none")
             if "primary_metric" not in self.eval.model_fields_set:
@@ -377,6 +424,8 @@ class LabConfig(_Strict):
             raise ValueError("labels must be unique")
         if self.positive_label is not None and self.positive_label not in self.labels:
             raise ValueError(f"positive_label {self.positive_label!r} is not one of labels {self.labels}")
+        if self.eval.prevalence is not None and not self.is_binary:
+            raise ValueError("eval.prevalence needs a binary lab (two labels); remove it")
         if self.is_binary and self.positive_label is None:
             self.positive_label = self.labels[1]
         return self

@@ -10,7 +10,6 @@ import pandas as pd
 from ftlab_pipelines.core.config.labs import SourceConfig
 from ftlab_pipelines.core.config.settings import REPO_ROOT
 from ftlab_pipelines.core.data import file_checks
-from ftlab_pipelines.core.runtime import text
 
 FORMATS_BY_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
 
@@ -182,8 +181,3 @@ def label_counts(frame: pd.DataFrame, label_column: str) -> dict[str, int]:
     counts = frame[label_column].astype(str).value_counts(dropna=False).sort_index()
     return {str(k): int(v) for k, v in counts.items()}
 
-
-def render_rows(batch: dict[str, list], config) -> list[str]:
-    """Tabular rows (a column -> values batch, as `datasets.map` gives) -> one text per row, by `RenderConfig`.
-    The same function renders rows inside the MLflow model (core/runtime/text.py)."""
-    return text.render_rows(batch, config.model_dump())

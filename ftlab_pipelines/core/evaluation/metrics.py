@@ -234,7 +234,8 @@ def classification_metrics(
 
 def headline(metrics: dict) -> dict[str, float]:
     """The scalar metrics present and not None, as floats (for MLflow log_metrics)."""
-    return {k: float(metrics[k]) for k in HEADLINE_KEYS if metrics.get(k) is not None}
+    keys = [*HEADLINE_KEYS, *(k for k in metrics if k.startswith("adjusted_"))]
+    return {k: float(metrics[k]) for k in keys if isinstance(metrics.get(k), int | float)}
 
 
 def _cell(value) -> str:

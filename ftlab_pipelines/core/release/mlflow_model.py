@@ -41,8 +41,9 @@ def requirements() -> list[str]:
     return [f"{name}=={metadata.version(name)}" for name in REQUIREMENTS]
 
 
-def serving_config(lab, evaluation) -> dict:
-    """What the runtime needs to turn a request into the model's input and its output into an answer."""
+def serving_config(lab, evaluation, render: dict | None = None) -> dict:
+    """What the runtime needs to turn a request into the model's input and its output into an answer. `render`:
+    the tokenized stage's fitted row template (tabular labs)."""
     common = {"lab": lab.name, "task": lab.task, "template": lab.model.template, "max_length": lab.model.max_length}
     if lab.is_generative:
         gen = lab.eval.generation
@@ -50,7 +51,7 @@ def serving_config(lab, evaluation) -> dict:
                 "generation": {"max_new_tokens": gen.max_new_tokens, "repetition_penalty": gen.repetition_penalty}}
     return {**common, "labels": lab.labels, "positive_label": lab.positive_label, "threshold": evaluation.threshold,
             "text_column": lab.source.text_column,
-            "render": lab.render.model_dump(mode="json") if lab.render else None}
+            "render": render}
 
 
 def write_serving_config(model_dir: Path, config: dict) -> None:

@@ -13,8 +13,9 @@ log = logging.getLogger(__name__)
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
 
-def write_release_dir(lab, adapter_dir: Path, evaluation, tokenizer, out: Path) -> None:
-    """Everything `ftlab predict` / `ftlab chat` need, with no access to the lab file or the pipeline."""
+def write_release_dir(lab, adapter_dir: Path, evaluation, tokenizer, out: Path, render: dict | None) -> None:
+    """Everything `ftlab predict` / `ftlab chat` need, with no access to the lab file or the pipeline. `render`:
+    the tokenized stage's fitted row template (tabular labs)."""
     for name in ADAPTER_FILES:
         shutil.copy2(adapter_dir / name, out / name)
     tokenizer.save_pretrained(str(out))
@@ -32,7 +33,7 @@ def write_release_dir(lab, adapter_dir: Path, evaluation, tokenizer, out: Path) 
                                                   "mode": lab.eval.threshold.mode})
     artifacts.write_json(out / "ftlab_model.json", {
         "lab": lab.name, "task": lab.task, "model": lab.model.model_dump(mode="json"),
-        "render": lab.render.model_dump(mode="json") if lab.render else None})
+        "render": render})
     (out / "README.md").write_text(model_card(lab, evaluation), encoding="utf-8")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping, Sequence
 
 
@@ -19,14 +20,54 @@ def format_value(value, decimals: int) -> str:
     return str(value)
 
 
+BIN_WORDS = {
+    2: ["low", "high"],
+    3: ["low", "mid", "high"],
+    4: ["very low", "low", "high", "very high"],
+    5: ["very low", "low", "mid", "high", "very high"],
+    6: ["very low", "low", "mid-low", "mid-high", "high", "very high"],
+    7: ["extremely low", "very low", "low", "mid", "high", "very high", "extremely high"],
+}
+
+
+def bin_words(bins: int) -> list[str]:
+    """The default word of each quantile bin, lowest first."""
+    return BIN_WORDS.get(bins) or [f"q{i + 1}" for i in range(bins)]
+
+
+def _binned(values: Sequence, column: str, edges: Sequence[float], words: Sequence[str]) -> list[str]:
+    out = []
+    for row, value in enumerate(values):
+        if value is None or value != value:
+            out.append("missing")
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"row {row}, column {column!r}: {value!r} is not a number; this model renders "
+                             f"{column} as its quantile bin, so send a number") from None
+        out.append(words[bisect.bisect_right(edges, number)])
+    return out
+
+
 def render_rows(batch: Mapping[str, Sequence], render: Mapping) -> list[str]:
-    """Tabular rows (column -> values) -> one text per row, by a lab's `render:` section (as a mapping)."""
+    """Tabular rows (column -> values) -> one text per row, by a lab's `render:` section (as a mapping).
+
+    With `bins`, a column listed in `bin_edges` (fitted on the train split) is written as the word of its quantile
+    bin instead of its value."""
     n = len(next(iter(batch.values()))) if batch else 0
     names = render.get("names") or {}
+    edges = render.get("bin_edges") or {}
+    if render.get("bins") and not edges:
+        raise ValueError("render.bins is set but the bin edges fitted on the train split are missing")
+    words = render.get("bin_words") or (bin_words(render["bins"]) if render.get("bins") else None)
     parts = []
     for column in render["columns"]:
         name = names.get(column, column)
-        values = [format_value(v, render["decimals"]) for v in batch[column]]
+        if column in edges:
+            values = _binned(batch[column], column, edges[column], words)
+        else:
+            values = [format_value(v, render["decimals"]) for v in batch[column]]
         parts.append([render["field_template"].format(name=name, value=v) for v in values])
     return [render["prefix"] + render["separator"].join(fields) for fields in zip(*parts)] if parts else [""] * n
 

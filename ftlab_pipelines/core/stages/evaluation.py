@@ -7,7 +7,13 @@ import numpy as np
 
 from ftlab_pipelines.core import artifacts
 from ftlab_pipelines.core.config.labs import ModelConfig
-from ftlab_pipelines.core.evaluation import baselines, inference, metrics, plots
+from ftlab_pipelines.core.evaluation import (
+    baselines,
+    inference,
+    metrics,
+    plots,
+    prevalence,
+)
 from ftlab_pipelines.core.modeling import models
 from ftlab_pipelines.core.stages import Markdown
 from ftlab_pipelines.core.stages.results import Adapter, Evaluation, Splits, Tokenized
@@ -75,13 +81,45 @@ def tune_on_validation(lab, y_validation, probs_validation) -> dict:
 
 
 def score_models(lab, probs: dict, y: dict) -> dict[str, dict]:
-    """Tune each model's threshold on validation (binary labs), then measure it on test."""
+    """Tune each model's threshold on validation (binary labs), then measure it on test. With eval.prevalence the
+    threshold is tuned on the tune part of validation, and the `adjusted_*` estimates at the natural rate are
+    added (`prevalence.estimate`)."""
     pos = lab.labels.index(lab.positive_label) if lab.is_binary else None
+    prevalent = lab.eval.prevalence
+    tune_rows = check_rows = None
+    if prevalent is not None:
+        tune_rows, check_rows = prevalence.tune_check_split(y["validation"] == pos, prevalent.check_share,
+                                                            lab.split.seed)
     results = {}
     for name, p in probs.items():
-        threshold = tune_on_validation(lab, y["validation"], p["validation"])["threshold"] if pos is not None else None
+        threshold = None
+        if pos is not None:
+            rows = slice(None) if tune_rows is None else tune_rows
+            threshold = tune_on_validation(lab, y["validation"][rows], p["validation"][rows])["threshold"]
         results[name] = metrics.classification_metrics(y["test"], p["test"], lab.labels, pos, threshold)
+        if prevalent is not None:
+            results[name].update(_adjusted(lab, p, y, pos, tune_rows, check_rows))
     return results
+
+
+def _adjusted(lab, p: dict, y: dict, pos: int, tune_rows, check_rows) -> dict[str, float]:
+    """`adjusted_<metric>` of one model: its tune-part threshold, TPR on the check positives, FPR on the test
+    negatives, at eval.prevalence.rate."""
+    cfg = lab.eval.prevalence
+    validation_pos = y["validation"] == pos
+    check_positives = check_rows[validation_pos[check_rows]]
+    sample = prevalence.Sample(
+        tune_y=validation_pos[tune_rows].astype(int), tune_scores=p["validation"][tune_rows, pos],
+        check_positive_scores=p["validation"][check_positives, pos],
+        negative_scores=p["test"][y["test"] != pos, pos])
+
+    def tune(y_tune, scores):
+        t = lab.eval.threshold
+        return metrics.tune_threshold(y_tune, scores, mode=t.mode, beta=t.beta, target_recall=t.target_recall,
+                                      value=t.value, tie_errors=t.tie_errors)["threshold"]
+
+    found = prevalence.estimate(sample, cfg.rate, tune, cfg.resamples, cfg.confidence, seed=lab.split.seed)
+    return {f"adjusted_{k}": v for k, v in found.items()}
 
 
 def write_plots(lab, probs: dict, y: dict, results: dict, out) -> dict[str, str]:
@@ -107,7 +145,10 @@ def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageCon
     write_plots(lab, collected["probs"], collected["y"], results, target.tmp)
     artifacts.write_json(target.tmp / "metrics.json", results)
     (target.tmp / "classification_report.txt").write_text(results[FINE_TUNED]["report"], encoding="utf-8")
-    (target.tmp / "comparison.md").write_text(metrics.comparison_markdown(table_rows), encoding="utf-8")
+    table = metrics.comparison_markdown(table_rows)
+    if lab.eval.prevalence is not None:
+        table += "\n\n" + prevalence.adjusted_markdown(results, lab.eval.prevalence, lab.eval.threshold)
+    (target.tmp / "comparison.md").write_text(table, encoding="utf-8")
     fine, primary = results[FINE_TUNED], lab.eval.primary_metric
     return Evaluation(key=target.key, dir=str(target.out), metrics=results, primary_metric=primary,
                       primary_value=fine.get(primary), threshold=fine.get("threshold"))
@@ -129,6 +170,8 @@ def report(lab, upstream: dict, result: Evaluation, ctx: StageContext, reused: b
     metadata = {
         f"test_{result.primary_metric}": result.primary_value,
         "threshold": result.threshold,
+        **{f"natural_rate_{k}": fine[f"adjusted_{k}"] for k in ("precision", "recall", "average_precision")
+           if f"adjusted_{k}" in fine},
         "comparison": Markdown(table),
         "classification_report": Markdown(f"```\n{fine['report']}\n```"),
         **{name: Markdown(plots.markdown_image(path, name)) for name, path in plot_files.items()},

@@ -62,7 +62,7 @@ DECLARATIONS: dict[str, StageDeclaration] = {d.name: d for d in (
     StageDeclaration("tokenized", _tokenized_reads, ("splits",)),
     StageDeclaration("adapter", lambda lab: ("task", "labels", *MODEL, "peft", "train"), ("tokenized",)),
     StageDeclaration("evaluation", _evaluation_reads, ("splits", "tokenized", "adapter")),
-    StageDeclaration("published_adapter", _release_reads, ("splits", "adapter", "evaluation")),
+    StageDeclaration("published_adapter", _release_reads, ("splits", "tokenized", "adapter", "evaluation")),
 )}
 
 STAGES: dict[str, Stage] = {s.name: s for s in (

@@ -63,12 +63,13 @@ def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageCon
     evaluation: Evaluation = upstream["evaluation"]
     model = models.resolved(lab.model, ctx.settings.model_cache)
     tokenizer = models.load_tokenizer(model)
-    release_dir.write_release_dir(lab, adapter.path, evaluation, tokenizer, target.tmp)
+    render = upstream["tokenized"].render
+    release_dir.write_release_dir(lab, adapter.path, evaluation, tokenizer, target.tmp, render)
     merged = target.tmp / MERGED_DIR if lab.publish.merge else target.scratch / MERGED_DIR
     checked = write_merged(lab, model, adapter.path, tokenizer, merged)
     parity = vars(checked) | {"passed": checked.passed}
     artifacts.write_json(target.tmp / PARITY_FILE, parity)
-    mlflow_model.write_serving_config(merged, mlflow_model.serving_config(lab, evaluation))
+    mlflow_model.write_serving_config(merged, mlflow_model.serving_config(lab, evaluation, render))
     example = (mlflow_model.generation_example() if lab.is_generative
                else mlflow_model.classifier_example(lab, upstream["splits"]))
     logged = mlflow_model.log_model(lab, merged, example, ctx.run.tracking_uri, ctx.run.run_id)

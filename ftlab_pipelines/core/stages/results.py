@@ -96,6 +96,7 @@ class Splits(StageResult):
 @dataclass(frozen=True)
 class Tokenized(StageResult):
     stats: dict[str, dict] = field(default_factory=dict)
+    render: dict | None = None  # tabular labs: the render section as applied, with its train-fitted bin edges
 
     @property
     def dataset_path(self) -> Path:

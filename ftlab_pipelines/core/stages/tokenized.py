@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from ftlab_pipelines.core import progress
-from ftlab_pipelines.core.data import sources
 from ftlab_pipelines.core.evaluation import plots
 from ftlab_pipelines.core.modeling import models
+from ftlab_pipelines.core.runtime import text
 from ftlab_pipelines.core.stages import Markdown
 from ftlab_pipelines.core.stages.results import Splits, Tokenized
 from ftlab_pipelines.core.stages.runner import Prepared, Report, StageContext, Target
-from ftlab_pipelines.core.text import prompts, tokenize
+from ftlab_pipelines.core.text import prompts, tabular, tokenize
 
 
 def prepare(lab, upstream: dict, ctx: StageContext) -> Prepared:
@@ -32,13 +32,13 @@ def sft_renderer(lab, tokenizer):
     return render
 
 
-def _tokenize(lab, frames: dict, tokenizer, out) -> dict:
+def _tokenize(lab, frames: dict, tokenizer, out, fitted: dict | None) -> dict:
     if lab.is_generative:
         return tokenize.tokenize_sft_splits(
             frames, tokenizer, render=sft_renderer(lab, tokenizer), max_length=lab.model.max_length,
             prompt_special_tokens=lab.prompt.format == "instruction", out_dir=out,
         )
-    render = (lambda batch: sources.render_rows(batch, lab.render)) if lab.render else None
+    render = (lambda batch: text.render_rows(batch, fitted)) if fitted else None
     return tokenize.tokenize_splits(
         frames, tokenizer, text_column=lab.source.text_column, label_column=lab.source.label_column,
         labels=lab.labels, template=lab.model.template, max_length=lab.model.max_length, out_dir=out,
@@ -46,7 +46,7 @@ def _tokenize(lab, frames: dict, tokenizer, out) -> dict:
     )
 
 
-def example_prompts(lab, splits: Splits, tokenizer, n: int = 3) -> str:
+def example_prompts(lab, splits: Splits, tokenizer, fitted: dict | None, n: int = 3) -> str:
     """A few rendered training examples, as the model sees them (markdown)."""
     import pandas as pd
 
@@ -55,15 +55,15 @@ def example_prompts(lab, splits: Splits, tokenizer, n: int = 3) -> str:
     for _, row in train.iterrows():
         if lab.is_generative:
             user = str(row[lab.prompt.user_column])
-            text = (prompts.render_prompt(lab.prompt, tokenizer, user)
+            shown = (prompts.render_prompt(lab.prompt, tokenizer, user)
                     + prompts.render_completion(lab.prompt, tokenizer, user, str(row[lab.prompt.response_column])))
         elif lab.render:
-            rendered = sources.render_rows({c: [row[c]] for c in lab.render.columns}, lab.render)[0]
-            text = lab.model.template.replace("{text}", rendered)
+            rendered = text.render_rows({c: [row[c]] for c in lab.render.columns}, fitted)[0]
+            shown = lab.model.template.replace("{text}", rendered)
         else:
-            text = lab.model.template.replace("{text}", str(row[lab.source.text_column]))
-        text = text if len(text) <= 2000 else text[:2000] + f"… ({len(text)} characters in all)"
-        blocks.append("```\n" + text.replace("```", "'''") + "\n```")
+            shown = lab.model.template.replace("{text}", str(row[lab.source.text_column]))
+        shown = shown if len(shown) <= 2000 else shown[:2000] + f"… ({len(shown)} characters in all)"
+        blocks.append("```\n" + shown.replace("```", "'''") + "\n```")
     return "\n\n".join(blocks)
 
 
@@ -71,12 +71,14 @@ def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageCon
     splits: Splits = upstream["splits"]
     tokenizer = prepared.loaded
     out = target.tmp / "dataset"
+    frames = splits.frames()
+    fitted = tabular.fitted_render(lab.render, frames["train"]) if lab.render else None
     with progress.step(f"tokenizing {sum(splits.rows.values())} rows for {lab.model.name} "
                        f"(max_length {lab.model.max_length})"):
-        stats = _tokenize(lab, splits.frames(), tokenizer, out)
+        stats = _tokenize(lab, frames, tokenizer, out, fitted)
     lengths = tokenize.lengths_of(tokenize.load_tokenized(out)["train"])
     plots.token_lengths_png(lengths, lab.model.max_length, target.tmp / "token_lengths.png")
-    return Tokenized(key=target.key, dir=str(target.out), stats=stats)
+    return Tokenized(key=target.key, dir=str(target.out), stats=stats, render=fitted)
 
 
 def report(lab, upstream: dict, result: Tokenized, ctx: StageContext, reused: bool,
@@ -91,6 +93,6 @@ def report(lab, upstream: dict, result: Tokenized, ctx: StageContext, reused: bo
     metadata = {
         "stats": result.stats,
         "token_lengths": Markdown(plots.markdown_image(result.path / "token_lengths.png", "token lengths")),
-        "example_prompts": Markdown(example_prompts(lab, upstream["splits"], tokenizer)),
+        "example_prompts": Markdown(example_prompts(lab, upstream["splits"], tokenizer, result.render)),
     }
     return Report(metadata)
