@@ -115,3 +115,17 @@ def test_task_decides_which_keys_a_lab_needs(tmp_path):
         load_lab(_write(tmp_path, {k: v for k, v in _sms().items() if k != "labels"}, "sms_spam"))
     lab = load_lab(_write(tmp_path, sft, "persona_chat"))
     assert lab.eval.primary_metric == "eval_loss" and not lab.eval.greater_is_better
+
+
+def test_natural_rate_estimates_need_a_binary_lab(tmp_path):
+    three = yaml.safe_load((REPO / "labs" / "financial_sentiment.yaml").read_text())
+    three["eval"]["prevalence"] = {"rate": 0.01}
+    with pytest.raises(LabConfigError, match="eval.prevalence needs a binary lab"):
+        load_lab(_write(tmp_path, three, "financial_sentiment"))
+    sft = yaml.safe_load((REPO / "labs" / "persona_chat.yaml").read_text())
+    sft.setdefault("eval", {})["prevalence"] = {"rate": 0.01}
+    with pytest.raises(LabConfigError, match="an sft lab has no labels, positive_label or eval.prevalence"):
+        load_lab(_write(tmp_path, sft, "persona_chat"))
+    spam = _sms()
+    spam["eval"] = {**spam.get("eval", {}), "prevalence": {"rate": "13/100"}}
+    assert load_lab(_write(tmp_path, spam)).eval.prevalence.rate == 0.13

@@ -154,6 +154,16 @@ def test_fraud_chain_materializes_with_baselines_reference_and_threshold(fraud_r
             assert found[f"adjusted_{metric}_low"] <= found[f"adjusted_{metric}"] <= found[f"adjusted_{metric}_high"]
         assert f"| {name} | {found['adjusted_precision']:.4f} [" in comparison
     assert "π = 0.001727 (ULB creditcard.csv" in comparison
+    metadata = result.asset_materializations_for_node("creditcard_fraud__evaluation")[0].metadata
+    assert metadata["natural_rate_precision"].value == pytest.approx(fine["adjusted_precision"])
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{fraud_run['home'] / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("ftlab/creditcard_fraud").experiment_id],
+                                "tags.asset = 'evaluation'")
+    assert run.data.metrics["test_adjusted_precision"] == pytest.approx(fine["adjusted_precision"])
+    assert run.data.metrics["hist_gradient_boosting_test_adjusted_average_precision_low"] == pytest.approx(
+        evaluation.metrics["hist_gradient_boosting"]["adjusted_average_precision_low"])
     assert "seed (reported, not measured)" in comparison and "0.2730" in comparison
     for png in ("pr_curve.png", "roc_curve.png", "confusion_matrix.png"):
         assert (evaluation.path / png).is_file()
@@ -167,6 +177,7 @@ def test_fraud_chain_materializes_with_baselines_reference_and_threshold(fraud_r
     release = result.asset_value(dg.AssetKey(["creditcard_fraud", "published_adapter"]))
     threshold = json.loads((release.path / "threshold.json").read_text())["threshold"]
     assert threshold == fine["threshold"]
+    assert "At the natural positive rate" in (release.path / "README.md").read_text()  # the model card
     # The model reads the raw columns and renders them itself: a free text is refused with what to send instead.
     assert main(["predict", "creditcard_fraud", "V14 -9.5, V17 -12.1"]) == 2
     assert "--csv" in capsys.readouterr().err

@@ -14,8 +14,6 @@ from typing import Any
 import pandas as pd
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
@@ -24,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from ftlab_pipelines.core.config.base import Strict as _Strict
 from ftlab_pipelines.core.config.errors import format_validation_errors
 
 MAX_EXAMPLES = 5
@@ -32,10 +31,6 @@ Label = str | int
 
 class ContractError(ValueError):
     """A contract file that cannot be used; the message names the file and the key."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class TextRule(_Strict):

@@ -42,6 +42,11 @@ def model_card(lab, evaluation) -> str:
 
     fine = evaluation.metrics["fine_tuned"]
     threshold = evaluation.threshold
+    natural_rate = ""
+    if lab.eval.prevalence is not None:
+        from ftlab_pipelines.core.evaluation.prevalence import adjusted_markdown
+
+        natural_rate = "\n\n" + adjusted_markdown(evaluation.metrics, lab.eval.prevalence, lab.eval.threshold)
     return f"""---
 library_name: peft
 base_model: {lab.model.name}
@@ -58,7 +63,7 @@ tags: [ftlab, lora, text-classification]
 
 ## Test results ({fine['n']} rows, natural class distribution)
 
-{comparison_markdown(evaluation.metrics)}
+{comparison_markdown(evaluation.metrics)}{natural_rate}
 
 ```
 {fine['report']}

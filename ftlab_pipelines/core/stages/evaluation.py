@@ -119,6 +119,10 @@ def _adjusted(lab, p: dict, y: dict, pos: int, tune_rows, check_rows) -> dict[st
                                       value=t.value, tie_errors=t.tie_errors)["threshold"]
 
     found = prevalence.estimate(sample, cfg.rate, tune, cfg.resamples, cfg.confidence, seed=lab.split.seed)
+    # Validation alone at the natural rate (its negatives are a random sample too): what a lab author may choose
+    # settings by without looking at test.
+    found["validation_average_precision"] = prevalence.adjusted_average_precision(
+        p["validation"][validation_pos, pos], p["validation"][~validation_pos, pos], cfg.rate)
     return {f"adjusted_{k}": v for k, v in found.items()}
 
 
