@@ -24,6 +24,11 @@ def test_adjusted_precision_matches_a_hand_computed_case():
     assert point["recall"] == pytest.approx(0.75)
     assert point["false_positive_rate"] == pytest.approx(0.1)
     assert point["precision"] == pytest.approx(0.375 / 0.425)
+    # The curve's best point at recall >= 0.75 flags 0.9, 0.8, 0.7 and no negative; at recall 1 it also flags 0.6.
+    assert prevalence.best_precision_at_recall(sample.check_positive_scores, sample.negative_scores, 0.5,
+                                               0.75) == 1.0
+    assert prevalence.best_precision_at_recall(sample.check_positive_scores, sample.negative_scores, 0.5,
+                                               1.0) == pytest.approx(0.5 / 0.55)
     # The fraud lab's rate: TPR 0.9 and FPR 1% give 0.1347, far below what a 10:1 sample would show (0.9).
     pi = 492 / 284_807
     assert prevalence.adjusted_precision(0.9, 0.01, pi) == pytest.approx(0.9 * pi / (0.9 * pi + 0.01 * (1 - pi)))

@@ -27,11 +27,11 @@ def adjusted_precision(tpr: float, fpr: float, prevalence: float) -> float:
     return float(tpr * prevalence / flagged) if flagged > 0 else 0.0
 
 
-def adjusted_average_precision(positive_scores: np.ndarray, negative_scores: np.ndarray, prevalence: float,
-                               positive_counts: np.ndarray | None = None,
-                               negative_counts: np.ndarray | None = None) -> float:
-    """AP with the positives weighted to share `prevalence` of the total weight; `*_counts` are bootstrap
-    multiplicities (default 1 each). Same definition as sklearn's average_precision_score with sample weights."""
+def adjusted_curve(positive_scores: np.ndarray, negative_scores: np.ndarray, prevalence: float,
+                   positive_counts: np.ndarray | None = None,
+                   negative_counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(precision, recall) at every distinct score, highest first, with the positives weighted to share
+    `prevalence` of the total weight; `*_counts` are bootstrap multiplicities (default 1 each)."""
     pos_w = np.ones(len(positive_scores)) if positive_counts is None else np.asarray(positive_counts, float)
     neg_w = np.ones(len(negative_scores)) if negative_counts is None else np.asarray(negative_counts, float)
     scores = np.concatenate([positive_scores, negative_scores])
@@ -41,9 +41,26 @@ def adjusted_average_precision(positive_scores: np.ndarray, negative_scores: np.
     last_of_tie = np.r_[np.flatnonzero(np.diff(scores[order])), len(scores) - 1]  # one point per distinct score
     tp, fp = np.cumsum(positive_weight)[last_of_tie], np.cumsum(negative_weight)[last_of_tie]
     flagged = tp + fp
-    precision = np.divide(tp, flagged, out=np.zeros_like(tp), where=flagged > 0)
-    recall = tp / tp[-1]
+    return np.divide(tp, flagged, out=np.zeros_like(tp), where=flagged > 0), tp / tp[-1]
+
+
+def adjusted_average_precision(positive_scores: np.ndarray, negative_scores: np.ndarray, prevalence: float,
+                               positive_counts: np.ndarray | None = None,
+                               negative_counts: np.ndarray | None = None) -> float:
+    """AP of `adjusted_curve`: sklearn's average_precision_score with those sample weights."""
+    precision, recall = adjusted_curve(positive_scores, negative_scores, prevalence, positive_counts,
+                                       negative_counts)
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def best_precision_at_recall(positive_scores: np.ndarray, negative_scores: np.ndarray, prevalence: float,
+                             target_recall: float, positive_counts: np.ndarray | None = None,
+                             negative_counts: np.ndarray | None = None) -> float:
+    """The highest precision of any threshold whose recall reaches `target_recall` on these scores: the ranking's
+    quality at that recall, with the threshold chosen on the same rows (an upper bound for a tuned threshold)."""
+    precision, recall = adjusted_curve(positive_scores, negative_scores, prevalence, positive_counts,
+                                       negative_counts)
+    return float(precision[recall >= target_recall - 1e-12].max())
 
 
 def tune_check_split(y: np.ndarray, check_share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -69,9 +86,11 @@ class Sample:
 
 
 def point_estimate(sample: Sample, prevalence: float, tune: TuneFn,
-                   counts: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
+                   counts: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                   target_recall: float | None = None) -> dict[str, float]:
     """Threshold from the tune rows; TPR on the check positives and FPR on the negatives at that threshold;
-    the adjusted precision, F1 and AP. `counts`: bootstrap multiplicities of (tune, check positives, negatives)."""
+    the adjusted precision, F1 and AP (and with `target_recall`, `best_precision_at_recall` of the check
+    positives). `counts`: bootstrap multiplicities of (tune, check positives, negatives)."""
     tune_c, pos_c, neg_c = counts if counts is not None else (None, None, None)
     if tune_c is None:
         threshold = tune(sample.tune_y, sample.tune_scores)
@@ -85,8 +104,12 @@ def point_estimate(sample: Sample, prevalence: float, tune: TuneFn,
     precision = adjusted_precision(tpr, fpr, prevalence)
     f1 = 2 * precision * tpr / (precision + tpr) if precision + tpr > 0 else 0.0
     ap = adjusted_average_precision(sample.check_positive_scores, sample.negative_scores, prevalence, pos_c, neg_c)
-    return {"threshold": float(threshold), "recall": tpr, "false_positive_rate": fpr, "precision": precision,
-            "f1": float(f1), "average_precision": ap}
+    found = {"threshold": float(threshold), "recall": tpr, "false_positive_rate": fpr, "precision": precision,
+             "f1": float(f1), "average_precision": ap}
+    if target_recall is not None:
+        found["best_precision_at_recall"] = best_precision_at_recall(
+            sample.check_positive_scores, sample.negative_scores, prevalence, target_recall, pos_c, neg_c)
+    return found
 
 
 def _stratified_counts(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -103,20 +126,22 @@ def _resample_counts(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def estimate(sample: Sample, prevalence: float, tune: TuneFn, resamples: int = 1000, confidence: float = 0.95,
-             seed: int = 0) -> dict[str, float]:
+             seed: int = 0, target_recall: float | None = None) -> dict[str, float]:
     """The point estimate and percentile bootstrap intervals (`<metric>_low`, `<metric>_high`).
 
     Each resample redraws the tune rows (and re-tunes the threshold), the check positives and the negatives, so
     an interval covers the threshold's own noise as well as the counting noise of TPR and FPR."""
-    point = point_estimate(sample, prevalence, tune)
+    point = point_estimate(sample, prevalence, tune, target_recall=target_recall)
     rng = np.random.default_rng(seed)
     draws = [point_estimate(sample, prevalence, tune, (
         _stratified_counts(sample.tune_y, rng),
         _resample_counts(len(sample.check_positive_scores), rng),
-        _resample_counts(len(sample.negative_scores), rng))) for _ in range(resamples)]
+        _resample_counts(len(sample.negative_scores), rng)), target_recall) for _ in range(resamples)]
     tail = (1 - confidence) / 2 * 100
     out = dict(point)
-    for metric in ("precision", "recall", "f1", "average_precision"):
+    for metric in ("precision", "recall", "f1", "average_precision", "best_precision_at_recall"):
+        if metric not in point:
+            continue
         values = np.array([d[metric] for d in draws])
         out[f"{metric}_low"], out[f"{metric}_high"] = (float(v) for v in np.percentile(values, [tail, 100 - tail]))
     out.update(prevalence=float(prevalence), check_positives=int(len(sample.check_positive_scores)),
@@ -144,12 +169,15 @@ def adjusted_markdown(results: dict[str, dict], config, threshold_config) -> str
         f"{first['adjusted_negatives']} test negatives; {config.confidence:.0%} bootstrap intervals over "
         f"{config.resamples} resamples.",
         "",
-        "| model | precision | recall | F1 | AP | false-positive rate |",
-        "|---|---:|---:|---:|---:|---:|",
     ]
+    columns = ["precision", "recall", "f1", "average_precision"]
+    header = "| model | precision | recall | F1 | AP |"
+    if "adjusted_best_precision_at_recall" in first:
+        columns.append("best_precision_at_recall")
+        header += f" best precision at recall ≥ {threshold_config.target_recall} (threshold chosen on these rows) |"
+    lines += [header + " false-positive rate |", "|---|" + "---:|" * (len(columns) + 1)]
     for name, result in results.items():
         if "adjusted_precision" in result:
-            lines.append(f"| {name} | " + " | ".join(_with_interval(result, m) for m in
-                                                     ("precision", "recall", "f1", "average_precision"))
+            lines.append(f"| {name} | " + " | ".join(_with_interval(result, m) for m in columns)
                          + f" | {result['adjusted_false_positive_rate']:.5f} |")
     return "\n".join(lines)

@@ -75,9 +75,15 @@ def _feature_baseline(kind: str, lab, frames: dict) -> dict[str, np.ndarray]:
 def tune_on_validation(lab, y_validation, probs_validation) -> dict:
     """A binary lab's decision threshold tuned on validation as eval.threshold says, with its validation
     precision, recall and F1 (`metrics.tune_threshold`)."""
-    pos, t = lab.labels.index(lab.positive_label), lab.eval.threshold
-    return metrics.tune_threshold((y_validation == pos).astype(int), probs_validation[:, pos], mode=t.mode,
-                                  beta=t.beta, target_recall=t.target_recall, value=t.value, tie_errors=t.tie_errors)
+    pos = lab.labels.index(lab.positive_label)
+    return tune_threshold(lab, (y_validation == pos).astype(int), probs_validation[:, pos])
+
+
+def tune_threshold(lab, y_positive, scores) -> dict:
+    """`metrics.tune_threshold` as the lab's eval.threshold says, on 0/1 labels and positive-class scores."""
+    t = lab.eval.threshold
+    return metrics.tune_threshold(y_positive, scores, mode=t.mode, beta=t.beta, target_recall=t.target_recall,
+                                  value=t.value, tie_errors=t.tie_errors)
 
 
 def score_models(lab, probs: dict, y: dict) -> dict[str, dict]:
@@ -112,13 +118,12 @@ def _adjusted(lab, p: dict, y: dict, pos: int, tune_rows, check_rows) -> dict[st
         tune_y=validation_pos[tune_rows].astype(int), tune_scores=p["validation"][tune_rows, pos],
         check_positive_scores=p["validation"][check_positives, pos],
         negative_scores=p["test"][y["test"] != pos, pos])
+    def tune(y_tune, scores) -> float:
+        return tune_threshold(lab, y_tune, scores)["threshold"]
 
-    def tune(y_tune, scores):
-        t = lab.eval.threshold
-        return metrics.tune_threshold(y_tune, scores, mode=t.mode, beta=t.beta, target_recall=t.target_recall,
-                                      value=t.value, tie_errors=t.tie_errors)["threshold"]
-
-    found = prevalence.estimate(sample, cfg.rate, tune, cfg.resamples, cfg.confidence, seed=lab.split.seed)
+    t = lab.eval.threshold
+    found = prevalence.estimate(sample, cfg.rate, tune, cfg.resamples, cfg.confidence, seed=lab.split.seed,
+                                target_recall=t.target_recall if t.mode == "target_recall" else None)
     # Validation alone at the natural rate (its negatives are a random sample too): what a lab author may choose
     # settings by without looking at test.
     found["validation_average_precision"] = prevalence.adjusted_average_precision(

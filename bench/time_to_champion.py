@@ -1,0 +1,82 @@
+"""Time to the first champion: `ftlab run <lab>` from a fresh FTLAB_HOME with the venv present, as a new user's
+`make demo` does, repeated; the median, min and max wall time, each stage's median, and the champion's test metric.
+
+The model cache (converted offline models) is shared, as it is across a user's clones. Every run starts from an
+empty home: no cached stage, no MLflow store, no champion.
+Writes bench/results/time_to_champion.json.
+
+    python bench/time_to_champion.py [--lab sms_spam] [--repeats 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(BENCH))
+from common import lab_env, labs_dir, save, use_quick_labs  # noqa: E402
+from quality import machine  # noqa: E402
+
+RESULTS = REPO / "bench" / "results" / "time_to_champion.json"
+STAGE_LINE = re.compile(r"^\s+(\w+)\s+([\d.]+) s$")
+
+
+def stage_times(stdout: str) -> dict[str, float]:
+    """The `stage times:` block `ftlab run` prints last (one line per stage, then the total)."""
+    block = stdout.split("stage times:", 1)[-1].splitlines()
+    found = {m.group(1): float(m.group(2)) for m in map(STAGE_LINE.match, block) if m}
+    found.pop("total", None)
+    return found
+
+
+def one_run(lab: str, root: Path) -> dict:
+    env = {**lab_env(root), "FTLAB_LABS_DIR": str(labs_dir())}
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "ftlab_pipelines.cli", "run", lab], env=env, cwd=REPO,
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"ftlab run {lab} failed:\n{proc.stderr[-3000:]}")
+    (champion,) = [e for e in json.loads((root / "home" / "registry" / f"{lab}.json").read_text()) if e["champion"]]
+    metric = next(k for k in champion if k.startswith("test_"))
+    return {"wall_seconds": round(wall, 1), "stages": stage_times(proc.stdout), metric: round(champion[metric], 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lab", default="sms_spam")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="the tiny-model lab once, nothing written")
+    args = parser.parse_args()
+    if args.quick:
+        use_quick_labs()
+    repeats = 1 if args.quick else args.repeats
+    runs = []
+    for i in range(repeats):
+        runs.append(one_run(args.lab, Path(tempfile.mkdtemp(prefix="bench-champion-"))))
+        print(f"run {i + 1}/{repeats}: {json.dumps(runs[-1])}", flush=True)
+    walls = [r["wall_seconds"] for r in runs]
+    metric = next(k for k in runs[0] if k.startswith("test_"))
+    payload = {
+        "benchmark": "time_to_champion", "machine": machine(), "date": dt.date.today().isoformat(),
+        "command": f"python bench/time_to_champion.py --lab {args.lab} --repeats {repeats}", "lab": args.lab,
+        "median_seconds": statistics.median(walls), "min_seconds": min(walls), "max_seconds": max(walls),
+        "stage_median_seconds": {s: statistics.median(r["stages"][s] for r in runs) for s in runs[0]["stages"]},
+        metric: [r[metric] for r in runs], "runs": runs,
+    }
+    print(json.dumps(payload, indent=2))
+    save(payload, RESULTS, args.quick)
+
+
+if __name__ == "__main__":
+    main()
