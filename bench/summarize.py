@@ -141,7 +141,9 @@ def fraud_variants(r: dict) -> list[str]:
         lines.append(f"| {name} (30 raw features) | {_interval(m, 'precision')} | {m['recall']} | "
                      f"{_interval(m, 'average_precision')} | {m['validation_average_precision']} | {t['precision']} / "
                      f"{t['recall']} / {t['average_precision']} | |")
-    return lines + ["", f"Best by validation AP (the lab's default): **{r['best_by_validation']}**"]
+    lifts = ", ".join(f"{k} {v}" for k, v in r.get("validation_lift_over_logreg", {}).items())
+    return lines + ["", f"Validation AP over logistic regression's on the same validation rows: {lifts}. Best by "
+                        f"validation (the lab's default): **{r['best_by_validation']}**"]
 
 
 def persona_scaling(r: dict) -> list[str]:

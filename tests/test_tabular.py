@@ -135,7 +135,7 @@ def test_fraud_chain_materializes_with_baselines_reference_and_threshold(fraud_r
     for name in ("train", "validation"):  # the rows shared with the natural-rate test source left train/validation
         assert not test_rows & set(map(tuple, frames[name][features].to_numpy())), name
     evaluation = result.asset_value(dg.AssetKey(["creditcard_fraud", "evaluation"]))
-    assert {"fine_tuned", "base_model", "logreg_features", "hist_gradient_boosting"} <= set(evaluation.metrics)
+    assert {"fine_tuned", "logreg_features", "hist_gradient_boosting"} <= set(evaluation.metrics)
     fine = evaluation.metrics["fine_tuned"]
     assert fine["threshold"] is not None and "roc_auc" in fine
     assert evaluation.primary_metric == "adjusted_average_precision"
@@ -145,7 +145,7 @@ def test_fraud_chain_materializes_with_baselines_reference_and_threshold(fraud_r
     # At the natural rate: recall on the validation positives that did not tune the threshold, FPR on the test's
     # negatives, an interval around every estimate, for every model in the table.
     validation_frauds = split.distributions["validation"]["fraud"]
-    for name in ("fine_tuned", "base_model", "logreg_features", "hist_gradient_boosting"):
+    for name in ("fine_tuned", "logreg_features", "hist_gradient_boosting"):
         found = evaluation.metrics[name]
         assert found["adjusted_prevalence"] == pytest.approx(492 / 284_807)
         assert found["adjusted_check_positives"] == round(validation_frauds / 2)
