@@ -32,13 +32,18 @@ def lab_env(root: Path) -> dict:
             "FTLAB_LABS_DIR": str(root / "labs"), "TRANSFORMERS_VERBOSITY": "error"}
 
 
-def timed(command: list[str], env: dict) -> float:
-    """Wall seconds of a command (process start to exit); raises with its stderr tail on failure."""
+def timed_output(command: list[str], env: dict) -> tuple[float, str]:
+    """Wall seconds of a command (process start to exit) and its stdout; raises with its stderr tail on failure."""
     started = time.perf_counter()
     proc = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{proc.stderr[-3000:]}")
-    return time.perf_counter() - started
+    return time.perf_counter() - started, proc.stdout
+
+
+def timed(command: list[str], env: dict) -> float:
+    """Wall seconds of a command (process start to exit); raises with its stderr tail on failure."""
+    return timed_output(command, env)[0]
 
 
 def ftlab_run(lab: str, root: Path) -> float:

@@ -107,8 +107,6 @@ def measure(names: list[str], quick: bool, home: Path | None = None) -> dict:
     results = {}
     for variant in names:
         changes = VARIANTS[variant]
-        if quick and "smollm2" in variant:
-            changes = {k: v for k, v in changes.items() if k != "model"}  # the quick labs' tiny model
         lab = LabConfig.model_validate({**merged(raw, changes), "name": LAB})
         started = time.perf_counter()
         upstream: dict = {}

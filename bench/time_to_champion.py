@@ -15,16 +15,14 @@ import datetime as dt
 import json
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
-from common import lab_env, labs_dir, save, use_quick_labs  # noqa: E402
+from common import lab_env, labs_dir, save, timed_output, use_quick_labs  # noqa: E402
 from quality import machine  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "time_to_champion.json"
@@ -41,15 +39,10 @@ def stage_times(stdout: str) -> dict[str, float]:
 
 def one_run(lab: str, root: Path) -> dict:
     env = {**lab_env(root), "FTLAB_LABS_DIR": str(labs_dir())}
-    started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "ftlab_pipelines.cli", "run", lab], env=env, cwd=REPO,
-                          capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"ftlab run {lab} failed:\n{proc.stderr[-3000:]}")
+    wall, stdout = timed_output([sys.executable, "-m", "ftlab_pipelines.cli", "run", lab], env)
     (champion,) = [e for e in json.loads((root / "home" / "registry" / f"{lab}.json").read_text()) if e["champion"]]
     metric = next(k for k in champion if k.startswith("test_"))
-    return {"wall_seconds": round(wall, 1), "stages": stage_times(proc.stdout), metric: round(champion[metric], 4)}
+    return {"wall_seconds": round(wall, 1), "stages": stage_times(stdout), metric: round(champion[metric], 4)}
 
 
 def main() -> None:

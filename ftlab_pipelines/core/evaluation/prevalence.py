@@ -44,13 +44,19 @@ def adjusted_curve(positive_scores: np.ndarray, negative_scores: np.ndarray, pre
     return np.divide(tp, flagged, out=np.zeros_like(tp), where=flagged > 0), tp / tp[-1]
 
 
+def _area(precision: np.ndarray, recall: np.ndarray) -> float:
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def _best_at(precision: np.ndarray, recall: np.ndarray, target_recall: float) -> float:
+    return float(precision[recall >= target_recall - 1e-12].max())
+
+
 def adjusted_average_precision(positive_scores: np.ndarray, negative_scores: np.ndarray, prevalence: float,
                                positive_counts: np.ndarray | None = None,
                                negative_counts: np.ndarray | None = None) -> float:
     """AP of `adjusted_curve`: sklearn's average_precision_score with those sample weights."""
-    precision, recall = adjusted_curve(positive_scores, negative_scores, prevalence, positive_counts,
-                                       negative_counts)
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return _area(*adjusted_curve(positive_scores, negative_scores, prevalence, positive_counts, negative_counts))
 
 
 def best_precision_at_recall(positive_scores: np.ndarray, negative_scores: np.ndarray, prevalence: float,
@@ -58,9 +64,8 @@ def best_precision_at_recall(positive_scores: np.ndarray, negative_scores: np.nd
                              negative_counts: np.ndarray | None = None) -> float:
     """The highest precision of any threshold whose recall reaches `target_recall` on these scores: the ranking's
     quality at that recall, with the threshold chosen on the same rows (an upper bound for a tuned threshold)."""
-    precision, recall = adjusted_curve(positive_scores, negative_scores, prevalence, positive_counts,
-                                       negative_counts)
-    return float(precision[recall >= target_recall - 1e-12].max())
+    curve = adjusted_curve(positive_scores, negative_scores, prevalence, positive_counts, negative_counts)
+    return _best_at(*curve, target_recall)
 
 
 def tune_check_split(y: np.ndarray, check_share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -103,12 +108,11 @@ def point_estimate(sample: Sample, prevalence: float, tune: TuneFn,
     fpr = float(neg_w[sample.negative_scores >= threshold].sum() / neg_w.sum())
     precision = adjusted_precision(tpr, fpr, prevalence)
     f1 = 2 * precision * tpr / (precision + tpr) if precision + tpr > 0 else 0.0
-    ap = adjusted_average_precision(sample.check_positive_scores, sample.negative_scores, prevalence, pos_c, neg_c)
+    curve = adjusted_curve(sample.check_positive_scores, sample.negative_scores, prevalence, pos_c, neg_c)
     found = {"threshold": float(threshold), "recall": tpr, "false_positive_rate": fpr, "precision": precision,
-             "f1": float(f1), "average_precision": ap}
+             "f1": float(f1), "average_precision": _area(*curve)}
     if target_recall is not None:
-        found["best_precision_at_recall"] = best_precision_at_recall(
-            sample.check_positive_scores, sample.negative_scores, prevalence, target_recall, pos_c, neg_c)
+        found["best_precision_at_recall"] = _best_at(*curve, target_recall)
     return found
 
 
