@@ -50,18 +50,20 @@ def measure(csv: Path) -> dict:
     from ftlab_pipelines.core.config.loading import load_lab
     from ftlab_pipelines.core.data import sources
     from ftlab_pipelines.core.modeling import models
-    from ftlab_pipelines.core.text import tokenize
+    from ftlab_pipelines.core.runtime import text
+    from ftlab_pipelines.core.text import tabular, tokenize
 
     lab = load_lab(REPO / "labs" / f"{LAB}.yaml")
     tokenizer = models.load_tokenizer(lab.model)
     started = time.perf_counter()
     frame = sources.read_table(csv, "csv", dtype="infer")
     frame["Class"] = frame["Class"].map(lab.source.label_names)
+    fitted = tabular.fitted_render(lab.render, frame)  # the tokenized stage fits bin edges on train
     with tempfile.TemporaryDirectory() as out:
         stats = tokenize.tokenize_splits(
             {"train": frame}, tokenizer, text_column="text", label_column="Class", labels=lab.labels,
             template=lab.model.template, max_length=lab.model.max_length, out_dir=Path(out) / "dataset",
-            render=lambda batch: sources.render_rows(batch, lab.render), input_columns=lab.render.columns,
+            render=lambda batch: text.render_rows(batch, fitted), input_columns=lab.render.columns,
         )
     seconds = time.perf_counter() - started
     rows = stats["train"]["rows"]
