@@ -23,18 +23,24 @@ def header(result: dict) -> str:
 
 
 def throughput(r: dict) -> list[str]:
-    lines = ["## Training throughput (target: ftlab >= 3x the seed-style loop at equal or better metric)", "",
-             header(r), "", "| case | baseline real tok/s | ftlab real tok/s | speedup | s/epoch baseline -> ftlab "
-             "| validation metric baseline -> ftlab |", "|---|---|---|---|---|---|"]
+    lines = ["## Training throughput (target: ftlab >= 5x the seed-style loop at equal or better metric)", "",
+             header(r), ""]
+    if "peak_gflops" not in r:  # result files from before the paired rounds
+        return lines + ["(an older result file: re-run `python bench/train_throughput.py`)"]
+    lines += [f"Median of {next(iter(r['cases'].values()))['repeats']} rounds, [min, max]; each round runs every "
+              f"variant in turn. MFU: 4N matmul FLOPs per real token x real tok/s over the bf16 matmul peak "
+              f"measured in the same run ({r['peak_gflops']['bf16']} GFLOP/s; fp32 {r['peak_gflops']['fp32']}).", "",
+              "| case | variant | real tok/s | speedup over baseline | s/epoch | validation metric | MFU |",
+              "|---|---|---|---|---|---|---|"]
     for case, c in r["cases"].items():
-        metric = ", ".join(f"{k} {c['baseline_metric'][k]} -> {c['ftlab_metric'][k]}" for k in c["ftlab_metric"])
-        lines.append(f"| {case} | {c['baseline_tokens_per_s']} | {c['ftlab_tokens_per_s']} | **{c['speedup']}x** | "
-                     f"{c['baseline_seconds_per_epoch']} -> {c['ftlab_seconds_per_epoch']} | {metric} |")
-    fp32 = [(case, c) for case, c in r["cases"].items() if "ftlab_fp32" in c]
-    if fp32:
-        lines += ["", "ftlab with bf16 autocast off (`--fp32`: `--set train.bf16=off`), same steps and batches:", ""]
-        lines += [f"- {case}: {c['ftlab_fp32_tokens_per_s']} real tok/s (**{c['ftlab_fp32_speedup']}x**), "
-                  + ", ".join(f"{k} {v}" for k, v in c["ftlab_fp32_metric"].items()) for case, c in fp32]
+        for variant, v in c.items():
+            if not isinstance(v, dict) or "runs" not in v:
+                continue
+            t, x = v["tokens_per_s"], v["speedup"]
+            speedup = "" if variant == "baseline" else f"**{x['median']}x** [{x['min']}, {x['max']}]"
+            metric = ", ".join(f"{k} {m}" for k, m in v["metric"].items())
+            lines.append(f"| {case} | {variant} | {t['median']} [{t['min']}, {t['max']}] | {speedup} | "
+                         f"{v['seconds_per_epoch']} | {metric} | {v['mfu']:.1%} |")
     checked = [(case, c["seed_check"]) for case, c in r["cases"].items() if "seed_check" in c]
     if checked:
         lines += ["", f"Seed noise (`{r.get('seed_check_command', '--seed-check')}`): the same runs with other seeds "

@@ -2,16 +2,20 @@
 
 Baseline (what the seed notebooks did): HF Trainer defaults, fp32, every row padded to max_length
 (`padding="max_length"`), random batches. ftlab: `train.train_adapter` as the adapter asset runs it
-(bf16 autocast where the CPU/GPU has it, dynamic padding to a multiple of 8, length-grouped batches for
-classification, and for SFT: eager attention on CPU and the LM head on reply tokens only).
+(bf16 autocast where the CPU/GPU has it, frozen base weights held in bf16 under it, dropout masks from 16-bit
+slices of random words on CPU, dynamic padding to a multiple of 8, length-grouped batches for classification,
+and for SFT: eager attention on CPU and the LM head on reply tokens only).
 Both train the same LoRA on the lab's tokenized train split for the same number of optimizer steps with the
 same learning-rate schedule (the Trainer's default, no warmup), each in its own process, then are scored
 on the validation split by the same code, in fp32 for all of them.
 
-Real tokens/s counts only non-pad tokens of the batches actually trained on.
+Real tokens/s counts only non-pad tokens of the batches actually trained on. The host's speed drifts by 10-20%
+within an hour here, so each case runs `--repeats` rounds (default 3) of every variant in turn and reports the
+median with min and max; the speedup is the median of the rounds' paired ratios. MFU: the matmul FLOPs a real
+token needs (4N, see `flops_per_token`) x real tokens/s over the bf16 matmul peak measured in the same run.
 Writes bench/results/train_throughput.json.
 
-    python bench/train_throughput.py [--cases minilm_sms_spam smollm2_psychology] [--fp32] [--quick]
+    python bench/train_throughput.py [--cases minilm_sms_spam smollm2_psychology] [--fp32] [--levers] [--quick]
     python bench/train_throughput.py --cases smollm2_psychology --seed-check 7 1234   # metric noise, ~10 min
 """
 
@@ -150,6 +154,7 @@ def run_variant(variant: str, lab_name: str, data_path: str, steps: int, eval_ro
 
     from ftlab_pipelines.core.config.loading import load_lab
     from ftlab_pipelines.core.modeling import models
+    from ftlab_pipelines.core.modeling.device import placement
     from ftlab_pipelines.core.text import tokenize
 
     lab = load_lab(labs_dir() / f"{lab_name}.yaml")
@@ -167,19 +172,24 @@ def run_variant(variant: str, lab_name: str, data_path: str, steps: int, eval_ro
             "real_tokens": counter["tokens"], "steps": steps, "batch_size": lab.train.batch_size,
             "seconds_per_epoch": round(seconds / (steps * lab.train.batch_size) * n_train, 1),
             "train_rows": n_train, "threads": torch.get_num_threads(),
+            "bf16": variant == "ftlab" and placement(lab.train.bf16).bf16,
             "metric": validation_metric(lab, model, tokenizer, data, eval_rows)}
 
 
 # variant -> train.KEY=VALUE overrides; ftlab_fp32: ftlab's path with bf16 autocast off, to separate bf16's effect
 VARIANTS = {"baseline": [], "ftlab": [], "ftlab_fp32": ["train.bf16=off"]}
+# `--levers`: ftlab with one speed lever switched off, to measure what each one carries on its own.
+LEVERS = {"without_fast_dropout": ["train.fast_dropout=false"],
+          "without_bf16_frozen_weights": ["train.bf16_frozen_weights=false"]}
 
 
 def run_variant_process(case: str, variant: str, data: Path, steps: int, sets: list[str]) -> dict:
     """One variant in its own process (peak memory and threads are per process); returns its result."""
     lab, _, eval_rows = CASES[case]
-    proc = subprocess.run([sys.executable, __file__, "--variant", variant.removesuffix("_fp32"), "--lab", lab,
-                           "--data", str(data), "--steps", str(steps), "--eval-rows", str(eval_rows or 0),
-                           "--set", *VARIANTS[variant], *sets], capture_output=True, text=True, cwd=REPO)
+    kind = "baseline" if variant == "baseline" else "ftlab"
+    proc = subprocess.run([sys.executable, __file__, "--variant", kind, "--lab", lab, "--data", str(data),
+                           "--steps", str(steps), "--eval-rows", str(eval_rows or 0), "--set", *sets],
+                          capture_output=True, text=True, cwd=REPO)
     if proc.returncode != 0:
         raise SystemExit(f"{case} {variant} {' '.join(sets)} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -187,23 +197,67 @@ def run_variant_process(case: str, variant: str, data: Path, steps: int, sets: l
     return result
 
 
-def run_case(case: str, quick: bool, fp32: bool) -> dict:
+def spread(values: list[float]) -> dict:
+    return {"median": round(statistics.median(values), 2), "min": round(min(values), 2), "max": round(max(values), 2)}
+
+
+def flops_per_token(case: str, data: Path) -> float:
+    """Matmul FLOPs one real token costs a LoRA training step: 4N (forward 2N, activation gradients 2N; a frozen
+    base gets no weight gradients), N = the Linear weights every token goes through. A classifier's pooler and
+    head run once per row and are left out; an LM's head runs on reply tokens only (core/reply_loss.py) and
+    counts by the reply share, as in bench/mfu.py."""
+    import torch
+
+    from ftlab_pipelines.core.config.loading import load_lab
+    from ftlab_pipelines.core.modeling import models
+
+    lab = load_lab(labs_dir() / f"{CASES[case][0]}.yaml")
+    if lab.is_generative:
+        from mfu import matmul_parameters, reply_share
+
+        n, n_head = matmul_parameters()
+        return 4 * (n - n_head + n_head * reply_share(data))
+    model = models.load_classifier(lab.model, lab.labels)
+    per_row = {"pooler", "classifier", "score"}
+    return 4.0 * sum(m.weight.numel() for name, m in model.named_modules()
+                     if isinstance(m, torch.nn.Linear) and not per_row & set(name.split(".")))
+
+
+def run_case(case: str, quick: bool, fp32: bool, levers: bool, repeats: int, peak: dict) -> dict:
+    """`repeats` rounds; each round runs every variant once, in turn, so a slow spell of the host falls on all of
+    them alike. Speed is the median over rounds (min and max beside it), the speedup the median of the rounds'
+    paired ratios ftlab / baseline."""
     lab, steps, _ = CASES[case]
     steps = 2 if quick else steps
-    variants = [v for v in VARIANTS if fp32 or v != "ftlab_fp32"]
+    variants = {v: sets for v, sets in VARIANTS.items() if fp32 or v != "ftlab_fp32"}
+    if levers:
+        variants.update(LEVERS)
+    runs: dict[str, list[dict]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
         data = prepare(lab, Path(tmp) / "home")
-        out = {variant: run_variant_process(case, variant, data, steps, []) for variant in variants}
-    base, ours = out["baseline"], out["ftlab"]
-    result = {"lab": lab, "baseline_tokens_per_s": base["tokens_per_s"], "ftlab_tokens_per_s": ours["tokens_per_s"],
-              "speedup": round(ours["tokens_per_s"] / base["tokens_per_s"], 2),
-              "baseline_seconds_per_epoch": base["seconds_per_epoch"],
-              "ftlab_seconds_per_epoch": ours["seconds_per_epoch"],
-              "baseline_metric": base["metric"], "ftlab_metric": ours["metric"], **out}
-    if "ftlab_fp32" in out:
-        result.update(ftlab_fp32_tokens_per_s=out["ftlab_fp32"]["tokens_per_s"],
-                      ftlab_fp32_speedup=round(out["ftlab_fp32"]["tokens_per_s"] / base["tokens_per_s"], 2),
-                      ftlab_fp32_metric=out["ftlab_fp32"]["metric"])
+        flops = flops_per_token(case, data)
+        for _ in range(repeats):
+            for variant, sets in variants.items():
+                runs[variant].append(run_variant_process(case, variant, data, steps, sets))
+    base = runs["baseline"]
+    result = {"lab": lab, "repeats": repeats, "flops_per_token": round(flops)}
+    for variant, done in runs.items():
+        speed = spread([r["tokens_per_s"] for r in done])
+        ratios = spread([r["tokens_per_s"] / b["tokens_per_s"] for r, b in zip(done, base)])
+        metrics = {k: round(statistics.median(r["metric"][k] for r in done), 4) for k in done[0]["metric"]}
+        peak_used = peak["bf16"] if done[0].get("bf16") else peak["fp32"]
+        result[variant] = {"tokens_per_s": speed, "speedup": ratios,
+                           "seconds_per_epoch": statistics.median(r["seconds_per_epoch"] for r in done),
+                           "metric": metrics, "mfu": round(flops * speed["median"] / 1e9 / peak_used, 4),
+                           "runs": done}
+    ours = result["ftlab"]
+    result.update(baseline_tokens_per_s=result["baseline"]["tokens_per_s"]["median"],
+                  ftlab_tokens_per_s=ours["tokens_per_s"]["median"], speedup=ours["speedup"]["median"],
+                  speedup_min=ours["speedup"]["min"], speedup_max=ours["speedup"]["max"],
+                  baseline_seconds_per_epoch=result["baseline"]["seconds_per_epoch"],
+                  ftlab_seconds_per_epoch=ours["seconds_per_epoch"], baseline_metric=result["baseline"]["metric"],
+                  ftlab_metric=ours["metric"], ftlab_mfu_bf16=round(flops * ours["tokens_per_s"]["median"] / 1e9
+                                                                    / peak["bf16"], 4))
     return result
 
 
@@ -214,7 +268,7 @@ def seed_check(case: str, seeds: list[int]) -> dict:
     lab, steps, _ = CASES[case]
     previous = json.loads(RESULTS.read_text())["cases"][case]
     main_seed = str(load_lab_seed(lab))
-    runs = {main_seed: {v: previous[f"{v}_metric"] for v in VARIANTS if f"{v}_metric" in previous}}
+    runs = {main_seed: {v: previous[v]["metric"] for v in VARIANTS if v in previous}}
     for seed, run in previous.get("seed_check", {}).get("runs", {}).items():
         runs.setdefault(seed, {}).update(run)
     with tempfile.TemporaryDirectory(prefix="bench-seeds-") as tmp:
@@ -224,13 +278,15 @@ def seed_check(case: str, seeds: list[int]) -> dict:
             for variant in VARIANTS:
                 if variant not in run:
                     data = data or prepare(lab, Path(tmp) / "home")
-                    run[variant] = run_variant_process(case, variant, data, steps, [f"train.seed={seed}"])["metric"]
+                    run[variant] = run_variant_process(case, variant, data, steps,
+                                                       [*VARIANTS[variant], f"train.seed={seed}"])["metric"]
     metric = next(iter(previous["baseline_metric"]))
     runs = {seed: runs[seed] for seed in (main_seed, *map(str, seeds))}
-    medians = {v: statistics.median(r[v][metric] for r in runs.values()) for v in VARIANTS}
+    measured = [v for v in VARIANTS if all(v in r for r in runs.values())]
+    medians = {v: statistics.median(r[v][metric] for r in runs.values()) for v in measured}
     return {"metric": metric, "runs": runs, "medians": medians,
             "paired_differences": {v: [round(r[v][metric] - r["baseline"][metric], 4) for r in runs.values()]
-                                   for v in VARIANTS if v != "baseline"}}
+                                   for v in measured if v != "baseline"}}
 
 
 def load_lab_seed(lab_name: str) -> int:
@@ -253,6 +309,9 @@ def main() -> None:
                         help="with --variant ftlab: change the lab's train config (lever experiments)")
     parser.add_argument("--fp32", action="store_true",
                         help="also run ftlab with bf16 autocast off (bf16's share of speed and metric; ~3 more min)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of paired runs (median, min, max)")
+    parser.add_argument("--levers", action="store_true",
+                        help="also ftlab with each speed lever switched off alone (LEVERS; ~1 min more a round)")
     parser.add_argument("--seed-check", type=int, nargs="+", metavar="SEED",
                         help="after a full run: baseline and ftlab of --cases again with these seeds (metric noise)")
     args = parser.parse_args()
@@ -270,16 +329,23 @@ def main() -> None:
                                      parse_overrides(args.set))))
         return
     started = time.perf_counter()
+    from mfu import matmul_gflops
+
+    # A CPU without bf16 instructions emulates bf16 matmuls at a few GFLOP/s: the smoke run keeps them tiny.
+    size, rounds = (256, 2) if args.quick else (2048, 10)
+    peak = {"bf16": matmul_gflops("bfloat16", size, rounds), "fp32": matmul_gflops("float32", size, rounds)}
     if args.quick:
         use_quick_labs()
-    cases = {case: run_case(case, args.quick, args.fp32) for case in args.cases}
+    repeats = 1 if args.quick else args.repeats
+    cases = {case: run_case(case, args.quick, args.fp32, args.levers, repeats, peak) for case in args.cases}
     if RESULTS.is_file() and set(args.cases) != set(CASES):  # a subset re-run keeps the other cases' results
         cases = {**json.loads(RESULTS.read_text())["cases"], **cases}
     payload = {"benchmark": "train_throughput", "machine": machine(), "date": dt.date.today().isoformat(),
-               "command": "python bench/train_throughput.py" + (" --fp32" if args.fp32 else ""), "cases": cases,
+               "command": "python bench/train_throughput.py" + "".join(f" {a}" for a in sys.argv[1:]),
+               "peak_gflops": {k: round(v, 1) for k, v in peak.items()}, "cases": cases,
                "wall_seconds": round(time.perf_counter() - started, 1)}
-    print(json.dumps({c: {k: v for k, v in r.items() if k not in ("baseline", "ftlab")} for c, r in cases.items()},
-                     indent=1))
+    print(json.dumps({c: {k: v for k, v in r.items() if not isinstance(v, dict) or "runs" not in v}
+                      for c, r in cases.items()}, indent=1))
     save(payload, RESULTS, args.quick)
 
 

@@ -191,7 +191,10 @@ class TrainConfig(_Strict):
     epochs: float = Field(3, gt=0, description="Passes over the train split.")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs).")
     batch_size: int = Field(32, ge=1, description="Per-device train batch size.")
-    eval_batch_size: int = Field(128, ge=1, description="Batch size for evaluation and prediction.")
+    eval_batch_size: int = Field(
+        32, ge=1, description="Batch size for evaluation and prediction. On CPU larger is slower: MiniLM scores "
+                              "sms_spam's test split in 3.1 s at 32, 4.6 s at 128 (and the Trainer's validation "
+                              "pass takes 2.8 s at 32, 8.7 s at 128).")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate (LoRA wants more than full tuning).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
@@ -230,6 +233,13 @@ class TrainConfig(_Strict):
     class_weighted_loss: bool = Field(
         False, description="Weight the loss by inverse class frequency in train: an alternative to upsampling."
     )
+    fast_dropout: bool = Field(
+        True, description="On CPU, draw dropout masks from 16-bit slices of 64-bit random words instead of one "
+                          "Bernoulli draw per element (core/training/cpu_dropout.py): same drop rate, a third "
+                          "of MiniLM's step time was dropout. No effect on a GPU.")
+    bf16_frozen_weights: bool = Field(
+        True, description="Under bf16 autocast, hold the frozen base's Linear weights in bf16 while training "
+                          "instead of casting them at every step (same products); LoRA and the head stay fp32.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory (large models).")
     torch_compile: bool = Field(False, description="torch.compile the model: pays a compile per new batch shape, "
                                                    "so it wins on GPUs with long runs; measure before turning on.")

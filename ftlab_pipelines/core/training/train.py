@@ -7,6 +7,7 @@ the lab config mapping, throughput and memory accounting, and a metrics hook for
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
@@ -19,10 +20,10 @@ import torch
 
 from ftlab_pipelines.core import progress
 from ftlab_pipelines.core.config.labs import TrainConfig
-from ftlab_pipelines.core.modeling import models
+from ftlab_pipelines.core.modeling import lora_precision, models
 from ftlab_pipelines.core.modeling.device import placement
 from ftlab_pipelines.core.text import tokenize
-from ftlab_pipelines.core.training import sampling
+from ftlab_pipelines.core.training import cpu_dropout, sampling
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,10 @@ def classification_trainer(model, tokenizer, dataset, config: TrainConfig, check
     from transformers import DataCollatorWithPadding, Trainer
 
     eval_set = dataset["validation"] if "validation" in dataset else None
+    if eval_set is not None and "length" in eval_set.column_names:
+        # The evaluation loss is a mean over rows, whatever their order: in length order each batch pads to about
+        # its own rows' length instead of the longest of 128 random ones.
+        eval_set = eval_set.sort("length")
     return sampling.with_length_window(Trainer, config.length_group_batches or sampling.CLASSIFICATION_WINDOW)(
         model=model,
         # A classification loss is a mean over the rank's batch: the Trainer's default would count the labels of
@@ -334,8 +339,12 @@ def train_adapter(
     resume_from = checkpoints.resumable_checkpoint(checkpoint_dir, world_size=world_size())
     if resume_from:
         log.info("resuming from checkpoint %s", resume_from)
+    if config.fast_dropout and not where.on_gpu:
+        cpu_dropout.use_fast_dropout(model)
+    frozen_bf16 = bf16 and config.bf16_frozen_weights and not is_quantized(model)
     started = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=resume_from)
+    with lora_precision.frozen_linears_in_bf16(model) if frozen_bf16 else contextlib.nullcontext():
+        output = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - started
     trainer.save_model(str(out_dir))
 
