@@ -34,7 +34,7 @@ def throughput(r: dict) -> list[str]:
               "|---|---|---|---|---|---|---|"]
     for case, c in r["cases"].items():
         for variant, v in c.items():
-            if not isinstance(v, dict) or "runs" not in v:
+            if not isinstance(v, dict) or not isinstance(v.get("tokens_per_s"), dict):
                 continue
             t, x = v["tokens_per_s"], v["speedup"]
             speedup = "" if variant == "baseline" else f"**{x['median']}x** [{x['min']}, {x['max']}]"

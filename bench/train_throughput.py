@@ -2,8 +2,7 @@
 
 Baseline (what the seed notebooks did): HF Trainer defaults, fp32, every row padded to max_length
 (`padding="max_length"`), random batches. ftlab: `train.train_adapter` as the adapter asset runs it
-(bf16 autocast where the CPU/GPU has it, frozen base weights held in bf16 under it, dropout masks from 16-bit
-slices of random words on CPU, dynamic padding to a multiple of 8, length-grouped batches for classification,
+(bf16 autocast where the CPU/GPU has it, dropout masks from 16-bit slices of random words on CPU, dynamic padding to a multiple of 8, length-grouped batches for classification,
 and for SFT: eager attention on CPU and the LM head on reply tokens only).
 Both train the same LoRA on the lab's tokenized train split for the same number of optimizer steps with the
 same learning-rate schedule (the Trainer's default, no warmup), each in its own process, then are scored
@@ -179,8 +178,8 @@ def run_variant(variant: str, lab_name: str, data_path: str, steps: int, eval_ro
 # variant -> train.KEY=VALUE overrides; ftlab_fp32: ftlab's path with bf16 autocast off, to separate bf16's effect
 VARIANTS = {"baseline": [], "ftlab": [], "ftlab_fp32": ["train.bf16=off"]}
 # `--levers`: ftlab with one speed lever switched off, to measure what each one carries on its own.
-LEVERS = {"without_fast_dropout": ["train.fast_dropout=false"],
-          "without_bf16_frozen_weights": ["train.bf16_frozen_weights=false"]}
+# Rejected and removed after measuring (bench/RESULTS.md): the frozen base's Linear weights held in bf16 under autocast.
+LEVERS = {"without_fast_dropout": ["train.fast_dropout=false"]}
 
 
 def run_variant_process(case: str, variant: str, data: Path, steps: int, sets: list[str]) -> dict:

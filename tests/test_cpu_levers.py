@@ -1,9 +1,5 @@
-"""Two training speed levers compute what the paths they replace compute:
-
-- FastDropout drops at rate p, scales by 1 / (1 - p), is the identity in eval mode and follows torch's seed;
-- frozen Linear weights held in bf16 under autocast give the products (and LoRA gradients) autocast gave, and the
-  model is fp32 again afterwards, with a tied LM head left alone.
-"""
+"""FastDropout (core/training/cpu_dropout.py) computes what nn.Dropout does: it drops at rate p, scales by
+1 / (1 - p), is the identity in eval mode, follows torch's seed and passes gradients through the kept elements."""
 
 from __future__ import annotations
 
@@ -11,7 +7,7 @@ import pytest
 import torch
 
 from ftlab_pipelines.core.config.labs import ModelConfig, PeftConfig
-from ftlab_pipelines.core.modeling import lora_precision, models
+from ftlab_pipelines.core.modeling import models
 from ftlab_pipelines.core.training import cpu_dropout
 
 
@@ -57,50 +53,3 @@ def test_every_dropout_module_of_a_lora_classifier_is_replaced_and_eval_is_uncha
         torch.manual_seed(1)
         assert not torch.equal(model(input_ids=ids).logits, expected)
 
-
-def lora_classifier(path, seed=0):
-    torch.manual_seed(seed)
-    model = models.attach_lora(models.load_classifier(ModelConfig(name=str(path)), ["ham", "spam"]),
-                               PeftConfig(r=4, alpha=8, dropout=0.0, target_modules=["query", "value", "dense"]))
-    for name, param in model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.02)
-    return model
-
-
-def test_frozen_linears_in_bf16_give_autocasts_products_and_gradients_then_fp32_again(tiny_models):
-    model = lora_classifier(tiny_models.classifier).eval()  # dropout off: the same forward twice
-    ids, labels = torch.randint(5, 1000, (4, 12)), torch.tensor([0, 1, 1, 0])
-    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
-
-    def step():
-        model.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = model(input_ids=ids, labels=labels)
-        out.loss.backward()
-        return out.logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-
-    logits, grads = step()
-    with lora_precision.frozen_linears_in_bf16(model) as held:
-        assert held == sum(isinstance(m, torch.nn.Linear) and not m.weight.requires_grad for m in model.modules())
-        assert held > 0
-        bf16_logits, bf16_grads = step()
-    assert torch.equal(bf16_logits, logits)
-    assert grads.keys() == bf16_grads.keys()
-    assert all(torch.equal(bf16_grads[n], g) for n, g in grads.items())
-    for name, param in model.named_parameters():
-        assert param.dtype == torch.float32
-        if name in frozen:
-            assert torch.equal(param, frozen[name])
-
-
-def test_an_lm_head_tied_to_the_embeddings_stays_fp32():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                         num_attention_heads=2, tie_word_embeddings=True)).requires_grad_(False)
-    assert model.lm_head.weight is model.model.embed_tokens.weight
-    with lora_precision.frozen_linears_in_bf16(model):
-        assert model.lm_head.weight.dtype == torch.float32
-        assert model.model.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
-    assert model.model.layers[0].self_attn.q_proj.weight.dtype == torch.float32

@@ -237,9 +237,6 @@ class TrainConfig(_Strict):
         True, description="On CPU, draw dropout masks from 16-bit slices of 64-bit random words instead of one "
                           "Bernoulli draw per element (core/training/cpu_dropout.py): same drop rate, a third "
                           "of MiniLM's step time was dropout. No effect on a GPU.")
-    bf16_frozen_weights: bool = Field(
-        True, description="Under bf16 autocast, hold the frozen base's Linear weights in bf16 while training "
-                          "instead of casting them at every step (same products); LoRA and the head stay fp32.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory (large models).")
     torch_compile: bool = Field(False, description="torch.compile the model: pays a compile per new batch shape, "
                                                    "so it wins on GPUs with long runs; measure before turning on.")

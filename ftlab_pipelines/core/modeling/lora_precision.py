@@ -10,7 +10,6 @@ sum, 1.2333 for the fp32 seed-style loop; 452 vs 402-468 tokens/s.
 
 from __future__ import annotations
 
-import contextlib
 import types
 
 import torch
@@ -41,30 +40,3 @@ def _forward_with_fp32_sum(self, x: torch.Tensor, *args, **kwargs) -> torch.Tens
             result = result + update.float()
     return result
 
-
-@contextlib.contextmanager
-def frozen_linears_in_bf16(model):
-    """While training under bf16 autocast: keep the frozen Linear layers' weights and biases in bf16.
-
-    Autocast casts an fp32 weight to bf16 on every forward (it caches casts only for weights that require
-    grad), so a frozen base's weights were re-cast at every step. Storing them in bf16 computes the same
-    products (the same rounding, once) without those casts; LoRA's weights, the head and every other trained
-    tensor stay fp32. The fp32 tensors are put back on exit, so the model is unchanged afterwards."""
-    originals = []
-    # A weight tied to a non-Linear module (an LM head tied to the token embeddings) stays fp32: in bf16 the
-    # embeddings' output, and all that follows it, would change.
-    tied = {id(p) for m in model.modules() if not isinstance(m, torch.nn.Linear) for p in m.parameters(recurse=False)}
-    for module in model.modules():
-        if isinstance(module, torch.nn.Linear) and type(module).__module__.startswith("torch.nn"):
-            tensors = [p for p in (module.weight, module.bias) if p is not None]
-            if (tensors and not any(p.requires_grad or id(p) in tied for p in tensors)
-                    and module.weight.dtype == torch.float32):
-                originals.append((module, [(p, p.data) for p in tensors]))
-                for p in tensors:
-                    p.data = p.data.to(torch.bfloat16)
-    try:
-        yield len(originals)
-    finally:
-        for _module, saved in originals:
-            for p, data in saved:
-                p.data = data

@@ -7,7 +7,6 @@ the lab config mapping, throughput and memory accounting, and a metrics hook for
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import resource
@@ -20,7 +19,7 @@ import torch
 
 from ftlab_pipelines.core import progress
 from ftlab_pipelines.core.config.labs import TrainConfig
-from ftlab_pipelines.core.modeling import lora_precision, models
+from ftlab_pipelines.core.modeling import models
 from ftlab_pipelines.core.modeling.device import placement
 from ftlab_pipelines.core.text import tokenize
 from ftlab_pipelines.core.training import cpu_dropout, sampling
@@ -341,10 +340,8 @@ def train_adapter(
         log.info("resuming from checkpoint %s", resume_from)
     if config.fast_dropout and not where.on_gpu:
         cpu_dropout.use_fast_dropout(model)
-    frozen_bf16 = bf16 and config.bf16_frozen_weights and not is_quantized(model)
     started = time.perf_counter()
-    with lora_precision.frozen_linears_in_bf16(model) if frozen_bf16 else contextlib.nullcontext():
-        output = trainer.train(resume_from_checkpoint=resume_from)
+    output = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - started
     trainer.save_model(str(out_dir))
 
