@@ -30,7 +30,8 @@ def throughput(r: dict) -> list[str]:
     lines += [f"Median of {next(iter(r['cases'].values()))['repeats']} rounds, [min, max]; each round runs every "
               f"variant in turn. MFU: 4N matmul FLOPs per real token x real tok/s over the bf16 matmul peak "
               f"measured in the same run ({r['peak_gflops']['bf16']} GFLOP/s; fp32 {r['peak_gflops']['fp32']}).", "",
-              "| case | variant | real tok/s | speedup over baseline | s/epoch | validation metric | MFU |",
+              *([r["note"], ""] if r.get("note") else []),
+              "| case | variant | real tok/s | speedup over baseline | s/epoch | validation metric | MFU (fp32 runs: of the fp32 peak) |",
               "|---|---|---|---|---|---|---|"]
     for case, c in r["cases"].items():
         for variant, v in c.items():
