@@ -52,6 +52,7 @@ def as_if_without_bf16(home: Path) -> None:
         path = device.probe_file(cpuinfo, device.cpu_flags(cpuinfo))
     finally:
         os.environ.pop("FTLAB_HOME") if previous is None else os.environ.__setitem__("FTLAB_HOME", previous)
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, {"bf16_faster": False, "bf16_gflops": 0.0, "fp32_gflops": 0.0,
                       "note": "written by bench/time_to_champion.py --fp32"})
 
