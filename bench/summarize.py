@@ -27,10 +27,13 @@ def throughput(r: dict) -> list[str]:
              header(r), ""]
     if "peak_gflops" not in r:  # result files from before the paired rounds
         return lines + ["(an older result file: re-run `python bench/train_throughput.py`)"]
-    lines += [f"Median of {next(iter(r['cases'].values()))['repeats']} rounds, [min, max]; each round runs every "
-              f"variant in turn. MFU: 4N matmul FLOPs per real token x real tok/s over the bf16 matmul peak "
-              f"measured in the same run ({r['peak_gflops']['bf16']} GFLOP/s; fp32 {r['peak_gflops']['fp32']}).", "",
-              *([r["note"], ""] if r.get("note") else []),
+    lines += ["Median of the case's rounds, [min, max]; each round runs every variant in turn. MFU: 4N matmul FLOPs "
+              "per real token x real tok/s over the bf16 matmul peak measured in the same run:", "",
+              *[f"- {case}: `{c.get('command', r['command'])}`, {c.get('date', r['date'])}, {c.get('repeats', 1)} "
+                f"round(s), peak bf16 {c.get('peak_gflops', r['peak_gflops'])['bf16']} GFLOP/s (fp32 "
+                f"{c.get('peak_gflops', r['peak_gflops'])['fp32']})" for case, c in r["cases"].items()
+                if "repeats" in c], "",
+              *[f"{case}: {c['note']}\n" for case, c in r["cases"].items() if c.get("note")],
               "| case | variant | real tok/s | speedup over baseline | s/epoch | validation metric | MFU (fp32 runs: of the fp32 peak) |",
               "|---|---|---|---|---|---|---|"]
     for case, c in r["cases"].items():

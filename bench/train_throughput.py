@@ -336,11 +336,14 @@ def main() -> None:
     if args.quick:
         use_quick_labs()
     repeats = 1 if args.quick else args.repeats
-    cases = {case: run_case(case, args.quick, args.fp32, args.levers, repeats, peak) for case in args.cases}
+    command = "python bench/train_throughput.py" + "".join(f" {a}" for a in sys.argv[1:])
+    cases = {case: {**run_case(case, args.quick, args.fp32, args.levers, repeats, peak), "command": command,
+                    "date": dt.date.today().isoformat(), "peak_gflops": {k: round(v, 1) for k, v in peak.items()}}
+             for case in args.cases}
     if RESULTS.is_file() and set(args.cases) != set(CASES):  # a subset re-run keeps the other cases' results
         cases = {**json.loads(RESULTS.read_text())["cases"], **cases}
     payload = {"benchmark": "train_throughput", "machine": machine(), "date": dt.date.today().isoformat(),
-               "command": "python bench/train_throughput.py" + "".join(f" {a}" for a in sys.argv[1:]),
+               "command": command,
                "peak_gflops": {k: round(v, 1) for k, v in peak.items()}, "cases": cases,
                "wall_seconds": round(time.perf_counter() - started, 1)}
     print(json.dumps({c: {k: v for k, v in r.items() if not isinstance(v, dict) or "runs" not in v}

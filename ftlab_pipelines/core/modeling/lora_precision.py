@@ -39,4 +39,3 @@ def _forward_with_fp32_sum(self, x: torch.Tensor, *args, **kwargs) -> torch.Tens
             update = self.lora_B[name](self.lora_A[name](self.lora_dropout[name](x))) * self.scaling[name]
             result = result + update.float()
     return result
-

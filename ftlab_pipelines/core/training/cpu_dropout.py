@@ -1,10 +1,11 @@
 """Dropout on CPU with a cheaper random mask.
 
 torch's CPU dropout draws one Bernoulli sample per element from its Mersenne Twister generator, serially: in
-MiniLM LoRA training on sms_spam (batch 32) the 56 dropout layers of a step (the model's own and LoRA's) took
-about 38% of the step's CPU time (torch.profiler, bench/train_throughput.py's case). Here each 64-bit draw of
-the same generator gives four 16-bit uniform numbers, and an element is kept when its number is above
-round(p * 65536): the drop rate is p to within 1/65536, and the mask costs about a quarter of the draws.
+MiniLM LoRA training on sms_spam (batch 32) the 57 dropout masks of a step (LoRA's, the model's own and the
+attention probabilities') took 38% of the step's CPU time (torch.profiler). Here each 64-bit draw of the same
+generator gives four 16-bit uniform numbers, and an element is kept when its number is above round(p * 65536):
+the drop rate is p to within 1/65536, a layer's dropout costs about half, and training runs 1592 instead of
+1198 real tokens/s (bench/train_throughput.py --levers, median of 3 rounds).
 The global torch generator is still the source, so a seed gives the same masks and a resumed run (whose
 checkpoint holds the generator's state) continues the same sequence.
 

@@ -155,7 +155,7 @@ def classification_trainer(model, tokenizer, dataset, config: TrainConfig, check
     eval_set = dataset["validation"] if "validation" in dataset else None
     if eval_set is not None and "length" in eval_set.column_names:
         # The evaluation loss is a mean over rows, whatever their order: in length order each batch pads to about
-        # its own rows' length instead of the longest of 128 random ones.
+        # its own rows' length instead of the longest of a random batch.
         eval_set = eval_set.sort("length")
     return sampling.with_length_window(Trainer, config.length_group_batches or sampling.CLASSIFICATION_WINDOW)(
         model=model,
