@@ -34,7 +34,8 @@ def throughput(r: dict) -> list[str]:
                 f"{c.get('peak_gflops', r['peak_gflops'])['fp32']})" for case, c in r["cases"].items()
                 if "repeats" in c], "",
               *[f"{case}: {c['note']}\n" for case, c in r["cases"].items() if c.get("note")],
-              "| case | variant | real tok/s | speedup over baseline | s/epoch | validation metric | MFU (fp32 runs: of the fp32 peak) |",
+              "| case | variant | real tok/s | speedup over baseline | s/epoch | validation metric "
+              "| MFU (fp32 runs: of the fp32 peak) |",
               "|---|---|---|---|---|---|---|"]
     for case, c in r["cases"].items():
         for variant, v in c.items():

@@ -39,19 +39,12 @@ def stage_times(stdout: str) -> dict[str, float]:
 
 def as_if_without_bf16(home: Path) -> None:
     """Make ftlab in `home` compute as on a CPU without native bf16: the kept bf16 measurement of this CPU (see
-    core/modeling/device.py) says bf16 is slower, so nothing is autocast or held in bf16."""
-    import os
-
+    core/modeling/device.py) says bf16 is slower, so nothing is autocast."""
     from ftlab_pipelines.core.artifacts import write_json
     from ftlab_pipelines.core.modeling import device
 
     cpuinfo = Path("/proc/cpuinfo").read_text()
-    previous = os.environ.get("FTLAB_HOME")
-    os.environ["FTLAB_HOME"] = str(home)
-    try:
-        path = device.probe_file(cpuinfo, device.cpu_flags(cpuinfo))
-    finally:
-        os.environ.pop("FTLAB_HOME") if previous is None else os.environ.__setitem__("FTLAB_HOME", previous)
+    path = device.probe_file(cpuinfo, device.cpu_flags(cpuinfo), home)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, {"bf16_faster": False, "bf16_gflops": 0.0, "fp32_gflops": 0.0,
                       "note": "written by bench/time_to_champion.py --fp32"})

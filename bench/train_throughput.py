@@ -2,8 +2,9 @@
 
 Baseline (what the seed notebooks did): HF Trainer defaults, fp32, every row padded to max_length
 (`padding="max_length"`), random batches. ftlab: `train.train_adapter` as the adapter asset runs it
-(bf16 autocast where the CPU/GPU has it, dropout masks from 16-bit slices of random words on CPU, dynamic padding to a multiple of 8, length-grouped batches for classification,
-and for SFT: eager attention on CPU and the LM head on reply tokens only).
+(bf16 autocast where the CPU/GPU has it, dropout masks from 16-bit slices of random words on CPU, dynamic
+padding to a multiple of 8, length-grouped batches for classification, and for SFT: eager attention on CPU and
+the LM head on reply tokens only).
 Both train the same LoRA on the lab's tokenized train split for the same number of optimizer steps with the
 same learning-rate schedule (the Trainer's default, no warmup), each in its own process, then are scored
 on the validation split by the same code, in fp32 for all of them.
@@ -249,14 +250,6 @@ def run_case(case: str, quick: bool, fp32: bool, levers: bool, repeats: int, pea
                            "seconds_per_epoch": statistics.median(r["seconds_per_epoch"] for r in done),
                            "metric": metrics, "mfu": round(flops * speed["median"] / 1e9 / peak_used, 4),
                            "runs": done}
-    ours = result["ftlab"]
-    result.update(baseline_tokens_per_s=result["baseline"]["tokens_per_s"]["median"],
-                  ftlab_tokens_per_s=ours["tokens_per_s"]["median"], speedup=ours["speedup"]["median"],
-                  speedup_min=ours["speedup"]["min"], speedup_max=ours["speedup"]["max"],
-                  baseline_seconds_per_epoch=result["baseline"]["seconds_per_epoch"],
-                  ftlab_seconds_per_epoch=ours["seconds_per_epoch"], baseline_metric=result["baseline"]["metric"],
-                  ftlab_metric=ours["metric"], ftlab_mfu_bf16=round(flops * ours["tokens_per_s"]["median"] / 1e9
-                                                                    / peak["bf16"], 4))
     return result
 
 
@@ -279,7 +272,7 @@ def seed_check(case: str, seeds: list[int]) -> dict:
                     data = data or prepare(lab, Path(tmp) / "home")
                     run[variant] = run_variant_process(case, variant, data, steps,
                                                        [*VARIANTS[variant], f"train.seed={seed}"])["metric"]
-    metric = next(iter(previous["baseline_metric"]))
+    metric = next(iter(previous["baseline"]["metric"]))
     runs = {seed: runs[seed] for seed in (main_seed, *map(str, seeds))}
     measured = [v for v in VARIANTS if all(v in r for r in runs.values())]
     medians = {v: statistics.median(r[v][metric] for r in runs.values()) for v in measured}

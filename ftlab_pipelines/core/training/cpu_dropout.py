@@ -15,6 +15,8 @@ attention functions, keeps torch's. On a GPU dropout is a fused kernel and nothi
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -23,9 +25,7 @@ _LEVELS = 1 << 16
 
 def keep_mask(shape: torch.Size, p: float, device: torch.device | None = None) -> torch.Tensor:
     """A bool tensor of `shape`, each element True with probability 1 - p (to within 1/65536)."""
-    n = 1
-    for size in shape:
-        n *= size
+    n = math.prod(shape)
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), 2**63 - 1)
     uniform16 = words.view(torch.int16)[:n]  # each int16 is uniform on [-32768, 32767]
     return (uniform16 >= round(p * _LEVELS) - _LEVELS // 2).view(shape)
