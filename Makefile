@@ -69,7 +69,7 @@ bench-perf: install dagster-home
 
 ## make bench-quick: every benchmark script in its --quick smoke mode on tiny models (CI proves they run; nothing is
 ## written). Two at a time: a smoke run is mostly one thread starting interpreters and importing; logs in $(FTLAB_HOME)/bench-quick/
-QUICK_BENCHES := train_throughput serving scale_out lora_vs_qlora overhead noop mfu persona_scaling tokenize_throughput tabular_scale fraud_variants time_to_champion
+QUICK_BENCHES := train_throughput serving scale_out lora_vs_qlora overhead noop mfu persona_scaling tokenize_throughput tabular_scale fraud_variants fraud_ceiling time_to_champion
 bench-quick: install dagster-home
 	@mkdir -p "$(FTLAB_HOME)/bench-quick"; started=$$(date +%s); \
 	printf '%s\n' $(QUICK_BENCHES) | xargs -P 2 -I{} sh -c 'start=$$(date +%s); \

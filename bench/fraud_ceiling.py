@@ -1,0 +1,189 @@
+"""creditcard_fraud: how much precision at recall 0.9 these rows allow, whatever the model.
+
+Issue 22 asks the text route for precision >= 0.273 at recall >= 0.9 at the natural fraud rate. This bench asks
+what any model reaches on the same splits. Strong tabular models on the 30 raw features, and logistic
+regression on the 15 rendered columns as one-hot train deciles (the words the text route reads, as a bag of
+words), are each measured two ways:
+
+- as the lab measures a model (`evaluation.score_models`): threshold tuned on half of validation, recall on the
+  other half's frauds, false positives on the natural-rate test's legit rows;
+- the ceiling: the best precision of any threshold whose recall reaches 0.9 on *all* validation frauds, the
+  threshold chosen in hindsight on those same rows (an upper bound for a tuned threshold), with a bootstrap
+  95% interval over frauds and legit rows.
+
+The data stages are the lab's own (raw, validated, splits). Nothing is trained on test. The fine-tuned text
+route's figures are copied from bench/results/fraud_variants.json for comparison.
+Writes bench/results/fraud_ceiling.json.
+
+    python bench/fraud_ceiling.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+from common import labs_dir, save, use_quick_labs  # noqa: E402
+from quality import machine  # noqa: E402
+
+RESULTS = BENCH / "results" / "fraud_ceiling.json"
+VARIANTS = BENCH / "results" / "fraud_variants.json"
+LAB = "creditcard_fraud"
+TARGET_RECALL = 0.9
+
+
+def tabular_models(quick: bool, seed: int) -> dict:
+    """Unfitted models on the raw numeric features, strongest known kinds for this data first."""
+    from sklearn.ensemble import (
+        ExtraTreesClassifier,
+        HistGradientBoostingClassifier,
+        RandomForestClassifier,
+    )
+
+    from ftlab_pipelines.core.evaluation.baselines import feature_model
+
+    trees = 50 if quick else 500
+    return {
+        "hist_gradient_boosting": feature_model("hist_gradient_boosting", seed),
+        "hist_gradient_boosting_slow": HistGradientBoostingClassifier(learning_rate=0.05, max_iter=400,
+                                                                      random_state=seed),
+        "random_forest": RandomForestClassifier(trees, n_jobs=2, random_state=seed),
+        "extra_trees": ExtraTreesClassifier(trees, n_jobs=2, random_state=seed),
+        "logreg_features": feature_model("logreg_features", seed),
+    }
+
+
+def one_hot_bins(frames: dict, columns: list[str], bins: int) -> dict[str, np.ndarray]:
+    """Each column as the one-hot of its train quantile bin (edges fitted as the tokenized stage fits them)."""
+    from ftlab_pipelines.core.text.tabular import fit_bin_edges
+
+    edges = fit_bin_edges(frames["train"], columns, bins)
+    return {split: np.concatenate([np.eye(bins)[np.searchsorted(edges[c], frame[c].to_numpy(float), side="right")]
+                                   for c in columns], axis=1)
+            for split, frame in frames.items()}
+
+
+def ceiling(positive_scores: np.ndarray, negative_scores: np.ndarray, prevalence: float, resamples: int,
+            seed: int) -> dict:
+    """Hindsight-best precision at recall >= TARGET_RECALL, and AP, at the natural rate, with bootstrap intervals."""
+    from ftlab_pipelines.core.evaluation.prevalence import (
+        adjusted_average_precision,
+        best_precision_at_recall,
+    )
+
+    def both(pos_c=None, neg_c=None) -> tuple[float, float]:
+        return (best_precision_at_recall(positive_scores, negative_scores, prevalence, TARGET_RECALL, pos_c, neg_c),
+                adjusted_average_precision(positive_scores, negative_scores, prevalence, pos_c, neg_c))
+
+    rng = np.random.default_rng(seed)
+    n_pos, n_neg = len(positive_scores), len(negative_scores)
+    draws = np.array([both(rng.multinomial(n_pos, np.full(n_pos, 1 / n_pos)),
+                           rng.multinomial(n_neg, np.full(n_neg, 1 / n_neg))) for _ in range(resamples)])
+    (precision, ap), (low, high) = both(), np.percentile(draws, [2.5, 97.5], axis=0)
+    return {"best_precision_at_recall": round(precision, 4),
+            "best_precision_at_recall_ci95": [round(low[0], 4), round(high[0], 4)],
+            "average_precision": round(ap, 4), "average_precision_ci95": [round(low[1], 4), round(high[1], 4)],
+            "positives": n_pos, "negatives": n_neg}
+
+
+def as_the_lab_measures(metrics: dict) -> dict:
+    keys = ("precision", "recall", "average_precision")
+    out = {k: round(metrics[f"adjusted_{k}"], 4) for k in keys}
+    out.update({f"{k}_ci95": [round(metrics[f"adjusted_{k}_low"], 4), round(metrics[f"adjusted_{k}_high"], 4)]
+                for k in ("precision", "average_precision")})
+    return out
+
+
+def measure(quick: bool) -> dict:
+    import yaml
+    from sklearn.base import clone
+
+    from ftlab_pipelines.core.config.labs import LabConfig
+    from ftlab_pipelines.core.config.settings import Settings
+    from ftlab_pipelines.core.stages.evaluation import feature_columns, score_models
+    from ftlab_pipelines.core.stages.pipeline import STAGES
+    from ftlab_pipelines.core.stages.runner import StageContext, run_stage
+    from ftlab_pipelines.core.tracking import Tracker
+
+    root = Path(tempfile.mkdtemp(prefix="bench-fraud-ceiling-"))
+    os.environ["FTLAB_HOME"] = str(root / "home")
+    if quick:
+        use_quick_labs(root / "quick")
+    raw = yaml.safe_load((labs_dir() / f"{LAB}.yaml").read_text())
+    if quick:
+        raw["eval"]["prevalence"]["resamples"] = 100
+    lab = LabConfig.model_validate({**raw, "name": LAB})
+    settings = Settings.from_env()
+    tracker, bench_run = Tracker(settings), f"bench-fraud-ceiling-{uuid.uuid4().hex[:8]}"
+    upstream: dict = {}
+    for stage in ("raw_dataset", "validated_dataset", "splits"):
+        with tracker.asset_run(lab.name, stage, bench_run, {}) as asset_run:
+            upstream[stage] = run_stage(STAGES[stage], lab, upstream, StageContext(settings, asset_run)).result
+    frames = upstream["splits"].frames()
+    ids = {name: i for i, name in enumerate(lab.labels)}
+    y = {split: np.array([ids[str(v)] for v in frame[lab.source.label_column]]) for split, frame in frames.items()}
+    pos = ids[lab.positive_label]
+    columns = feature_columns(lab, frames["train"])
+    features = {split: frame[columns].to_numpy(float) for split, frame in frames.items()}
+    models = tabular_models(quick, lab.split.seed)
+    inputs = {name: features for name in models}
+    models["logreg_rendered_deciles"] = clone(models["logreg_features"])
+    inputs["logreg_rendered_deciles"] = one_hot_bins(frames, lab.render.columns, 10)
+
+    probs, seconds = {}, {}
+    for name, model in models.items():
+        started = time.perf_counter()
+        model.fit(inputs[name]["train"], y["train"])
+        probs[name] = {s: model.predict_proba(inputs[name][s]) for s in ("validation", "test")}
+        seconds[name] = round(time.perf_counter() - started, 1)
+    measured = score_models(lab, probs, {s: y[s] for s in ("validation", "test")})
+    resamples = lab.eval.prevalence.resamples
+    results = {}
+    for name, p in probs.items():
+        results[name] = {
+            "inputs": f"{len(lab.render.columns)} rendered columns as one-hot train deciles"
+                      if name == "logreg_rendered_deciles" else f"{len(columns)} raw features",
+            "as_the_lab_measures": as_the_lab_measures(measured[name]),
+            "ceiling": ceiling(p["validation"][y["validation"] == pos, pos], p["test"][y["test"] != pos, pos],
+                               lab.eval.prevalence.rate, resamples, lab.split.seed),
+            "fit_seconds": seconds[name],
+        }
+        print(name, json.dumps(results[name]), flush=True)
+    return results
+
+
+def fine_tuned_reference() -> dict | None:
+    """The lab's default rendering as fraud_variants measured it (the text route)."""
+    if not VARIANTS.is_file():
+        return None
+    variants = json.loads(VARIANTS.read_text())
+    best = variants["best_by_validation"]
+    return {"variant": best, "date": variants["date"], **variants["variants"][best]["fine_tuned"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="200 rows, 50 trees, 100 resamples, nothing written")
+    args = parser.parse_args()
+    results = measure(args.quick)
+    payload = {"benchmark": "fraud_ceiling", "machine": machine(), "date": dt.date.today().isoformat(),
+               "command": "python bench/fraud_ceiling.py", "lab": LAB, "target_recall": TARGET_RECALL,
+               "target_precision": 0.273, "models": results, "fine_tuned": fine_tuned_reference(),
+               "highest_ceiling": max(results, key=lambda m: results[m]["ceiling"]["best_precision_at_recall"])}
+    print(json.dumps(payload, indent=2))
+    save(payload, RESULTS, args.quick)
+
+
+if __name__ == "__main__":
+    main()
