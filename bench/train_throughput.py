@@ -180,7 +180,8 @@ def run_variant(variant: str, lab_name: str, data_path: str, steps: int, eval_ro
 VARIANTS = {"baseline": [], "ftlab": [], "ftlab_fp32": ["train.bf16=off"]}
 # `--levers`: ftlab with one speed lever switched off, to measure what each one carries on its own.
 # Rejected and removed after measuring (bench/RESULTS.md): the frozen base's Linear weights held in bf16 under autocast.
-LEVERS = {"without_fast_dropout": ["train.fast_dropout=false"]}
+LEVERS = {"without_fast_dropout": ["train.fast_dropout=false"],
+          "without_fast_attention_dropout": ["train.fast_attention_dropout=false"]}
 
 
 def run_variant_process(case: str, variant: str, data: Path, steps: int, sets: list[str]) -> dict:

@@ -1,5 +1,6 @@
 """FastDropout (core/training/cpu_dropout.py) computes what nn.Dropout does: it drops at rate p, scales by
-1 / (1 - p), is the identity in eval mode, follows torch's seed and passes gradients through the kept elements."""
+1 / (1 - p), is the identity in eval mode, follows torch's seed and passes gradients through the kept elements.
+The attention function with that mask computes what transformers' attention does, padding included."""
 
 from __future__ import annotations
 
@@ -53,3 +54,41 @@ def test_every_dropout_module_of_a_lora_classifier_is_replaced_and_eval_is_uncha
         torch.manual_seed(1)
         assert not torch.equal(model(input_ids=ids).logits, expected)
 
+
+
+def _lora_classifier(name: str):
+    torch.manual_seed(0)
+    return models.attach_lora(models.load_classifier(ModelConfig(name=name), ["ham", "spam"]),
+                              PeftConfig(r=4, alpha=8, dropout=0.1, target_modules=["query", "value"]))
+
+
+def test_fast_attention_dropout_matches_sdpa_in_eval_and_drops_attention_probabilities_in_training(tiny_models):
+    model = _lora_classifier(str(tiny_models.classifier))
+    ids = torch.randint(5, 1000, (4, 12))
+    mask = torch.ones_like(ids)
+    mask[:2, 7:] = 0  # padded rows: the eager mask must hide the same keys sdpa's did
+    with torch.no_grad():
+        expected = model.eval()(input_ids=ids, attention_mask=mask).logits
+        assert model.config._attn_implementation == "sdpa"
+        assert cpu_dropout.use_fast_attention_dropout(model)
+        assert model.config._attn_implementation == cpu_dropout.FAST_ATTENTION
+        torch.testing.assert_close(model(input_ids=ids, attention_mask=mask).logits, expected, rtol=1e-5, atol=1e-5)
+
+    p = model.config.attention_probs_dropout_prob
+    attention = next(m for m in model.modules() if type(m).__name__ == "BertSelfAttention").train()
+    torch.manual_seed(3)
+    q, k, v = (torch.randn(8, 2, 64, 16) for _ in range(3))
+    _, weights = cpu_dropout.eager_attention_fast_dropout(attention, q, k, v, None, dropout=p)
+    assert abs((weights == 0).float().mean().item() - p) < 0.01  # 65,536 probabilities
+    kept = weights[weights != 0]
+    assert abs(weights.sum(-1).mean().item() - 1) < 0.02  # rows still sum to 1 in expectation
+    assert kept.min() > 0
+
+
+def test_fast_attention_dropout_leaves_grouped_query_attention_models_alone(tiny_models):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_models.causal_lm)
+    before = model.config._attn_implementation
+    assert not cpu_dropout.use_fast_attention_dropout(model)
+    assert model.config._attn_implementation == before

@@ -237,6 +237,10 @@ class TrainConfig(_Strict):
         True, description="On CPU, draw dropout masks from 16-bit slices of 64-bit random words instead of one "
                           "Bernoulli draw per element (core/training/cpu_dropout.py): same drop rate, MiniLM "
                           "trains 1.33x as fast. No effect on a GPU.")
+    fast_attention_dropout: bool = Field(
+        True, description="Classifiers on CPU whose config has attention_probs_dropout_prob (the BERT family): "
+                          "eager attention with the same cheaper masks on the attention probabilities, instead of "
+                          "sdpa with torch's (core/training/cpu_dropout.py). No effect on a GPU or in SFT.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory (large models).")
     torch_compile: bool = Field(False, description="torch.compile the model: pays a compile per new batch shape, "
                                                    "so it wins on GPUs with long runs; measure before turning on.")

@@ -340,6 +340,8 @@ def train_adapter(
         log.info("resuming from checkpoint %s", resume_from)
     if config.fast_dropout and not where.on_gpu:
         cpu_dropout.use_fast_dropout(model)
+    if config.fast_attention_dropout and not where.on_gpu and not sft_max_length:
+        cpu_dropout.use_fast_attention_dropout(model)
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - started
