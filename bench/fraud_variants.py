@@ -47,6 +47,7 @@ VARIANTS: dict[str, dict] = {
     "bins10_15": {"render": {"bins": 10}},
     "bins7_15": {"render": {"bins": 7}},
     "bins5_15_2_epochs": {"render": {"bins": 5}, "train": {"epochs": 2}},
+    "bins10_15_4_epochs": {"render": {"bins": 10}, "train": {"epochs": 4}},
     "smollm2_bins5_15": {**SMOLLM2, "render": {"bins": 5}},
 }
 DEFAULT = ["whole_numbers_15", "bins5_15", "bins5_30", "bins10_15"]
