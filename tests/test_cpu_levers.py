@@ -38,11 +38,14 @@ def test_fast_dropout_follows_the_seed_and_passes_gradients_through_the_kept_ele
     assert torch.equal(x.grad, (first != 0).float() / 0.7)
 
 
-def test_every_dropout_module_of_a_lora_classifier_is_replaced_and_eval_is_unchanged(tiny_models):
+def _lora_classifier(name: str):
     torch.manual_seed(0)
-    config = ModelConfig(name=str(tiny_models.classifier))
-    model = models.attach_lora(models.load_classifier(config, ["ham", "spam"]),
-                               PeftConfig(r=4, alpha=8, dropout=0.1, target_modules=["query", "value"]))
+    return models.attach_lora(models.load_classifier(ModelConfig(name=name), ["ham", "spam"]),
+                              PeftConfig(r=4, alpha=8, dropout=0.1, target_modules=["query", "value"]))
+
+
+def test_every_dropout_module_of_a_lora_classifier_is_replaced_and_eval_is_unchanged(tiny_models):
+    model = _lora_classifier(str(tiny_models.classifier))
     before = sum(type(m) is torch.nn.Dropout and m.p > 0 for m in model.modules())
     ids = torch.randint(5, 1000, (4, 12))
     with torch.no_grad():
@@ -53,13 +56,6 @@ def test_every_dropout_module_of_a_lora_classifier_is_replaced_and_eval_is_uncha
         model.train()
         torch.manual_seed(1)
         assert not torch.equal(model(input_ids=ids).logits, expected)
-
-
-
-def _lora_classifier(name: str):
-    torch.manual_seed(0)
-    return models.attach_lora(models.load_classifier(ModelConfig(name=name), ["ham", "spam"]),
-                              PeftConfig(r=4, alpha=8, dropout=0.1, target_modules=["query", "value"]))
 
 
 def test_fast_attention_dropout_matches_sdpa_in_eval_and_drops_attention_probabilities_in_training(tiny_models):
@@ -80,12 +76,11 @@ def test_fast_attention_dropout_matches_sdpa_in_eval_and_drops_attention_probabi
     q, k, v = (torch.randn(8, 2, 64, 16) for _ in range(3))
     _, weights = cpu_dropout.eager_attention_fast_dropout(attention, q, k, v, None, dropout=p)
     assert abs((weights == 0).float().mean().item() - p) < 0.01  # 65,536 probabilities
-    kept = weights[weights != 0]
     assert abs(weights.sum(-1).mean().item() - 1) < 0.02  # rows still sum to 1 in expectation
-    assert kept.min() > 0
 
 
-def test_fast_attention_dropout_leaves_grouped_query_attention_models_alone(tiny_models):
+def test_fast_attention_dropout_leaves_other_model_families_alone(tiny_models):
+    """A Llama has no attention_probs_dropout_prob (and grouped-query heads): its attention is its own."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_models.causal_lm)

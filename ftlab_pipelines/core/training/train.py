@@ -338,10 +338,9 @@ def train_adapter(
     resume_from = checkpoints.resumable_checkpoint(checkpoint_dir, world_size=world_size())
     if resume_from:
         log.info("resuming from checkpoint %s", resume_from)
-    if config.fast_dropout and not where.on_gpu:
-        cpu_dropout.use_fast_dropout(model)
-    if config.fast_attention_dropout and not where.on_gpu and not sft_max_length:
-        cpu_dropout.use_fast_attention_dropout(model)
+    fast_dropout_layers = cpu_dropout.use_fast_dropout(model) if config.fast_dropout and not where.on_gpu else 0
+    fast_attention = (config.fast_attention_dropout and not where.on_gpu and not sft_max_length
+                      and cpu_dropout.use_fast_attention_dropout(model))
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - started
@@ -362,6 +361,8 @@ def train_adapter(
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "rss_before_train_mb": round(rss_before_train, 1),
         "bf16": float(bf16),
+        "fast_dropout_layers": float(fast_dropout_layers),
+        "fast_attention_dropout": float(fast_attention),
         "resumed": float(resume_from is not None),
         "resumed_from_step": float(checkpoints.step_of(resume_from) if resume_from else 0),
         **{k: float(v) for k, v in models.count_parameters(model).items()},
