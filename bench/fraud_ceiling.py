@@ -11,8 +11,8 @@ words), are each measured two ways:
   threshold chosen in hindsight on those same rows (an upper bound for a tuned threshold), with a bootstrap
   95% interval over frauds and legit rows.
 
-The data stages are the lab's own (raw, validated, splits). Nothing is trained on test. The fine-tuned text
-route's figures are copied from bench/results/fraud_variants.json for comparison.
+The data stages are the lab's own (raw, validated, splits). Nothing is trained on test. bench/summarize.py shows
+the fine-tuned text route's figures from bench/results/fraud_variants.json beside them.
 Writes bench/results/fraud_ceiling.json.
 
     python bench/fraud_ceiling.py [--quick]
@@ -38,7 +38,6 @@ from common import labs_dir, save, use_quick_labs  # noqa: E402
 from quality import machine  # noqa: E402
 
 RESULTS = BENCH / "results" / "fraud_ceiling.json"
-VARIANTS = BENCH / "results" / "fraud_variants.json"
 LAB = "creditcard_fraud"
 TARGET_RECALL = 0.9
 
@@ -163,15 +162,6 @@ def measure(quick: bool) -> dict:
     return results
 
 
-def fine_tuned_reference() -> dict | None:
-    """The lab's default rendering as fraud_variants measured it (the text route)."""
-    if not VARIANTS.is_file():
-        return None
-    variants = json.loads(VARIANTS.read_text())
-    best = variants["best_by_validation"]
-    return {"variant": best, "date": variants["date"], **variants["variants"][best]["fine_tuned"]}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200 rows, 50 trees, 100 resamples, nothing written")
@@ -179,7 +169,7 @@ def main() -> None:
     results = measure(args.quick)
     payload = {"benchmark": "fraud_ceiling", "machine": machine(), "date": dt.date.today().isoformat(),
                "command": "python bench/fraud_ceiling.py", "lab": LAB, "target_recall": TARGET_RECALL,
-               "target_precision": 0.273, "models": results, "fine_tuned": fine_tuned_reference(),
+               "target_precision": 0.273, "models": results,
                "highest_ceiling": max(results, key=lambda m: results[m]["ceiling"]["best_precision_at_recall"])}
     print(json.dumps(payload, indent=2))
     save(payload, RESULTS, args.quick)

@@ -172,9 +172,11 @@ def fraud_ceiling(r: dict) -> list[str]:
         lines.append(f"| {name} | {m['inputs']} | {_interval(lab, 'precision')} | {lab['recall']} | "
                      f"{_interval(lab, 'average_precision')} | {_interval(top, 'best_precision_at_recall')} | "
                      f"{_interval(top, 'average_precision')} |")
-    tuned = r.get("fine_tuned")
-    if tuned:
-        lines.append(f"| fine-tuned text route ({tuned['variant']}, fraud_variants {tuned['date']}) | rendered text | "
+    variants = load("fraud_variants")
+    if variants:  # the text route as fraud_variants last measured the lab's default
+        best = variants["best_by_validation"]
+        tuned = variants["variants"][best]["fine_tuned"]
+        lines.append(f"| fine-tuned text route ({best}, fraud_variants {variants['date']}) | rendered text | "
                      f"{_interval(tuned, 'precision')} | {tuned['recall']} | {_interval(tuned, 'average_precision')} "
                      "| | |")
     return lines + ["", f"Highest ceiling: **{r['highest_ceiling']}**, "
