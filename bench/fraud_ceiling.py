@@ -35,6 +35,7 @@ import numpy as np
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from common import labs_dir, save, use_quick_labs  # noqa: E402
+from fraud_variants import summary  # noqa: E402
 from quality import machine  # noqa: E402
 
 RESULTS = BENCH / "results" / "fraud_ceiling.json"
@@ -75,33 +76,20 @@ def one_hot_bins(frames: dict, columns: list[str], bins: int) -> dict[str, np.nd
 
 def ceiling(positive_scores: np.ndarray, negative_scores: np.ndarray, prevalence: float, resamples: int,
             seed: int) -> dict:
-    """Hindsight-best precision at recall >= TARGET_RECALL, and AP, at the natural rate, with bootstrap intervals."""
-    from ftlab_pipelines.core.evaluation.prevalence import (
-        adjusted_average_precision,
-        best_precision_at_recall,
-    )
+    """Hindsight-best precision at recall >= TARGET_RECALL on all `positive_scores`, and AP, at the natural rate,
+    with `prevalence.estimate`'s bootstrap intervals. Only those two are read, so its tune rows and threshold
+    (required by `estimate`) are a stand-in: the positives themselves at a fixed 0.5."""
+    from ftlab_pipelines.core.evaluation import prevalence as natural_rate
 
-    def both(pos_c=None, neg_c=None) -> tuple[float, float]:
-        return (best_precision_at_recall(positive_scores, negative_scores, prevalence, TARGET_RECALL, pos_c, neg_c),
-                adjusted_average_precision(positive_scores, negative_scores, prevalence, pos_c, neg_c))
-
-    rng = np.random.default_rng(seed)
-    n_pos, n_neg = len(positive_scores), len(negative_scores)
-    draws = np.array([both(rng.multinomial(n_pos, np.full(n_pos, 1 / n_pos)),
-                           rng.multinomial(n_neg, np.full(n_neg, 1 / n_neg))) for _ in range(resamples)])
-    (precision, ap), (low, high) = both(), np.percentile(draws, [2.5, 97.5], axis=0)
-    return {"best_precision_at_recall": round(precision, 4),
-            "best_precision_at_recall_ci95": [round(low[0], 4), round(high[0], 4)],
-            "average_precision": round(ap, 4), "average_precision_ci95": [round(low[1], 4), round(high[1], 4)],
-            "positives": n_pos, "negatives": n_neg}
-
-
-def as_the_lab_measures(metrics: dict) -> dict:
-    keys = ("precision", "recall", "average_precision")
-    out = {k: round(metrics[f"adjusted_{k}"], 4) for k in keys}
-    out.update({f"{k}_ci95": [round(metrics[f"adjusted_{k}_low"], 4), round(metrics[f"adjusted_{k}_high"], 4)]
-                for k in ("precision", "average_precision")})
-    return out
+    sample = natural_rate.Sample(tune_y=np.ones(len(positive_scores), dtype=int), tune_scores=positive_scores,
+                                 check_positive_scores=positive_scores, negative_scores=negative_scores)
+    found = natural_rate.estimate(sample, prevalence, lambda y, scores: 0.5, resamples, seed=seed,
+                                  target_recall=TARGET_RECALL)
+    out = {}
+    for metric in ("best_precision_at_recall", "average_precision"):
+        out[metric] = round(found[metric], 4)
+        out[f"{metric}_ci95"] = [round(found[f"{metric}_low"], 4), round(found[f"{metric}_high"], 4)]
+    return {**out, "positives": found["check_positives"], "negatives": found["negatives"]}
 
 
 def measure(quick: bool) -> dict:
@@ -153,7 +141,7 @@ def measure(quick: bool) -> dict:
         results[name] = {
             "inputs": f"{len(lab.render.columns)} rendered columns as one-hot train deciles"
                       if name == "logreg_rendered_deciles" else f"{len(columns)} raw features",
-            "as_the_lab_measures": as_the_lab_measures(measured[name]),
+            "as_the_lab_measures": summary(measured[name]),
             "ceiling": ceiling(p["validation"][y["validation"] == pos, pos], p["test"][y["test"] != pos, pos],
                                lab.eval.prevalence.rate, resamples, lab.split.seed),
             "fit_seconds": seconds[name],

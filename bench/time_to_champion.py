@@ -22,7 +22,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
-from common import lab_env, labs_dir, save, timed_output, use_quick_labs  # noqa: E402
+from common import lab_env, labs_dir, save, timed_output, use_quick_labs, write_lab  # noqa: E402
 from quality import machine  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "time_to_champion.json"
@@ -37,23 +37,11 @@ def stage_times(stdout: str) -> dict[str, float]:
     return found
 
 
-def as_if_without_bf16(home: Path) -> None:
-    """Make ftlab in `home` compute as on a CPU without native bf16: the kept bf16 measurement of this CPU (see
-    core/modeling/device.py) says bf16 is slower, so nothing is autocast."""
-    from ftlab_pipelines.core.artifacts import write_json
-    from ftlab_pipelines.core.modeling import device
-
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    path = device.probe_file(cpuinfo, device.cpu_flags(cpuinfo), home)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, {"bf16_faster": False, "bf16_gflops": 0.0, "fp32_gflops": 0.0,
-                      "note": "written by bench/time_to_champion.py --fp32"})
-
-
 def one_run(lab: str, root: Path, fp32: bool = False) -> dict:
-    env = {**lab_env(root), "FTLAB_LABS_DIR": str(labs_dir())}
-    if fp32:
-        as_if_without_bf16(root / "home")
+    # --fp32: the lab with train.bf16 off, which training and evaluation both follow: nothing is autocast, as on
+    # a CPU without native bf16
+    labs = write_lab(root, lab, bf16="off") if fp32 else labs_dir()
+    env = {**lab_env(root), "FTLAB_LABS_DIR": str(labs)}
     wall, stdout = timed_output([sys.executable, "-m", "ftlab_pipelines.cli", "run", lab], env)
     (champion,) = [e for e in json.loads((root / "home" / "registry" / f"{lab}.json").read_text()) if e["champion"]]
     metric = next(k for k in champion if k.startswith("test_"))

@@ -101,14 +101,14 @@ def cpu_model(cpuinfo: str) -> str:
     return cpuinfo_value(cpuinfo, "model name") or "unknown"
 
 
-def probe_file(cpuinfo: str, flags: frozenset[str], home: Path | None = None) -> Path:
-    """Where the bf16 measurement of this CPU model and torch build is kept: <home>/hardware/ (default $FTLAB_HOME)."""
+def probe_file(cpuinfo: str, flags: frozenset[str]) -> Path:
+    """Where the bf16 measurement of this CPU model and torch build is kept: $FTLAB_HOME/hardware/."""
     import hashlib
 
     from ftlab_pipelines.core.config.settings import Settings
 
     key = hashlib.sha256("\n".join([cpu_model(cpuinfo), " ".join(sorted(flags)), torch.__version__]).encode())
-    return (home or Settings.from_env().home) / "hardware" / f"cpu-bf16-{key.hexdigest()[:16]}.json"
+    return Settings.from_env().home / "hardware" / f"cpu-bf16-{key.hexdigest()[:16]}.json"
 
 
 def cpu_bf16_faster(cpuinfo: str, flags: frozenset[str]) -> bool:
