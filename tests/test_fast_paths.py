@@ -14,6 +14,7 @@ import datasets
 import pandas as pd
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ftlab_pipelines.core.config.labs import (
     ModelConfig,
@@ -208,6 +209,61 @@ def test_lora_update_survives_bf16_autocast(causal_lm_name):
     assert lora_precision.sum_lora_in_fp32(model) == 2 * layers  # q and v in every layer; it re-patches this one
     print(f"relative error of the update: fp32 sum {ours:.4f}, PEFT's bf16 sum {peft_own:.4f}")
     assert ours < 0.05 < peft_own
+
+
+class CountActivationCasts(TorchDispatchMode):
+    """Counts fp32 -> bf16 copies of activations (3-D tensors: batch, sequence, features)."""
+
+    def __init__(self):
+        super().__init__()
+        self.casts = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if (func is torch.ops.aten._to_copy.default and args[0].dim() == 3 and args[0].dtype == torch.float32
+                and out.dtype == torch.bfloat16):
+            self.casts += 1
+        return out
+
+
+def test_lora_layers_reading_the_same_input_cast_it_once_under_autocast(tiny_models):
+    """Query, key and value read the same hidden states: they share one bf16 copy, and the base matmul and the
+    adapter use the same one. A BERT layer has 3 distinct fp32 LoRA inputs (the attention's input, the
+    intermediate's, the output's; the context is already bf16), so a forward casts 3 activations per layer, 5 when
+    each LoRA layer casts its own, and 10 when autocast casts for each matmul. Logits are unchanged and the
+    gradients agree with casting per layer."""
+    from ftlab_pipelines.core.modeling import lora_precision
+
+    torch.manual_seed(0)
+    model = models.attach_lora(models.load_classifier(ModelConfig(name=str(tiny_models.classifier)), ["a", "b"]),
+                               PeftConfig(r=4, alpha=8, dropout=0.0, target_modules=["query", "key", "value", "dense"]))
+    for module in model.modules():
+        if hasattr(module, "lora_B"):
+            torch.nn.init.normal_(module.lora_B["default"].weight, std=0.02)
+    layers = model.config.num_hidden_layers
+    ids = torch.randint(5, 1000, (4, 12))
+
+    def forward_and_backward():
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16), CountActivationCasts() as counter:
+            logits = model(input_ids=ids).logits
+        logits.float().square().sum().backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+        return counter.casts, logits.detach(), grads
+
+    shared_casts, shared_logits, shared_grads = forward_and_backward()
+    for module in model.modules():  # one copy per layer: query, key and value each cast again
+        if hasattr(module, "shared_cast"):
+            module.shared_cast = lora_precision.SharedCast()
+    own_casts, own_logits, own_grads = forward_and_backward()
+    print(f"activation casts per layer: shared {shared_casts / layers}, per LoRA layer {own_casts / layers}")
+    assert shared_casts == 3 * layers
+    assert own_casts == 5 * layers
+    assert torch.equal(shared_logits, own_logits)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):  # as evaluation scores
+        assert torch.equal(model(input_ids=ids).logits, own_logits)
+    for shared, own in zip(shared_grads, own_grads):
+        torch.testing.assert_close(shared, own, rtol=0.05, atol=0.01 * own.abs().max().item())
 
 
 def test_encoder_leaves_the_tokenizers_own_settings_as_they_were(smol_tokenizer):
