@@ -2,7 +2,7 @@
 
 Baseline (what the seed notebooks did): HF Trainer defaults, fp32, every row padded to max_length
 (`padding="max_length"`), random batches. ftlab: `train.train_adapter` as the adapter asset runs it
-(bf16 autocast where the CPU/GPU has it, dropout masks from 16-bit slices of random words on CPU, dynamic
+(bf16 autocast where the CPU/GPU has it, dropout masks from 8-bit slices of random words on CPU, dynamic
 padding to a multiple of 8, length-grouped batches for classification, and for SFT: eager attention on CPU and
 the LM head on reply tokens only).
 Both train the same LoRA on the lab's tokenized train split for the same number of optimizer steps with the

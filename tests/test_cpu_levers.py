@@ -19,10 +19,18 @@ def test_fast_dropout_drops_at_rate_p_and_keeps_the_mean(p):
     x = torch.rand(1000, 1001) + 1  # an odd element count: the last 64-bit word is only partly used
     y = layer(x)
     dropped = (y == 0).float().mean().item()
-    assert abs(dropped - p) < 0.003  # 1M elements: the standard error is under 0.0005
-    assert torch.equal(y[y != 0], (x * (1 / (1 - p)))[y != 0])
+    rate = cpu_dropout.drop_rate(p)
+    assert abs(rate - p) <= 1 / 512
+    assert abs(dropped - rate) < 0.002  # 1M elements: the standard error is under 0.0005
+    assert torch.equal(y[y != 0], (x * (1 / (1 - rate)))[y != 0])
     assert abs(y.mean().item() / x.mean().item() - 1) < 0.005
     assert torch.equal(layer.eval()(x), x)
+
+
+def test_fast_dropout_at_the_ends_of_its_resolution():
+    x = torch.rand(64, 64) + 1
+    assert torch.equal(cpu_dropout.fast_dropout(x, 0.001), x)  # rounds to 0: nothing dropped
+    assert torch.equal(cpu_dropout.fast_dropout(x, 0.999), torch.zeros_like(x))  # rounds to 1: all dropped
 
 
 def test_fast_dropout_follows_the_seed_and_passes_gradients_through_the_kept_elements():
@@ -35,7 +43,7 @@ def test_fast_dropout_follows_the_seed_and_passes_gradients_through_the_kept_ele
     assert torch.equal(first, again)
     assert not torch.equal(first, layer(x))  # the generator moved on
     first.sum().backward()
-    assert torch.equal(x.grad, (first != 0).float() / 0.7)
+    assert torch.equal(x.grad, (first != 0).float() / (1 - cpu_dropout.drop_rate(0.3)))
 
 
 def _lora_classifier(name: str):
