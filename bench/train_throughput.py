@@ -159,7 +159,7 @@ def run_variant(variant: str, lab_name: str, data_path: str, steps: int, eval_ro
 
     lab = load_lab(labs_dir() / f"{lab_name}.yaml")
     if overrides:
-        lab = lab.model_copy(update={"train": lab.train.model_copy(update=overrides)})
+        lab = lab.model_copy(update={"train": type(lab.train).model_validate({**lab.train.model_dump(), **overrides})})
     tokenizer = models.load_tokenizer(lab.model)
     data = tokenize.load_tokenized(data_path)
     model = build_model(lab)

@@ -54,6 +54,18 @@ def test_wrong_type_names_file_and_key(tmp_path):
     assert "mylab.yaml" in str(err.value) and "train.batch_size" in str(err.value)
 
 
+def test_bare_on_and_off_switch_bf16_as_written(tmp_path):
+    """YAML 1.1 reads `bf16: off` as false; the lab takes it as the word, the way the field's help spells it."""
+    for written in ("off", "on"):
+        path = _write(tmp_path, _sms())
+        path.write_text(path.read_text().replace("train:\n", f"train:\n  bf16: {written}\n", 1))
+        assert load_lab(path).train.bf16 == written
+    raw = _sms()
+    raw["train"]["bf16"] = "maybe"
+    with pytest.raises(LabConfigError, match="train.bf16"):
+        load_lab(_write(tmp_path, raw))
+
+
 def test_split_shares_must_sum_to_one(tmp_path):
     raw = _sms()
     raw["split"]["test"] = 0.5

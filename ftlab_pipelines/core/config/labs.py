@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from ftlab_pipelines.core.config.base import Strict as _Strict
 from ftlab_pipelines.core.config.evaluation import (  # noqa: F401  (re-exported: one import for every config)
@@ -185,6 +185,11 @@ class RayTrainConfig(_Strict):
     )
 
 
+def _yaml_switch(value):
+    """YAML 1.1 reads a bare `on` / `off` as true / false: take them as the words they were written as."""
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
 class TrainConfig(_Strict):
     """Optimisation settings (adapter stage)."""
 
@@ -200,7 +205,7 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of steps spent warming up the LR.")
     seed: int = Field(42, description="Seed of initialisation and data order.")
-    bf16: Literal["auto", "on", "off"] = Field(
+    bf16: Annotated[Literal["auto", "on", "off"], BeforeValidator(_yaml_switch)] = Field(
         "auto", description="bf16 autocast: auto turns it on where the hardware runs bf16 natively (CPU with "
                             "AMX/avx512_bf16, or a bf16 GPU); on asks for it and falls back to fp32 with a warning where "
                             "bf16 would be emulated; off never uses it."
