@@ -5,7 +5,8 @@ evaluation; the data stages run once and are shared). Every variant is measured 
 stage's `eval.prevalence` estimate: the threshold tuned for recall 0.9 on half of validation, recall on the other
 half's frauds, false positives on the natural-rate test's 5,686 legit rows, precision and AP at the natural rate
 492/284,807 with bootstrap 95% intervals. LR and HistGradientBoosting on the 30 raw features are measured alike.
-The lab's default is chosen by `adjusted_validation_average_precision` (validation only), never by test.
+The lab's default is chosen by `adjusted_validation_average_precision` (validation only), never by test, among
+the variants that keep the lab under its 10-minute budget.
 
 One seed's precision at recall 0.9 rests on a few of about 58 held-out frauds, and a changed dropout draw moved it
 from 0.114 to 0.039: `--seeds 42,7,1234` trains each variant once per `train.seed` (same splits, same baselines)
@@ -57,6 +58,7 @@ VARIANTS: dict[str, dict] = {
     "smollm2_whole_numbers_15": {**SMOLLM2, "render": {"bins": None}},  # on the best rendering by validation
 }
 DEFAULT = ["whole_numbers_15", "bins5_15", "bins5_30", "bins10_15"]
+LAB_BUDGET_SECONDS = 600
 MODELS = ("fine_tuned", "logreg_features", "hist_gradient_boosting")
 REPORTED = ("precision", "recall", "f1", "average_precision", "best_precision_at_recall",
             "validation_average_precision")
@@ -165,8 +167,14 @@ def validation_lift(variant: dict) -> float:
         "validation_average_precision"]
 
 
+def within_budget(variant: dict) -> bool:
+    """The issue keeps the lab under 10 minutes here; `seconds` leaves out only the data stages (~20 s)."""
+    return variant["seconds"] <= LAB_BUDGET_SECONDS
+
+
 def best_by_validation(variants: dict) -> str:
-    return max(variants, key=lambda v: validation_lift(variants[v]))
+    """The default: the highest validation lift among the variants that fit the lab's time budget."""
+    return max((v for v in variants if within_budget(variants[v])), key=lambda v: validation_lift(variants[v]))
 
 
 def main() -> None:
@@ -194,6 +202,7 @@ def main() -> None:
                            "other half's frauds; FPR on the natural-rate test's legit rows; pi = 492/284807; "
                            "bootstrap 95% intervals",
                "variants": variants, "best_by_validation": best_by_validation(variants),
+               "over_time_budget": [v for v, r in variants.items() if not within_budget(r)],
                "validation_lift_over_logreg": {v: round(validation_lift(r), 3) for v, r in variants.items()}}
     print(json.dumps(payload, indent=2))
     save(payload, RESULTS, args.quick)
