@@ -109,7 +109,7 @@ def over_seeds(by_seed: dict[int, dict]) -> dict:
     return out
 
 
-def measure(names: list[str], quick: bool, home: Path | None = None, seeds: tuple[int, ...] = (42,)) -> dict:
+def measure(names: list[str], quick: bool, home: Path | None = None, seeds: tuple[int, ...] | None = None) -> dict:
     import yaml
 
     from ftlab_pipelines.core.config.labs import LabConfig
@@ -129,6 +129,7 @@ def measure(names: list[str], quick: bool, home: Path | None = None, seeds: tupl
     if quick:
         raw["train"].update({"max_steps": 4, "save_steps": 4})
         raw["eval"]["prevalence"]["resamples"] = 100
+    seeds = seeds or (raw["train"].get("seed", 42),)
     settings = Settings.from_env()
     tracker, bench_run = Tracker(settings), f"bench-fraud-{uuid.uuid4().hex[:8]}"
 
@@ -183,10 +184,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny BERT, 200 rows, 4 steps, 2 seeds, nothing written")
     parser.add_argument("--home", type=Path, help="the FTLAB_HOME of an earlier run: its trained adapters are read "
                                                   "back and only the evaluation is redone")
-    parser.add_argument("--seeds", default="42", help="training seeds, comma-separated: each variant is trained "
-                                                      "once per seed and reported as the median over them")
+    parser.add_argument("--seeds", help="training seeds, comma-separated (default: the lab's own): each variant is "
+                                        "trained once per seed and reported as the median over them")
     args = parser.parse_args()
-    seeds = tuple(int(s) for s in args.seeds.split(","))
+    seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
     names = args.variants.split(",")
     unknown = set(names) - set(VARIANTS)
     if unknown:
@@ -197,7 +198,8 @@ def main() -> None:
     previous = json.loads(RESULTS.read_text()) if RESULTS.is_file() and not args.quick else {}
     variants = {**previous.get("variants", {}), **measured}
     payload = {"benchmark": "fraud_variants", "machine": machine(), "date": dt.date.today().isoformat(),
-               "command": f"python bench/fraud_variants.py --variants {','.join(names)} --seeds {args.seeds}", "lab": LAB,
+               "command": f"python bench/fraud_variants.py --variants {','.join(names)}"
+                          + (f" --seeds {args.seeds}" if args.seeds else ""), "lab": LAB,
                "estimate": "eval.prevalence: threshold for recall 0.9 tuned on half of validation; recall on the "
                            "other half's frauds; FPR on the natural-rate test's legit rows; pi = 492/284807; "
                            "bootstrap 95% intervals",

@@ -140,7 +140,9 @@ def _per_seed(seeds: dict | None, metric: str) -> str:
 
 def fraud_variants(r: dict) -> list[str]:
     lines = ["## creditcard_fraud: renderings and models at the natural fraud rate (targets: precision at recall 0.9 "
-             ">= 0.273, the seed's; AP above logistic regression)", "", header(r), "", r["estimate"] + ".", "",
+             ">= 0.273, the seed's; AP above logistic regression)", "", header(r), "", r["estimate"] + ". A variant "
+             "trained at several seeds shows each figure (and each interval bound) as the median over its seeds, "
+             "every seed's own figure under it.", "",
              "| variant | precision @ recall 0.9 [95% CI] | recall on held-out frauds | AP [95% CI] | validation AP "
              "| 10-fraud test: precision / recall / AP | s (tokenize+train+evaluate) |",
              "|---|---|---|---|---|---|---|"]
