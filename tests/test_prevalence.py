@@ -93,6 +93,20 @@ def test_bootstrap_intervals_cover_the_true_value_on_synthetic_scores():
     assert found["precision_high"] - found["precision_low"] < 0.6
 
 
+def test_an_interval_always_contains_its_point_estimate():
+    """Every resample repeats some tune rows; this rule then sets a stricter threshold than on the sample itself,
+    so every resampled precision is higher than the point estimate and a plain percentile interval would miss it."""
+    def stricter_on_repeated_rows(y, scores):
+        return 0.0 if len(np.unique(scores)) == len(scores) else 2.0
+
+    rng = np.random.default_rng(0)
+    sample = prevalence.Sample(tune_y=np.repeat([0, 1], 6), tune_scores=np.linspace(0, 1, 12),
+                               check_positive_scores=rng.normal(3, 1, 60), negative_scores=rng.normal(0, 1, 1500))
+    found = prevalence.estimate(sample, 0.01, stricter_on_repeated_rows, resamples=200)
+    assert prevalence.point_estimate(sample, 0.01, stricter_on_repeated_rows)["precision"] == found["precision"]
+    assert found["precision_low"] == found["precision"] < found["precision_high"]
+
+
 def test_rate_may_be_written_as_the_fraction_it_comes_from():
     assert PrevalenceConfig(rate="492/284,807").rate == pytest.approx(492 / 284_807)
     assert PrevalenceConfig(rate=0.01).rate == 0.01
