@@ -93,6 +93,7 @@ def over_seeds(by_seed: dict[int, dict]) -> dict:
     if len(runs) == 1:
         return runs[0]
     out = copy.deepcopy(runs[0])
+    del out["seed"]
     out["seconds"] = round(statistics.median(r["seconds"] for r in runs), 1)
     out["train_seconds"] = statistics.median(r["train_seconds"] or 0 for r in runs)
     tuned = out["fine_tuned"]
@@ -150,6 +151,7 @@ def measure(names: list[str], quick: bool, home: Path | None = None, seeds: tupl
         evaluation = upstream["evaluation"].metrics
         result = {
             "changes": changes,
+            "seed": seed,
             "seconds": round(time.perf_counter() - started - data_seconds, 1),  # tokenized + adapter + evaluation
             "train_seconds": upstream["adapter"].metrics.get("train_seconds"),
             "mean_train_tokens": upstream["tokenized"].stats["train"].get("mean_length"),

@@ -150,7 +150,7 @@ def fraud_variants(r: dict) -> list[str]:
     for name, v in r["variants"].items():
         m, t = v["fine_tuned"], v["fine_tuned"]["test_10_frauds"]
         seeds = m.get("seeds")
-        label = f"{name} (median of seeds {', '.join(seeds)})" if seeds else f"{name} (seed 42)"
+        label = f"{name} (median of seeds {', '.join(seeds)})" if seeds else f"{name} (seed {v['seed']})"
         lines.append(f"| {label} | {_interval(m, 'precision')}{_per_seed(seeds, 'precision')} | {m['recall']} | "
                      f"{_interval(m, 'average_precision')}{_per_seed(seeds, 'average_precision')} | "
                      f"{m['validation_average_precision']}{_per_seed(seeds, 'validation_average_precision')} | "
