@@ -15,6 +15,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
+def with_changes(lab, **sections: dict):
+    """The lab with some fields of its sections changed (`train={"seed": 7}`), validated as a lab file is: a wrong
+    value fails here with the field's name, not deep in training."""
+    return lab.model_copy(update={name: type(getattr(lab, name)).model_validate(
+        {**getattr(lab, name).model_dump(), **changes}) for name, changes in sections.items()})
+
+
 def write_lab(root: Path, lab: str, model_name: str | None = None, **train_overrides) -> Path:
     """labs/<lab>.yaml with another base model and train overrides, in root/labs (point FTLAB_LABS_DIR at it)."""
     raw = yaml.safe_load((labs_dir() / f"{lab}.yaml").read_text())

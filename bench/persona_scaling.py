@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, lab_env, timed, use_quick_labs, write_lab  # noqa: E402
+from common import REPO, lab_env, timed, use_quick_labs, with_changes, write_lab  # noqa: E402
 from quality import machine  # noqa: E402
 
 LAB = "persona_chat"
@@ -73,10 +73,8 @@ def train_point(lab, tokenizer, dataset, rows: int, overrides: dict, workdir: Pa
     from ftlab_pipelines.core.training.recipe import TrainingJob, fit
 
     half_epoch = max(1, math.ceil(rows / lab.train.batch_size) // 2)
-    point = lab.model_copy(update={
-        "peft": lab.peft.model_copy(update=overrides.get("peft", {})),
-        "train": lab.train.model_copy(update={"save_steps": half_epoch, **overrides.get("train", {})}),
-    })
+    point = with_changes(lab, peft=overrides.get("peft", {}),
+                         train={"save_steps": half_epoch, **overrides.get("train", {})})
     tokenize.save_splits(DatasetDict({**dataset, "train": dataset["train"].shuffle(seed=0).select(range(rows))}),
                          workdir / "dataset")
     m = fit(TrainingJob.from_lab(point), workdir / "dataset", workdir / "checkpoints", workdir / "adapter").metrics

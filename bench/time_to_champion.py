@@ -42,14 +42,16 @@ def stage_times(stdout: str) -> dict[str, float]:
 def one_run(lab: str, root: Path, fp32: bool = False, seed: int | None = None) -> dict:
     # --fp32: the lab with train.bf16 off, which training and evaluation both follow: nothing is autocast, as on
     # a CPU without native bf16
-    overrides = {**({"bf16": "off"} if fp32 else {}), **({"seed": seed} if seed is not None else {})}
+    overrides = {"bf16": "off"} if fp32 else {}
+    if seed is not None:
+        overrides["seed"] = seed
     labs = write_lab(root, lab, **overrides) if overrides else labs_dir()
     env = {**lab_env(root), "FTLAB_LABS_DIR": str(labs)}
     wall, stdout = timed_output([sys.executable, "-m", "ftlab_pipelines.cli", "run", lab], env)
     (champion,) = [e for e in json.loads((root / "home" / "registry" / f"{lab}.json").read_text()) if e["champion"]]
     metric = next(k for k in champion if k.startswith("test_"))
     return {"wall_seconds": round(wall, 1), "stages": stage_times(stdout), metric: round(champion[metric], 4),
-            **({"seed": seed} if seed is not None else {})}
+            **({"seed": overrides["seed"]} if "seed" in overrides else {})}
 
 
 def main() -> None:

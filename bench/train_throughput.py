@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import labs_dir, save, use_quick_labs  # noqa: E402
+from common import labs_dir, save, use_quick_labs, with_changes  # noqa: E402
 from quality import machine  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,7 +159,7 @@ def run_variant(variant: str, lab_name: str, data_path: str, steps: int, eval_ro
 
     lab = load_lab(labs_dir() / f"{lab_name}.yaml")
     if overrides:
-        lab = lab.model_copy(update={"train": type(lab.train).model_validate({**lab.train.model_dump(), **overrides})})
+        lab = with_changes(lab, train=overrides)
     tokenizer = models.load_tokenizer(lab.model)
     data = tokenize.load_tokenized(data_path)
     model = build_model(lab)

@@ -37,7 +37,7 @@ def keep_mask(shape: torch.Size, p: float, device: torch.device | None = None) -
     n = math.prod(shape)
     words = torch.empty((n + 7) // 8, dtype=torch.int64, device=device).random_(-(2**63), 2**63 - 1)
     uniform8 = words.view(torch.int8)[:n]  # each int8 is uniform on [-128, 127]
-    return (uniform8 >= round(p * _LEVELS) - _LEVELS // 2).view(shape)
+    return (uniform8 >= int(drop_rate(p) * _LEVELS) - _LEVELS // 2).view(shape)
 
 
 def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
