@@ -22,10 +22,25 @@ def with_changes(lab, **sections: dict):
         {**getattr(lab, name).model_dump(), **changes}) for name, changes in sections.items()})
 
 
-def write_lab(root: Path, lab: str, model_name: str | None = None, **train_overrides) -> Path:
-    """labs/<lab>.yaml with another base model and train overrides, in root/labs (point FTLAB_LABS_DIR at it)."""
+def parse_sets(pairs: list[str]) -> dict[str, dict]:
+    """section.key=value pairs (YAML values; train.seed=7, peft.dropout=0) by section, for `with_changes` and
+    `write_lab`; a bare key is a train field."""
+    out: dict[str, dict] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        section, _, name = key.rpartition(".")
+        out.setdefault(section or "train", {})[name] = yaml.safe_load(value)
+    return out
+
+
+def write_lab(root: Path, lab: str, model_name: str | None = None, changes: dict[str, dict] | None = None,
+              **train_overrides) -> Path:
+    """labs/<lab>.yaml with another base model, section changes (`parse_sets`) and train overrides, in root/labs
+    (point FTLAB_LABS_DIR at it)."""
     raw = yaml.safe_load((labs_dir() / f"{lab}.yaml").read_text())
     raw["train"].update(train_overrides)
+    for section, fields in (changes or {}).items():
+        raw.setdefault(section, {}).update(fields)
     if model_name:
         raw["model"]["name"] = model_name
     (root / "labs").mkdir(parents=True, exist_ok=True)
@@ -60,6 +75,7 @@ def ftlab_run(lab: str, root: Path) -> float:
 def save(payload: dict, path: Path, quick: bool) -> None:
     """Write a result file (committed with the code), unless this was a --quick smoke run."""
     if not quick:
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(payload, indent=2) + "\n")
         print(f"wrote {path}")
 

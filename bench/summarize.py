@@ -255,10 +255,28 @@ def time_to_champion(r: dict) -> list[str]:
     quality = (f"median over seeds {', '.join(map(str, seeds))}: **{r[f'median_{metric}']}** ({values})" if seeds
                else f"{values} (the lab's own seed each run)")
     stages = ", ".join(f"{k} {v}" for k, v in r["stage_median_seconds"].items())
+    validation = [f"- {k}: median {r[f'median_{k}']} ({' / '.join(map(str, r[k]))})" for k in r
+                  if k.startswith("validation_") and isinstance(r[k], list)]
     return [f"## Time to the first champion: `ftlab run {r['lab']}` from a fresh home, {precision} (target <= 300 s, "
             "test F1 >= 0.96)", "", header(r), "",
             f"- Wall: median **{r['median_seconds']} s** [{r['min_seconds']}, {r['max_seconds']}] over "
-            f"{len(r['runs'])} runs; stage medians (s): {stages}.", f"- {metric}: {quality}."]
+            f"{len(r['runs'])} runs; stage medians (s): {stages}.", f"- {metric}: {quality}.", *validation]
+
+
+def demo_settings(results: list[dict]) -> list[str]:
+    """The demo lab's settings measured with `time_to_champion.py --set` beside the lab as it was: chosen by
+    validation (F1, then AP), with test shown, never used to choose."""
+    lines = ["## Demo lab settings measured over seeds (`time_to_champion.py --set`; chosen by validation)", "",
+             "| lab changed | wall median (s) | adapter median (s) | validation F1, median; per seed | "
+             "validation AP, median; per seed | test F1, median; per seed |", "|---|---:|---:|---|---|---|"]
+    for r in results:
+        def cell(name: str) -> str:
+            return f"{r[f'median_{name}']}; {' / '.join(map(str, r[name]))}" if name in r else ""
+        changes = ", ".join(f"{s}.{k}={v}" for s, fields in r.get("changes", {}).items() for k, v in fields.items())
+        lines.append(f"| {changes or 'as it was'} | {r['median_seconds']} | {r['stage_median_seconds']['adapter']} | "
+                     f"{cell('validation_f1')} | {cell('validation_average_precision')} | {cell('test_f1')} |")
+    return lines + ["", f"{results[0]['date']}, {results[0]['machine']}; seeds "
+                    f"{', '.join(str(run['seed']) for run in results[0]['runs'])}."]
 
 
 def main() -> None:
@@ -271,6 +289,9 @@ def main() -> None:
     for name, render in sections:
         result = load(name)
         lines += (render(result) if result else [f"## {name}", "", "not measured yet"]) + [""]
+    settings = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("demo_settings/*.json"))]
+    if settings:
+        lines += demo_settings(settings) + [""]
     for path in sorted(RESULTS.glob("persona_scaling*.json")):
         lines += persona_scaling(json.loads(path.read_text())) + [""]
     if NOTES.is_file():

@@ -5,9 +5,12 @@ The model cache (converted offline models) is shared, as it is across a user's c
 empty home: no cached stage, no MLflow store, no champion.
 `--seeds 42,7,1234` runs once per training seed instead: a single seed's test F1 is one draw (on sms_spam one message
 of 131 test spam is 0.004 of F1), so the quality is the median over seeds; the time is the same either way.
-Writes bench/results/time_to_champion.json (`--fp32`: time_to_champion_fp32.json).
+Each run also records the validation metric, which is what a setting is chosen by (`--set` measures one).
+Writes bench/results/time_to_champion.json (`--fp32`: time_to_champion_fp32.json; `--set`: demo_settings/<changes>.json,
+which bench/summarize.py tabulates).
 
     python bench/time_to_champion.py [--lab sms_spam] [--repeats 3 | --seeds 42,7,1234] [--fp32] [--quick]
+                                     [--set train.base_dropout=0 ...]
 """
 
 from __future__ import annotations
@@ -24,7 +27,15 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
-from common import lab_env, labs_dir, save, timed_output, use_quick_labs, write_lab  # noqa: E402
+from common import (  # noqa: E402
+    lab_env,
+    labs_dir,
+    parse_sets,
+    save,
+    timed_output,
+    use_quick_labs,
+    write_lab,
+)
 from quality import machine  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "time_to_champion.json"
@@ -39,19 +50,30 @@ def stage_times(stdout: str) -> dict[str, float]:
     return found
 
 
-def one_run(lab: str, root: Path, fp32: bool = False, seed: int | None = None) -> dict:
+def validation_metrics(home: Path, lab: str) -> dict[str, float]:
+    """The fine-tuned model's primary metric and average precision on the validation split: what a lab's settings
+    are chosen by (AP needs no threshold, so it moves less with one message than F1 does)."""
+    (result,) = (home / "artifacts" / lab / "evaluation").glob("*/result.json")
+    evaluation = json.loads(result.read_text())
+    validation = evaluation["metrics"]["fine_tuned"]["validation"]
+    names = dict.fromkeys([evaluation["primary_metric"], "average_precision"])
+    return {f"validation_{name}": round(validation[name], 4) for name in names if name in validation}
+
+
+def one_run(lab: str, root: Path, fp32: bool = False, seed: int | None = None,
+            changes: dict[str, dict] | None = None) -> dict:
     # --fp32: the lab with train.bf16 off, which training and evaluation both follow: nothing is autocast, as on
     # a CPU without native bf16
     overrides = {"bf16": "off"} if fp32 else {}
     if seed is not None:
         overrides["seed"] = seed
-    labs = write_lab(root, lab, **overrides) if overrides else labs_dir()
+    labs = write_lab(root, lab, changes=changes, **overrides) if overrides or changes else labs_dir()
     env = {**lab_env(root), "FTLAB_LABS_DIR": str(labs)}
     wall, stdout = timed_output([sys.executable, "-m", "ftlab_pipelines.cli", "run", lab], env)
     (champion,) = [e for e in json.loads((root / "home" / "registry" / f"{lab}.json").read_text()) if e["champion"]]
     metric = next(k for k in champion if k.startswith("test_"))
     return {"wall_seconds": round(wall, 1), "stages": stage_times(stdout), metric: round(champion[metric], 4),
-            **({"seed": overrides["seed"]} if "seed" in overrides else {})}
+            **validation_metrics(root / "home", lab), **({"seed": overrides["seed"]} if "seed" in overrides else {})}
 
 
 def main() -> None:
@@ -63,6 +85,9 @@ def main() -> None:
                         help="as on a CPU without bf16: nothing autocast (writes time_to_champion_fp32.json)")
     parser.add_argument("--seeds", help="training seeds, comma-separated: one run each (instead of --repeats "
                                         "of the lab's own seed)")
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="SECTION.KEY=VALUE",
+                        help="change the lab (train.base_dropout=0), to measure a setting before it is adopted; "
+                             "the result file's name says what was changed")
     args = parser.parse_args()
     if args.quick:
         use_quick_labs()
@@ -71,22 +96,28 @@ def main() -> None:
     repeats = len(seeds)
     runs = []
     for i, seed in enumerate(seeds):
-        runs.append(one_run(args.lab, Path(tempfile.mkdtemp(prefix="bench-champion-")), args.fp32, seed))
+        runs.append(one_run(args.lab, Path(tempfile.mkdtemp(prefix="bench-champion-")), args.fp32, seed,
+                            parse_sets(args.set)))
         print(f"run {i + 1}/{repeats}: {json.dumps(runs[-1])}", flush=True)
     walls = [r["wall_seconds"] for r in runs]
     metric = next(k for k in runs[0] if k.startswith("test_"))
+    measured = [metric, *(k for k in runs[0] if k.startswith("validation_"))]
     payload = {
         "benchmark": "time_to_champion", "machine": machine(), "date": dt.date.today().isoformat(),
         "command": f"python bench/time_to_champion.py --lab {args.lab} "
                    + (f"--seeds {args.seeds}" if args.seeds else f"--repeats {repeats}")
-                   + (" --fp32" if args.fp32 else ""), "lab": args.lab, "bf16": not args.fp32,
+                   + (" --fp32" if args.fp32 else "") + (f" --set {' '.join(args.set)}" if args.set else ""),
+        "lab": args.lab, "bf16": not args.fp32, "changes": parse_sets(args.set),
         "median_seconds": statistics.median(walls), "min_seconds": min(walls), "max_seconds": max(walls),
         "stage_median_seconds": {s: statistics.median(r["stages"][s] for r in runs) for s in runs[0]["stages"]},
-        metric: [r[metric] for r in runs], f"median_{metric}": statistics.median(r[metric] for r in runs),
+        **{name: [r[name] for r in runs] for name in measured},
+        **{f"median_{name}": statistics.median(r[name] for r in runs) for name in measured},
         "runs": runs,
     }
     print(json.dumps(payload, indent=2))
-    save(payload, RESULTS.with_name("time_to_champion_fp32.json") if args.fp32 else RESULTS, args.quick)
+    changed = "_".join(s.replace(".", "-").replace("=", "-") for s in args.set)
+    name = f"demo_settings/{changed}" if changed else "time_to_champion"
+    save(payload, RESULTS.with_name(f"{name}{'_fp32' if args.fp32 else ''}.json"), args.quick)
 
 
 if __name__ == "__main__":

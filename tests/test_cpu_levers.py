@@ -95,3 +95,21 @@ def test_fast_attention_dropout_leaves_other_model_families_alone(tiny_models):
     before = model.config._attn_implementation
     assert not cpu_dropout.use_fast_attention_dropout(model)
     assert model.config._attn_implementation == before
+
+
+def test_base_dropout_zero_makes_training_forwards_repeat_while_lora_keeps_its_own(tiny_models):
+    model = _lora_classifier(str(tiny_models.classifier))
+    lora_dropouts = [m for n, m in model.named_modules() if "lora_dropout" in n and isinstance(m, torch.nn.Dropout)]
+    assert lora_dropouts
+    assert models.set_base_dropout(model, 0.0) > 0
+    assert all(m.p == 0.1 for m in lora_dropouts)
+    assert model.config.hidden_dropout_prob == model.config.attention_probs_dropout_prob == 0.0
+    ids = torch.randint(5, 1000, (4, 12))
+    model.train()
+    for m in lora_dropouts:
+        m.p = 0.0
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)
+        models.set_base_dropout(model, 0.1)
+        torch.manual_seed(1)
+        assert not torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)

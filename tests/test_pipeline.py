@@ -60,6 +60,10 @@ def test_mlflow_runs_are_nested_and_tagged(tiny_spam):
     evaluation_run = next(r for r in children if r.data.tags["asset"] == "evaluation")
     artifacts = {a.path for a in client.list_artifacts(evaluation_run.info.run_id)}
     assert {"confusion_matrix.png", "pr_curve.png", "metrics.json"} <= artifacts
+    # the validation figures at the tuned threshold, which settings are chosen by, are logged beside the test ones
+    validation = tiny_spam["result"].output_for_node("sms_spam__evaluation").metrics["fine_tuned"]["validation"]
+    assert evaluation_run.data.metrics["validation_f1"] == pytest.approx(validation["f1"])
+    assert evaluation_run.data.metrics["validation_average_precision"] == pytest.approx(validation["average_precision"])
 
 
 def test_model_registered_with_champion_alias(tiny_spam):
@@ -102,6 +106,8 @@ def test_evaluation_compares_three_models(tiny_spam):
     assert fine["n"] == tn + fp + fn + tp == splits.rows["test"]
     assert tp + fn == splits.distributions["test"]["spam"]
     assert fine["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    p, r = fine["validation"]["precision"], fine["validation"]["recall"]
+    assert fine["validation"]["f1"] == pytest.approx(2 * p * r / (p + r) if p + r else 0.0)
     assert (evaluation.path / "pr_curve.png").stat().st_size > 1000
 
 

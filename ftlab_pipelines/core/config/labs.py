@@ -238,6 +238,10 @@ class TrainConfig(_Strict):
     class_weighted_loss: bool = Field(
         False, description="Weight the loss by inverse class frequency in train: an alternative to upsampling."
     )
+    base_dropout: float | None = Field(
+        None, ge=0, lt=1, description="Dropout of the base model's own layers while training (hidden states, "
+                                      "attention probabilities, the head's input); LoRA's is peft.dropout. null keeps "
+                                      "the model's config (MiniLM: 0.1).")
     fast_dropout: bool = Field(
         True, description="On CPU, draw dropout masks from 8-bit slices of 64-bit random words instead of one "
                           "Bernoulli draw per element (core/training/cpu_dropout.py): the drop rate rounded to "

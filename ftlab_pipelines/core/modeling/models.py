@@ -173,6 +173,22 @@ def default_lora_targets(model) -> list[str] | str:
     return "all-linear"
 
 
+def set_base_dropout(model: torch.nn.Module, p: float) -> int:
+    """Set the dropout of the base model's own layers to `p`: every `nn.Dropout` outside LoRA's `lora_dropout`, and
+    the config's float `*dropout*` fields (read by attention code that has no module for it, and by
+    `use_fast_attention_dropout`). Returns how many modules were changed."""
+    changed = 0
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Dropout) and "lora_dropout" not in name.split("."):
+            module.p = p
+            changed += 1
+    config = getattr(model, "config", None)
+    for key, value in (config.to_dict().items() if config is not None else ()):
+        if "dropout" in key and isinstance(value, float):
+            setattr(config, key, p)
+    return changed
+
+
 def attach_lora(model, peft_config: PeftConfig, task_type: str = "SEQ_CLS"):
     """Wrap the model with LoRA; for SEQ_CLS peft also trains and saves the classification head."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training

@@ -103,6 +103,9 @@ def score_models(lab, probs: dict, y: dict) -> dict[str, dict]:
             rows = slice(None) if tune_rows is None else tune_rows
             threshold = tune_on_validation(lab, y["validation"][rows], p["validation"][rows])["threshold"]
         results[name] = metrics.classification_metrics(y["test"], p["test"], lab.labels, pos, threshold)
+        # the same threshold on the validation rows: what settings are chosen by, never the test figures
+        results[name]["validation"] = metrics.headline(
+            metrics.classification_metrics(y["validation"], p["validation"], lab.labels, pos, threshold))
         if prevalent is not None:
             results[name].update(_adjusted(lab, p, y, pos, tune_rows, check_rows))
     return results
@@ -171,6 +174,7 @@ def report(lab, upstream: dict, result: Evaluation, ctx: StageContext, reused: b
     fine = result.metrics[FINE_TUNED]
     run.log_params({"eval": lab.eval.model_dump(mode="json")})
     run.log_metrics({f"test_{k}": v for k, v in metrics.headline(fine).items()})
+    run.log_metrics({f"validation_{k}": v for k, v in fine.get("validation", {}).items()})
     for name, res in result.metrics.items():
         if name != FINE_TUNED:
             run.log_metrics({f"{name}_test_{k}": v for k, v in metrics.headline(res).items()})
@@ -178,6 +182,7 @@ def report(lab, upstream: dict, result: Evaluation, ctx: StageContext, reused: b
         run.log_artifact(out / name)
     metadata = {
         f"test_{result.primary_metric}": result.primary_value,
+        f"validation_{result.primary_metric}": fine.get("validation", {}).get(result.primary_metric),
         "threshold": result.threshold,
         **{f"natural_rate_{k}": fine[f"adjusted_{k}"] for k in ("precision", "recall", "average_precision")
            if f"adjusted_{k}" in fine},

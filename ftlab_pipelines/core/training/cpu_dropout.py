@@ -90,14 +90,15 @@ def eager_attention_fast_dropout(module: nn.Module, query: torch.Tensor, key: to
 
 
 def use_fast_attention_dropout(model: nn.Module) -> bool:
-    """Train a BERT-family model (its config names `attention_probs_dropout_prob`, > 0) with
+    """Train a BERT-family model (its config names `attention_probs_dropout_prob`) with
     `eager_attention_fast_dropout`; other models (grouped-query attention, their own eager forms) are left as they
-    are. Returns whether the model was switched."""
+    are. Also without attention dropout: sdpa's bf16 backward on CPU is slower than eager (MiniLM on sms_spam, base
+    dropout 0: 1,819 real tok/s with sdpa against 2,109 eager). Returns whether the model was switched."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
     config = getattr(model, "config", None)
-    if not getattr(config, "attention_probs_dropout_prob", 0) or getattr(config, "num_key_value_heads", None):
+    if getattr(config, "attention_probs_dropout_prob", None) is None or getattr(config, "num_key_value_heads", None):
         return False
     AttentionInterface.register(FAST_ATTENTION, eager_attention_fast_dropout)
     AttentionMaskInterface.register(FAST_ATTENTION, eager_mask)

@@ -338,6 +338,8 @@ def train_adapter(
     resume_from = checkpoints.resumable_checkpoint(checkpoint_dir, world_size=world_size())
     if resume_from:
         log.info("resuming from checkpoint %s", resume_from)
+    if config.base_dropout is not None:
+        models.set_base_dropout(model, config.base_dropout)
     fast_dropout_layers = cpu_dropout.use_fast_dropout(model) if config.fast_dropout and not where.on_gpu else 0
     fast_attention = (config.fast_attention_dropout and not where.on_gpu and not sft_max_length
                       and cpu_dropout.use_fast_attention_dropout(model))
