@@ -84,7 +84,7 @@ def candidates(value, annotation, lab: LabConfig) -> list:
     if isinstance(value, dict):
         return [{**value, "x": "y"}, {**value, 5: "z"}, {**value, "x": {"f1": 0.5}}]
     return [*choices, *optional_sections(annotation), 2, 100, "x_1", ["query"], {"x": "y"}, {5: "z"},
-            {"columns": ["text"]}, {"cron": "0 1 * * *"}]
+            {"columns": ["text"]}, {"cron": "0 1 * * *"}, 0.5]
 
 
 def with_changes(lab: LabConfig, changes: dict[str, object]) -> LabConfig:
