@@ -117,7 +117,7 @@ def main() -> None:
     print(json.dumps(payload, indent=2))
     changed = "_".join(s.replace(".", "-").replace("=", "-") for s in args.set)
     name = f"demo_settings/{changed}" if changed else "time_to_champion"
-    save(payload, RESULTS.with_name(f"{name}{'_fp32' if args.fp32 else ''}.json"), args.quick)
+    save(payload, RESULTS.parent / f"{name}{'_fp32' if args.fp32 else ''}.json", args.quick)
 
 
 if __name__ == "__main__":
