@@ -36,7 +36,7 @@ from common import (  # noqa: E402
     use_quick_labs,
     write_lab,
 )
-from quality import machine  # noqa: E402
+from quality import latest, machine  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "time_to_champion.json"
 STAGE_LINE = re.compile(r"^\s+(\w+)\s+([\d.]+) s$")
@@ -53,10 +53,11 @@ def stage_times(stdout: str) -> dict[str, float]:
 def validation_metrics(home: Path, lab: str) -> dict[str, float]:
     """The fine-tuned model's primary metric and average precision on the validation split: what a lab's settings
     are chosen by (AP needs no threshold, so it moves less with one message than F1 does)."""
-    (result,) = (home / "artifacts" / lab / "evaluation").glob("*/result.json")
-    evaluation = json.loads(result.read_text())
-    validation = evaluation["metrics"]["fine_tuned"]["validation"]
-    names = dict.fromkeys([evaluation["primary_metric"], "average_precision"])
+    from ftlab_pipelines.core.stages.results import Evaluation
+
+    evaluation = Evaluation.read(latest(home, lab, "evaluation", "result.json").parent)
+    validation = evaluation.metrics["fine_tuned"]["validation"]
+    names = dict.fromkeys([evaluation.primary_metric, "average_precision"])
     return {f"validation_{name}": round(validation[name], 4) for name in names if name in validation}
 
 
@@ -95,9 +96,9 @@ def main() -> None:
     seeds = seeds[:1] if args.quick else seeds
     repeats = len(seeds)
     runs = []
+    changes = parse_sets(args.set)
     for i, seed in enumerate(seeds):
-        runs.append(one_run(args.lab, Path(tempfile.mkdtemp(prefix="bench-champion-")), args.fp32, seed,
-                            parse_sets(args.set)))
+        runs.append(one_run(args.lab, Path(tempfile.mkdtemp(prefix="bench-champion-")), args.fp32, seed, changes))
         print(f"run {i + 1}/{repeats}: {json.dumps(runs[-1])}", flush=True)
     walls = [r["wall_seconds"] for r in runs]
     metric = next(k for k in runs[0] if k.startswith("test_"))
@@ -107,7 +108,7 @@ def main() -> None:
         "command": f"python bench/time_to_champion.py --lab {args.lab} "
                    + (f"--seeds {args.seeds}" if args.seeds else f"--repeats {repeats}")
                    + (" --fp32" if args.fp32 else "") + (f" --set {' '.join(args.set)}" if args.set else ""),
-        "lab": args.lab, "bf16": not args.fp32, "changes": parse_sets(args.set),
+        "lab": args.lab, "bf16": not args.fp32, "changes": changes,
         "median_seconds": statistics.median(walls), "min_seconds": min(walls), "max_seconds": max(walls),
         "stage_median_seconds": {s: statistics.median(r["stages"][s] for r in runs) for s in runs[0]["stages"]},
         **{name: [r[name] for r in runs] for name in measured},
