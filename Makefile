@@ -65,13 +65,13 @@ bench-serving: install dagster-home
 	$(BIN)/python bench/serving.py
 
 ## make bench-perf: the performance benchmarks, one after another (~35 min); results in bench/results/, summary in bench/RESULTS.md
-PERF_BENCHES := train_throughput mfu overhead noop tokenize_throughput lora_vs_qlora
+PERF_BENCHES := train_throughput mfu matmul_ceiling overhead noop tokenize_throughput lora_vs_qlora
 bench-perf: install dagster-home
 	for b in $(PERF_BENCHES); do $(BIN)/python bench/$$b.py || exit 1; done
 
 ## make bench-quick: every benchmark script in its --quick smoke mode on tiny models (CI proves they run; nothing is
 ## written). Two at a time: a smoke run is mostly one thread starting interpreters and importing; logs in $(FTLAB_HOME)/bench-quick/
-QUICK_BENCHES := train_throughput serving scale_out lora_vs_qlora overhead noop mfu persona_scaling tokenize_throughput tabular_scale fraud_variants fraud_ceiling time_to_champion
+QUICK_BENCHES := train_throughput matmul_ceiling serving scale_out lora_vs_qlora overhead noop mfu persona_scaling tokenize_throughput tabular_scale fraud_variants fraud_ceiling time_to_champion
 bench-quick: install dagster-home
 	@mkdir -p "$(FTLAB_HOME)/bench-quick"; started=$$(date +%s); \
 	printf '%s\n' $(QUICK_BENCHES) | xargs -P 2 -I{} sh -c 'start=$$(date +%s); \

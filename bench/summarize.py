@@ -80,6 +80,20 @@ def mfu_training(r: dict) -> list[str]:
             f"{r['conventional_4n_gflops']} GFLOP/s = {r['conventional_4n_mfu_bf16']:.1%}."]
 
 
+def matmul_ceiling(r: dict) -> list[str]:
+    lines = ["## MFU ceiling: the training steps' matmuls alone", "", header(r), "",
+             f"The matmuls of {next(iter(r['cases'].values()))['steps']} real training steps replayed with nothing "
+             f"between them, against the bf16 peak of {r['peak_bf16_gflops']} GFLOP/s measured in the same run: "
+             "training could go no faster, so its MFU could be no higher.", "",
+             "| case | matmul calls | matmul GFLOP/s (share of peak) | needed share of matmul FLOPs "
+             "| ceiling real tok/s | ceiling MFU |", "|---|---|---|---|---|---|"]
+    for case, c in r["cases"].items():
+        lines.append(f"| {case} | {c['matmul_calls']:,} | {c['matmul_gflops_rate']} ({c['matmul_share_of_peak']:.1%}) "
+                     f"| {c['needed_share_of_matmul_flops']:.0%} | {c['ceiling_tokens_per_s']:,} "
+                     f"| **{c['ceiling_mfu']:.1%}** |")
+    return lines
+
+
 def overhead(r: dict) -> list[str]:
     return ["## Orchestration overhead (target: <= 10%)", "", header(r), "",
             f"- `{r['lab']}` with {r['train_overrides']}: plain script **{r['script_seconds']} s**, through Dagster + "
@@ -280,7 +294,8 @@ def demo_settings(results: list[dict]) -> list[str]:
 
 
 def main() -> None:
-    sections = [("train_throughput", throughput), ("mfu", mfu), ("overhead", overhead), ("noop", noop),
+    sections = [("train_throughput", throughput), ("mfu", mfu), ("matmul_ceiling", matmul_ceiling),
+                ("overhead", overhead), ("noop", noop),
                 ("tokenize", tokenize), ("memory", memory), ("serving", serving), ("scale_out", scale_out),
                 ("fraud_variants", fraud_variants), ("fraud_ceiling", fraud_ceiling),
                 ("time_to_champion", time_to_champion), ("time_to_champion_fp32", time_to_champion)]

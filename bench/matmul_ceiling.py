@@ -1,0 +1,133 @@
+"""The MFU ceiling of ftlab's training on this CPU: the matmuls of real training steps, timed alone.
+
+Trains `steps` steps of a case of bench/train_throughput.py the way the adapter asset does (`train.train_adapter`),
+recording every matmul it runs (aten mm, addmm, bmm: shapes, strides, dtypes; forward and backward, LoRA and
+attention included). Then runs exactly those matmuls again on random tensors of the same layout, nothing else
+between them, and times them (median of 3 replays). If everything outside the matmuls took no time, training could
+go no faster than that, so the MFU it gives (the case's 4N FLOPs per real token, as in train_throughput, over the
+bf16 peak measured here) is the most this model's shapes reach on this CPU. Also reported: the rate the matmuls
+themselves run at (all their FLOPs, padding and LoRA included) and the share of matmul FLOPs a real token needs.
+Writes bench/results/matmul_ceiling.json.
+
+    python bench/matmul_ceiling.py [--cases minilm_sms_spam smollm2_psychology] [--steps 30] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import labs_dir, save, use_quick_labs  # noqa: E402
+from quality import machine  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "matmul_ceiling.json"
+
+
+def record_matmuls(case: str, data: Path, steps: int) -> tuple[list, int]:
+    """Train `steps` steps as train_throughput's ftlab variant does; return every matmul call (op, argument
+    layouts) and the real tokens trained on."""
+    import torch
+    import train_throughput
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from ftlab_pipelines.core.config.loading import load_lab
+    from ftlab_pipelines.core.modeling import models
+    from ftlab_pipelines.core.text import tokenize
+
+    matmuls = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default}
+    calls: list = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in matmuls:
+                calls.append((func, [(a.shape, a.stride(), a.dtype) if isinstance(a, torch.Tensor) else a
+                                     for a in args]))
+            return func(*args, **(kwargs or {}))
+
+    lab = load_lab(labs_dir() / f"{train_throughput.CASES[case][0]}.yaml")
+    tokenizer, dataset = models.load_tokenizer(lab.model), tokenize.load_tokenized(data)
+    model = train_throughput.build_model(lab)
+    counter = {"tokens": 0}
+    with tempfile.TemporaryDirectory() as out, Record():
+        train_throughput.train_ftlab(lab, model, tokenizer, dataset, steps, Path(out), counter)
+    return calls, counter["tokens"]
+
+
+def matmul_flops(func, layouts: list) -> int:
+    shapes = [layout[0] for layout in layouts if isinstance(layout, tuple)]
+    if func.__name__.startswith("addmm"):
+        shapes = shapes[1:]  # the bias
+    *batch, m, k = shapes[0]
+    return 2 * (batch[0] if batch else 1) * m * k * shapes[1][-1]
+
+
+def replay_seconds(calls: list, repeats: int = 3) -> float:
+    """The recorded matmuls once more, on random tensors of the same shapes, strides and dtypes: median seconds."""
+    import torch
+
+    def tensor(layout):
+        shape, stride, dtype = layout
+        return torch.empty_strided(shape, stride, dtype=dtype).normal_()
+
+    ready = [(func, [tensor(a) if isinstance(a, tuple) else a for a in layouts]) for func, layouts in calls]
+    for func, args in ready[: min(len(ready), 300)]:  # warm the kernels' caches
+        func(*args)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for func, args in ready:
+            func(*args)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def run_case(case: str, steps: int, peak_bf16: float) -> dict:
+    import train_throughput
+
+    with tempfile.TemporaryDirectory(prefix="bench-ceiling-") as tmp:
+        data = train_throughput.prepare(train_throughput.CASES[case][0], Path(tmp) / "home")
+        flops_per_token = train_throughput.flops_per_token(case, data)
+        calls, tokens = record_matmuls(case, data, steps)
+    seconds = replay_seconds(calls)
+    all_flops = sum(matmul_flops(func, layouts) for func, layouts in calls)
+    return {"steps": steps, "real_tokens": tokens, "matmul_calls": len(calls), "matmul_seconds": round(seconds, 3),
+            "matmul_gflop": round(all_flops / 1e9, 1), "matmul_gflops_rate": round(all_flops / seconds / 1e9, 1),
+            "matmul_share_of_peak": round(all_flops / seconds / 1e9 / peak_bf16, 4),
+            "needed_share_of_matmul_flops": round(flops_per_token * tokens / all_flops, 4),
+            "ceiling_tokens_per_s": round(tokens / seconds, 1),
+            "ceiling_mfu": round(flops_per_token * tokens / seconds / 1e9 / peak_bf16, 4)}
+
+
+def main() -> None:
+    import train_throughput
+    from mfu import matmul_gflops
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", default=list(train_throughput.CASES), choices=train_throughput.CASES)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--quick", action="store_true", help="2 steps on tiny models, nothing written (CI smoke)")
+    args = parser.parse_args()
+    if args.quick:
+        use_quick_labs()
+    steps = 2 if args.quick else args.steps
+    size, rounds = (256, 2) if args.quick else (2048, 10)
+    peak = matmul_gflops("bfloat16", size, rounds)
+    cases = {}
+    for case in args.cases:
+        cases[case] = run_case(case, steps, peak)
+        print(case, cases[case], flush=True)
+    command = "python bench/matmul_ceiling.py" + (f" --cases {' '.join(args.cases)}" if args.cases != list(
+        train_throughput.CASES) else "") + (f" --steps {args.steps}" if args.steps != 30 else "")
+    save({"benchmark": "matmul_ceiling", "machine": machine(), "date": dt.date.today().isoformat(),
+          "command": command, "peak_bf16_gflops": round(peak, 1), "cases": cases}, RESULTS, args.quick)
+
+
+if __name__ == "__main__":
+    main()
