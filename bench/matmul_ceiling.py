@@ -73,8 +73,9 @@ def replay_seconds(calls: list, repeats: int = 3) -> float:
     import torch
 
     def tensor(layout):
-        shape, stride, dtype = layout
-        return torch.empty_strided(shape, stride, dtype=dtype).normal_()
+        shape, stride, dtype = layout  # strides may be 0 (an expanded tensor): fill the storage, then view it
+        storage = max(1, 1 + sum((size - 1) * step for size, step in zip(shape, stride)))
+        return torch.randn(storage, dtype=dtype).as_strided(shape, stride)
 
     ready = [(func, [tensor(a) if isinstance(a, tuple) else a for a in layouts]) for func, layouts in calls]
     for func, args in ready[: min(len(ready), 300)]:  # warm the kernels' caches

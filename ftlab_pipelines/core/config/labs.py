@@ -250,10 +250,6 @@ class TrainConfig(_Strict):
         True, description="Classifiers on CPU whose config has attention_probs_dropout_prob (the BERT family): "
                           "eager attention with the same cheaper masks on the attention probabilities, instead of "
                           "sdpa with torch's (core/training/cpu_dropout.py). No effect on a GPU or in SFT.")
-    real_tokens_only: bool = Field(
-        True, description="BERT classifiers trained with that attention function: the encoder runs on each batch's "
-                          "real tokens only and pads just inside attention (core/training/real_tokens.py); sms_spam's "
-                          "batches were 1.8 padded tokens per real one. Same logits; no effect on a GPU or in SFT.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory (large models).")
     torch_compile: bool = Field(False, description="torch.compile the model: pays a compile per new batch shape, "
                                                    "so it wins on GPUs with long runs; measure before turning on.")

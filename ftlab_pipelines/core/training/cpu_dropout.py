@@ -77,36 +77,16 @@ FAST_ATTENTION = "ftlab_eager_fast_dropout"
 
 def eager_attention_fast_dropout(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                                  attention_mask: torch.Tensor | None, scaling: float | None = None,
-                                 dropout: float = 0.0, real_tokens=None, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+                                 dropout: float = 0.0, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
     """transformers' eager attention of the BERT family (models/bert/modeling_bert.py), with `fast_dropout` on the
-    attention probabilities. `attention_mask` is the additive mask transformers builds for eager attention. With
-    `real_tokens` (core/training/real_tokens.py) the encoder runs on the batch's real tokens in one row: they are
-    put back in their padded rows here, and the padded keys are hidden."""
-    # The query scaled, not the (batch, heads, L, L) scores: the same product with far fewer multiplications.
-    query = query * (query.size(-1) ** -0.5 if scaling is None else scaling)
-    p = dropout if module.training else 0.0
-    if real_tokens is None:
-        output, weights = _attend(query, key, value, attention_mask, p)
-        return output.transpose(1, 2).contiguous(), weights
-    device = query.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else query.dtype
-    query, key, value = (real_tokens.to_rows(t.to(dtype)) for t in (query, key, value))  # cast before copying
-    output, weights = _attend(query, key, value, real_tokens.key_mask(dtype), p)
-    return real_tokens.gather(output.transpose(1, 2)).contiguous(), weights
-
-
-def _attend(query, key, value, attention_mask, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax(q k^T + mask) v with `fast_dropout` on the probabilities; (batch, heads, L, head size) in and out."""
-    weights = torch.matmul(query, key.transpose(2, 3))
+    attention probabilities. `attention_mask` is the additive mask transformers builds for eager attention."""
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
     if attention_mask is not None:
-        # The mask comes in the embeddings' dtype, fp32 under bf16 autocast: added as it is, it would widen the
-        # scores, and the softmax, the dropout and their backward would run on fp32 (batch, heads, L, L) tensors,
-        # cast back to bf16 for the product with the values anyway. Clamped first: fp32's lowest rounds to -inf.
-        if attention_mask.dtype != weights.dtype:
-            attention_mask = attention_mask.clamp(min=torch.finfo(weights.dtype).min).to(weights.dtype)
         weights = weights + attention_mask
-    weights = fast_dropout(torch.softmax(weights, dim=-1), dropout)
-    return torch.matmul(weights, value), weights
+    weights = fast_dropout(torch.softmax(weights, dim=-1), dropout, module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
 
 def use_fast_attention_dropout(model: nn.Module) -> bool:

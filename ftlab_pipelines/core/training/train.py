@@ -22,7 +22,7 @@ from ftlab_pipelines.core.config.labs import TrainConfig
 from ftlab_pipelines.core.modeling import models
 from ftlab_pipelines.core.modeling.device import placement
 from ftlab_pipelines.core.text import tokenize
-from ftlab_pipelines.core.training import cpu_dropout, real_tokens, sampling
+from ftlab_pipelines.core.training import cpu_dropout, sampling
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +343,6 @@ def train_adapter(
     fast_dropout_layers = cpu_dropout.use_fast_dropout(model) if config.fast_dropout and not where.on_gpu else 0
     fast_attention = (config.fast_attention_dropout and not where.on_gpu and not sft_max_length
                       and cpu_dropout.use_fast_attention_dropout(model))
-    on_real_tokens = fast_attention and config.real_tokens_only and real_tokens.use_real_tokens_only(model)
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - started
@@ -366,7 +365,6 @@ def train_adapter(
         "bf16": float(bf16),
         "fast_dropout_layers": float(fast_dropout_layers),
         "fast_attention_dropout": float(fast_attention),
-        "real_tokens_only": float(on_real_tokens),
         "resumed": float(resume_from is not None),
         "resumed_from_step": float(checkpoints.step_of(resume_from) if resume_from else 0),
         **{k: float(v) for k, v in models.count_parameters(model).items()},
