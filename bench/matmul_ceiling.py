@@ -80,8 +80,15 @@ def replay_seconds(calls: list, repeats: int = 3) -> float:
         return torch.randn(storage, dtype=dtype).as_strided(shape, stride)
 
     made: dict = {}  # one tensor per layout: a tensor per call would hold every step's activations at once
-    ready = [(func, [made.setdefault(a, tensor(a)) if isinstance(a, tuple) else a for a in layouts])
-             for func, layouts in calls]
+
+    def argument(a):
+        if not isinstance(a, tuple):
+            return a
+        if a not in made:
+            made[a] = tensor(a)
+        return made[a]
+
+    ready = [(func, [argument(a) for a in layouts]) for func, layouts in calls]
     for func, args in ready[: min(len(ready), 300)]:  # warm the kernels' caches
         func(*args)
     times = []
