@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import labs_dir, save, use_quick_labs  # noqa: E402
+from common import save, use_quick_labs  # noqa: E402
 from quality import machine  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,10 +39,6 @@ def record_matmuls(case: str, data: Path, steps: int) -> tuple[list, int]:
     import train_throughput
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from ftlab_pipelines.core.config.loading import load_lab
-    from ftlab_pipelines.core.modeling import models
-    from ftlab_pipelines.core.text import tokenize
-
     matmuls = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default}
     calls: list = []
 
@@ -53,9 +49,7 @@ def record_matmuls(case: str, data: Path, steps: int) -> tuple[list, int]:
                                      for a in args]))
             return func(*args, **(kwargs or {}))
 
-    lab = load_lab(labs_dir() / f"{train_throughput.CASES[case][0]}.yaml")
-    tokenizer, dataset = models.load_tokenizer(lab.model), tokenize.load_tokenized(data)
-    model = train_throughput.build_model(lab)
+    lab, tokenizer, dataset, model = train_throughput.load_variant_inputs(train_throughput.CASES[case][0], data)
     counter = {"tokens": 0}
     with tempfile.TemporaryDirectory() as out, Record():
         train_throughput.train_ftlab(lab, model, tokenizer, dataset, steps, Path(out), counter)

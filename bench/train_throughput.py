@@ -136,22 +136,27 @@ def validation_metric(lab, model, tokenizer, data, rows: int | None) -> dict:
     return {"f1": round(scores["f1"], 4), "accuracy": round(scores["accuracy"], 4)}
 
 
-def run_variant(variant: str, lab_name: str, data_path: str, steps: int, eval_rows: int | None,
-                overrides: dict | None = None) -> dict:
-    """In this process: build the model, train `steps` steps the `variant` way, score on validation."""
-    import torch
-
+def load_variant_inputs(lab_name: str, data_path: str | Path, overrides: dict | None = None) -> tuple:
+    """What every variant starts from: the lab (with `overrides`, as `parse_sets` gives them), its tokenizer, the
+    tokenized splits and a fresh LoRA model."""
     from ftlab_pipelines.core.config.loading import load_lab
     from ftlab_pipelines.core.modeling import models
-    from ftlab_pipelines.core.modeling.device import placement
     from ftlab_pipelines.core.text import tokenize
 
     lab = load_lab(labs_dir() / f"{lab_name}.yaml")
     if overrides:
         lab = with_changes(lab, **overrides)
-    tokenizer = models.load_tokenizer(lab.model)
-    data = tokenize.load_tokenized(data_path)
-    model = build_model(lab)
+    return lab, models.load_tokenizer(lab.model), tokenize.load_tokenized(data_path), build_model(lab)
+
+
+def run_variant(variant: str, lab_name: str, data_path: str, steps: int, eval_rows: int | None,
+                overrides: dict | None = None) -> dict:
+    """In this process: build the model, train `steps` steps the `variant` way, score on validation."""
+    import torch
+
+    from ftlab_pipelines.core.modeling.device import placement
+
+    lab, tokenizer, data, model = load_variant_inputs(lab_name, data_path, overrides)
     counter = {"tokens": 0}
     with tempfile.TemporaryDirectory() as out:
         trainer = train_baseline if variant == "baseline" else train_ftlab
