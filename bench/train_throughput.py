@@ -3,8 +3,7 @@
 Baseline (what the seed notebooks did): HF Trainer defaults, fp32, every row padded to max_length
 (`padding="max_length"`), random batches. ftlab: `train.train_adapter` as the adapter asset runs it
 (bf16 autocast where the CPU/GPU has it, dropout masks from 8-bit slices of random words on CPU, dynamic
-padding to a multiple of 8, length-grouped batches for classification (windows of 50, trained in random
-order), and for SFT: eager attention on CPU and
+padding to a multiple of 8, length-grouped batches for classification, and for SFT: eager attention on CPU and
 the LM head on reply tokens only).
 Both train the same LoRA on the lab's tokenized train split for the same number of optimizer steps with the
 same learning-rate schedule (the Trainer's default, no warmup), each in its own process, then are scored
@@ -177,8 +176,7 @@ VARIANTS = {"baseline": [], "ftlab": [], "ftlab_fp32": ["train.bf16=off"]}
 # Rejected and removed after measuring (bench/RESULTS.md): the frozen base's Linear weights held in bf16 under autocast.
 LEVERS = {"without_fast_dropout": ["train.fast_dropout=false"],
           "without_fast_attention_dropout": ["train.fast_attention_dropout=false"],
-          "with_lora_dropout": ["peft.dropout=0.1"],
-          "narrow_length_windows": ["train.length_group_batches=4"]}
+          "with_lora_dropout": ["peft.dropout=0.1"]}
 
 
 def run_variant_process(case: str, variant: str, data: Path, steps: int, sets: list[str]) -> dict:

@@ -212,9 +212,9 @@ class TrainConfig(_Strict):
     )
     group_by_length: bool = Field(True, description="Batch similar lengths together to cut padding.")
     length_group_batches: int | None = Field(
-        None, ge=1, description="With group_by_length: how many batches are sorted by length together (each batch "
-                                "then holds similar lengths, and the batches are trained in random order). More "
-                                "cuts more padding. Default: 50 for classification; none for SFT (random batches)."
+        None, ge=1, description="With group_by_length: how many batches are sorted by length, then trained in that "
+                                "order. Few avoids long streaks of long (often one-label) batches; many cuts more "
+                                "padding. Default: 4 for classification; none for SFT (random batches)."
     )
     packing: bool = Field(
         False, description="SFT: pack whole prompt+reply rows into bins (TRL best-fit decreasing) instead of padding "
