@@ -250,10 +250,6 @@ class TrainConfig(_Strict):
         True, description="Classifiers on CPU whose config has attention_probs_dropout_prob (the BERT family): "
                           "eager attention with the same cheaper masks on the attention probabilities, instead of "
                           "sdpa with torch's (core/training/cpu_dropout.py). No effect on a GPU or in SFT.")
-    split_uneven_batches: bool = Field(
-        True, description="Classifiers on CPU: a batch whose rows differ much in length runs as two forward passes, "
-                          "each padded only to its own rows (core/training/uneven_batches.py): the same rows and "
-                          "loss, less padding. Not with class_weighted_loss, under DDP or on a GPU.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory (large models).")
     torch_compile: bool = Field(False, description="torch.compile the model: pays a compile per new batch shape, "
                                                    "so it wins on GPUs with long runs; measure before turning on.")

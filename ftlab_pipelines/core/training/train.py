@@ -22,7 +22,7 @@ from ftlab_pipelines.core.config.labs import TrainConfig
 from ftlab_pipelines.core.modeling import models
 from ftlab_pipelines.core.modeling.device import placement
 from ftlab_pipelines.core.text import tokenize
-from ftlab_pipelines.core.training import cpu_dropout, sampling, uneven_batches
+from ftlab_pipelines.core.training import cpu_dropout, sampling
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +157,7 @@ def classification_trainer(model, tokenizer, dataset, config: TrainConfig, check
         # The evaluation loss is a mean over rows, whatever their order: in length order each batch pads to about
         # its own rows' length instead of the longest of a random batch.
         eval_set = eval_set.sort("length")
-    trainer_class = sampling.with_length_window(Trainer, config.length_group_batches or sampling.CLASSIFICATION_WINDOW)
-    if config.split_uneven_batches and not config.class_weighted_loss and not placement().on_gpu:
-        trainer_class = uneven_batches.splitting_uneven_batches(trainer_class)
-    return trainer_class(
+    return sampling.with_length_window(Trainer, config.length_group_batches or sampling.CLASSIFICATION_WINDOW)(
         model=model,
         # A classification loss is a mean over the rank's batch: the Trainer's default would count the labels of
         # every rank and scale the loss by the world size for a loss that divides by them (an LM's), which
