@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import statistics
 import sys
 import tempfile
@@ -68,21 +69,13 @@ def replay_seconds(calls: list, repeats: int = 3) -> float:
     """The recorded matmuls once more, on random tensors of the same shapes, strides and dtypes: median seconds."""
     import torch
 
+    @functools.cache  # one tensor per layout: a tensor per call would hold every step's activations at once
     def tensor(layout):
         shape, stride, dtype = layout  # strides may be 0 (an expanded tensor): fill the storage, then view it
         storage = max(1, 1 + sum((size - 1) * step for size, step in zip(shape, stride)))
         return torch.randn(storage, dtype=dtype).as_strided(shape, stride)
 
-    made: dict = {}  # one tensor per layout: a tensor per call would hold every step's activations at once
-
-    def argument(a):
-        if not isinstance(a, tuple):
-            return a
-        if a not in made:
-            made[a] = tensor(a)
-        return made[a]
-
-    ready = [(func, [argument(a) for a in layouts]) for func, layouts in calls]
+    ready = [(func, [tensor(a) if isinstance(a, tuple) else a for a in layouts]) for func, layouts in calls]
     for func, args in ready[: min(len(ready), 300)]:  # warm the kernels' caches
         func(*args)
     times = []
