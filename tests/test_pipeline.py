@@ -62,7 +62,7 @@ def test_mlflow_runs_are_nested_and_tagged(tiny_spam):
     assert adapter_run.data.metrics["trainable_params"] > 0 and adapter_run.data.metrics["tokens_per_s"] > 0
     evaluation_run = next(r for r in children if r.data.tags["asset"] == "evaluation")
     artifacts = {a.path for a in client.list_artifacts(evaluation_run.info.run_id)}
-    assert {"confusion_matrix.png", "pr_curve.png", "metrics.json"} <= artifacts
+    assert {"confusion_matrix.png", "pr_curve.png", "metrics.json", "predictions.parquet"} <= artifacts
     # the validation figures at the tuned threshold, which settings are chosen by, are logged beside the test ones
     validation = tiny_spam["result"].output_for_node("sms_spam__evaluation").metrics["fine_tuned"]["validation"]
     assert evaluation_run.data.metrics["validation_f1"] == pytest.approx(validation["f1"])
@@ -112,6 +112,16 @@ def test_evaluation_compares_three_models(tiny_spam):
     p, r = fine["validation"]["precision"], fine["validation"]["recall"]
     assert fine["validation"]["f1"] == pytest.approx(2 * p * r / (p + r) if p + r else 0.0)
     assert (evaluation.path / "pr_curve.png").stat().st_size > 1000
+    # every validation and test row as scored, whose test predictions are the confusion matrix's
+    import pandas as pd
+
+    scored = pd.read_parquet(evaluation.path / "predictions.parquet")
+    test = scored[scored.split == "test"]
+    assert (scored.split == "validation").sum() == splits.rows["validation"] and len(test) == splits.rows["test"]
+    assert test.text.tolist() == splits.frames()["test"].text.tolist()
+    assert ((test.prediction == "spam") == (test.prob_spam >= evaluation.threshold)).all()
+    assert [[((test.label == t) & (test.prediction == p)).sum() for p in ("ham", "spam")]
+            for t in ("ham", "spam")] == fine["confusion_matrix"]
 
 
 def test_metadata_shows_plots_inline(tiny_spam):

@@ -21,6 +21,7 @@ from ftlab_pipelines.core.stages.runner import Prepared, Report, StageContext, T
 from ftlab_pipelines.core.text import tokenize
 
 FINE_TUNED = "fine_tuned"
+PREDICTIONS = "predictions.parquet"
 
 
 def _model_probs(model, tokenizer, dataset, lab, name: str) -> dict[str, np.ndarray]:
@@ -148,6 +149,22 @@ def write_plots(lab, probs: dict, y: dict, results: dict, out) -> dict[str, str]
     return {k: str(v) for k, v in written.items()}
 
 
+def predictions_frame(lab, probs: dict[str, np.ndarray], frames: dict, threshold: float | None):
+    """The fine-tuned model's validation and test rows as scored, for error analysis: each split's own columns,
+    `split`, `prediction` (at the tuned threshold on a binary lab) and `prob_<label>` per class."""
+    import pandas as pd
+
+    pos = lab.labels.index(lab.positive_label) if lab.is_binary else None
+    parts = []
+    for split in ("validation", "test"):
+        frame = frames[split].reset_index(drop=True)
+        frame.insert(0, "split", split)
+        frame["prediction"] = np.asarray(lab.labels)[metrics.predict_labels(probs[split], pos, threshold)]
+        frame[[f"prob_{label}" for label in lab.labels]] = np.asarray(probs[split], dtype=float)
+        parts.append(frame)
+    return pd.concat(parts, ignore_index=True)
+
+
 def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageContext) -> Evaluation:
     model = models.resolved(lab.model, ctx.settings.model_cache)
     collected = collect_probabilities(lab, model, upstream["splits"], upstream["tokenized"], upstream["adapter"])
@@ -156,6 +173,8 @@ def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageCon
                                 for name, values in lab.eval.reference.items()}}
     write_plots(lab, collected["probs"], collected["y"], results, target.tmp)
     artifacts.write_json(target.tmp / "metrics.json", results)
+    predictions_frame(lab, collected["probs"][FINE_TUNED], upstream["splits"].frames(),
+                      results[FINE_TUNED].get("threshold")).to_parquet(target.tmp / PREDICTIONS, index=False)
     (target.tmp / "classification_report.txt").write_text(results[FINE_TUNED]["report"], encoding="utf-8")
     table = metrics.comparison_markdown(table_rows)
     if lab.eval.prevalence is not None:
@@ -178,7 +197,7 @@ def report(lab, upstream: dict, result: Evaluation, ctx: StageContext, reused: b
     for name, res in result.metrics.items():
         if name != FINE_TUNED:
             run.log_metrics({f"{name}_test_{k}": v for k, v in metrics.headline(res).items()})
-    for name in ("metrics.json", "classification_report.txt", "comparison.md", *[f"{k}.png" for k in plot_files]):
+    for name in ("metrics.json", PREDICTIONS, "classification_report.txt", "comparison.md", *[f"{k}.png" for k in plot_files]):
         run.log_artifact(out / name)
     metadata = {
         f"test_{result.primary_metric}": result.primary_value,
