@@ -61,6 +61,29 @@ def validation_metrics(home: Path, lab: str) -> dict[str, float]:
     return {f"validation_{name}": round(validation[name], 4) for name in names if name in validation}
 
 
+def score_figures(home: Path, lab_file: Path) -> dict[str, float]:
+    """A binary lab's figures from the evaluation's predictions.parquet: validation log loss (threshold-free, like
+    AP, to choose settings by) and `oracle_test_f1`, the test F1 at the best threshold in hindsight. No threshold
+    tuned on validation can beat the oracle, so it tells a weak model from an unlucky threshold: a diagnostic,
+    never a figure to choose by."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import f1_score, log_loss
+
+    from ftlab_pipelines.core.config.loading import load_lab
+
+    lab = load_lab(lab_file, REPO / "data_contracts")
+    if not lab.is_binary:
+        return {}
+    scored = pd.read_parquet(latest(home, lab.name, "evaluation", "predictions.parquet"))
+    positive = {split: (part[lab.source.label_column].astype(str) == lab.positive_label).to_numpy()
+                for split, part in scored.groupby("split")}
+    score = {split: part[f"prob_{lab.positive_label}"].to_numpy() for split, part in scored.groupby("split")}
+    oracle = max(f1_score(positive["test"], score["test"] >= t) for t in np.unique(score["test"]))
+    return {"validation_log_loss": round(log_loss(positive["validation"], score["validation"], labels=[False, True]), 4),
+            "oracle_test_f1": round(float(oracle), 4)}
+
+
 def one_run(lab: str, root: Path, fp32: bool = False, seed: int | None = None,
             changes: dict[str, dict] | None = None) -> dict:
     # --fp32: the lab with train.bf16 off, which training and evaluation both follow: nothing is autocast, as on
@@ -74,7 +97,8 @@ def one_run(lab: str, root: Path, fp32: bool = False, seed: int | None = None,
     (champion,) = [e for e in json.loads((root / "home" / "registry" / f"{lab}.json").read_text()) if e["champion"]]
     metric = next(k for k in champion if k.startswith("test_"))
     return {"wall_seconds": round(wall, 1), "stages": stage_times(stdout), metric: round(champion[metric], 4),
-            **validation_metrics(root / "home", lab), **({"seed": overrides["seed"]} if "seed" in overrides else {})}
+            **validation_metrics(root / "home", lab), **score_figures(root / "home", labs / f"{lab}.yaml"),
+            **({"seed": overrides["seed"]} if "seed" in overrides else {})}
 
 
 def main() -> None:
@@ -102,7 +126,7 @@ def main() -> None:
         print(f"run {i + 1}/{repeats}: {json.dumps(runs[-1])}", flush=True)
     walls = [r["wall_seconds"] for r in runs]
     metric = next(k for k in runs[0] if k.startswith("test_"))
-    measured = [metric, *(k for k in runs[0] if k.startswith("validation_"))]
+    measured = [metric, *(k for k in runs[0] if k.startswith(("validation_", "oracle_")))]
     payload = {
         "benchmark": "time_to_champion", "machine": machine(), "date": dt.date.today().isoformat(),
         "command": f"python bench/time_to_champion.py --lab {args.lab} "
