@@ -80,8 +80,8 @@ def score_figures(home: Path, lab_file: Path) -> dict[str, float]:
                 for split, part in scored.groupby("split")}
     score = {split: part[f"prob_{lab.positive_label}"].to_numpy() for split, part in scored.groupby("split")}
     oracle = max(f1_score(positive["test"], score["test"] >= t) for t in np.unique(score["test"]))
-    return {"validation_log_loss": round(log_loss(positive["validation"], score["validation"], labels=[False, True]), 4),
-            "oracle_test_f1": round(float(oracle), 4)}
+    validation_loss = log_loss(positive["validation"], score["validation"], labels=[False, True])
+    return {"validation_log_loss": round(validation_loss, 4), "oracle_test_f1": round(float(oracle), 4)}
 
 
 def one_run(lab: str, root: Path, fp32: bool = False, seed: int | None = None,

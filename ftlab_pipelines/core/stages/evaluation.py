@@ -197,7 +197,8 @@ def report(lab, upstream: dict, result: Evaluation, ctx: StageContext, reused: b
     for name, res in result.metrics.items():
         if name != FINE_TUNED:
             run.log_metrics({f"{name}_test_{k}": v for k, v in metrics.headline(res).items()})
-    for name in ("metrics.json", PREDICTIONS, "classification_report.txt", "comparison.md", *[f"{k}.png" for k in plot_files]):
+    for name in ("metrics.json", PREDICTIONS, "classification_report.txt", "comparison.md",
+                 *[f"{k}.png" for k in plot_files]):
         run.log_artifact(out / name)
     metadata = {
         f"test_{result.primary_metric}": result.primary_value,
