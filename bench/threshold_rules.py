@@ -1,0 +1,73 @@
+"""Threshold rules of a binary lab compared on validation alone: each finished run's validation split is cut in two
+halves (stratified) many times; a rule tunes its threshold on one half and is scored by F1 on the other. The mean
+over cuts and runs says which rule generalizes best, without touching test. Reads the evaluation's
+predictions.parquet of finished homes (time_to_champion.py leaves each run's home under the temp dir).
+
+    python bench/threshold_rules.py /tmp/bench-champion-*/home [--lab sms_spam] [--cuts 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+from quality import latest  # noqa: E402
+
+RULES = {"fixed 0.5": {"mode": "fixed"}, "max F1": {"tie_errors": 0}, "max F1, ties within 1 error to 0.5":
+         {"tie_errors": 1}, "max F1, ties within 2 errors to 0.5": {"tie_errors": 2}}
+
+
+def half_cuts(positive: np.ndarray, cuts: int, seed: int = 0):
+    """(tune rows, score rows) pairs: half of each class's rows to tune on, the rest to score."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(positive), np.flatnonzero(~positive)
+    for _ in range(cuts):
+        tune = np.concatenate([rng.choice(pos, len(pos) // 2, replace=False),
+                               rng.choice(neg, len(neg) // 2, replace=False)])
+        yield tune, np.setdiff1d(np.arange(len(positive)), tune)
+
+
+def cross_fitted_f1(positive: np.ndarray, scores: np.ndarray, cuts: int) -> dict[str, float]:
+    from sklearn.metrics import f1_score
+
+    from ftlab_pipelines.core.evaluation.metrics import tune_threshold
+
+    found = {rule: [] for rule in RULES}
+    for tune, held in half_cuts(positive, cuts):
+        for rule, kwargs in RULES.items():
+            threshold = tune_threshold(positive[tune], scores[tune], **kwargs)["threshold"]
+            found[rule].append(f1_score(positive[held], scores[held] >= threshold))
+    return {rule: float(np.mean(values)) for rule, values in found.items()}
+
+
+def main() -> None:
+    import pandas as pd
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("homes", nargs="+", type=Path)
+    parser.add_argument("--lab", default="sms_spam")
+    parser.add_argument("--positive", default="spam", help="the lab's positive label")
+    parser.add_argument("--label-column", default="label")
+    parser.add_argument("--cuts", type=int, default=300)
+    args = parser.parse_args()
+    per_run = []
+    for home in args.homes:
+        scored = pd.read_parquet(latest(home, args.lab, "evaluation", "predictions.parquet"))
+        validation = scored[scored.split == "validation"]
+        positive = (validation[args.label_column].astype(str) == args.positive).to_numpy()
+        per_run.append(cross_fitted_f1(positive, validation[f"prob_{args.positive}"].to_numpy(), args.cuts))
+        print(home, {k: round(v, 4) for k, v in per_run[-1].items()}, flush=True)
+    print(f"mean over {len(per_run)} runs of the held-out half's F1 ({args.cuts} cuts each):")
+    for rule in RULES:
+        values = [run[rule] for run in per_run]
+        print(f"  {rule}: mean {statistics.mean(values):.4f}, median {statistics.median(values):.4f}")
+
+
+if __name__ == "__main__":
+    main()
