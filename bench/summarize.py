@@ -288,7 +288,7 @@ def demo_settings(results: list[dict]) -> list[str]:
              "test F1, median; per seed |", "|---|---|---:|---:|---|---|---:|---:|---|"]
     for r in results:
         changes = ", ".join(f"{s}.{k}={v}" for s, fields in r["changes"].items() for k, v in fields.items())
-        changes = changes or "(as shipped)"
+        changes = changes or r.get("label", "(as shipped)")
         seeds = ", ".join(str(run["seed"]) for run in r["runs"])
         cells = [(f"{round(r[f'median_{name}'], 4)}" + ("" if "log_loss" in name or "oracle" in name
                                                 else f"; {' / '.join(map(str, r[name]))}")) if name in r else ""
