@@ -43,6 +43,15 @@ def latest(home: Path, lab: str, stage: str, name: str) -> Path:
     return max((home / "artifacts" / lab / stage).glob(f"*/{name}"), key=os.path.getmtime)
 
 
+def binary_scores(home: Path, lab: str, label_column: str, positive: str) -> dict:
+    """{split: (is positive, positive-class score)} of a binary lab's latest evaluation predictions.parquet."""
+    import pandas as pd
+
+    scored = pd.read_parquet(latest(home, lab, "evaluation", "predictions.parquet"))
+    return {split: ((part[label_column].astype(str) == positive).to_numpy(), part[f"prob_{positive}"].to_numpy())
+            for split, part in scored.groupby("split")}
+
+
 def generation_result(home: Path, lab: str, metrics: dict, rows: dict, wall: float) -> dict:
     adapter = json.loads(latest(home, lab, "adapter", "manifest.json").read_text())["metrics"]
     pick = lambda m: {k: m[k] for k in GENERATION_KEYS if m.get(k) is not None}  # noqa: E731

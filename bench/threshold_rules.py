@@ -17,7 +17,7 @@ import numpy as np
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from quality import latest  # noqa: E402
+from quality import binary_scores  # noqa: E402
 
 RULES = {"fixed 0.5": {"mode": "fixed"}, "max F1": {"tie_errors": 0}, "max F1, ties within 1 error to 0.5":
          {"tie_errors": 1}, "max F1, ties within 2 errors to 0.5": {"tie_errors": 2}}
@@ -47,8 +47,6 @@ def cross_fitted_f1(positive: np.ndarray, scores: np.ndarray, cuts: int) -> dict
 
 
 def main() -> None:
-    import pandas as pd
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("homes", nargs="+", type=Path)
     parser.add_argument("--lab", default="sms_spam")
@@ -58,10 +56,8 @@ def main() -> None:
     args = parser.parse_args()
     per_run = []
     for home in args.homes:
-        scored = pd.read_parquet(latest(home, args.lab, "evaluation", "predictions.parquet"))
-        validation = scored[scored.split == "validation"]
-        positive = (validation[args.label_column].astype(str) == args.positive).to_numpy()
-        per_run.append(cross_fitted_f1(positive, validation[f"prob_{args.positive}"].to_numpy(), args.cuts))
+        validation = binary_scores(home, args.lab, args.label_column, args.positive)["validation"]
+        per_run.append(cross_fitted_f1(*validation, args.cuts))
         print(home, {k: round(v, 4) for k, v in per_run[-1].items()}, flush=True)
     print(f"mean over {len(per_run)} runs of the held-out half's F1 ({args.cuts} cuts each):")
     for rule in RULES:

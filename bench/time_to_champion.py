@@ -36,7 +36,7 @@ from common import (  # noqa: E402
     use_quick_labs,
     write_lab,
 )
-from quality import latest, machine  # noqa: E402
+from quality import binary_scores, latest, machine  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "time_to_champion.json"
 STAGE_LINE = re.compile(r"^\s+(\w+)\s+([\d.]+) s$")
@@ -66,21 +66,18 @@ def score_figures(home: Path, lab_file: Path) -> dict[str, float]:
     AP, to choose settings by) and `oracle_test_f1`, the test F1 at the best threshold in hindsight. No threshold
     tuned on validation can beat the oracle, so it tells a weak model from an unlucky threshold: a diagnostic,
     never a figure to choose by."""
-    import numpy as np
-    import pandas as pd
-    from sklearn.metrics import f1_score, log_loss
+    from sklearn.metrics import log_loss
 
     from ftlab_pipelines.core.config.loading import load_lab
+    from ftlab_pipelines.core.evaluation.metrics import tune_threshold
 
     lab = load_lab(lab_file, REPO / "data_contracts")
     if not lab.is_binary:
         return {}
-    scored = pd.read_parquet(latest(home, lab.name, "evaluation", "predictions.parquet"))
-    positive = {split: (part[lab.source.label_column].astype(str) == lab.positive_label).to_numpy()
-                for split, part in scored.groupby("split")}
-    score = {split: part[f"prob_{lab.positive_label}"].to_numpy() for split, part in scored.groupby("split")}
-    oracle = max(f1_score(positive["test"], score["test"] >= t) for t in np.unique(score["test"]))
-    validation_loss = log_loss(positive["validation"], score["validation"], labels=[False, True])
+    scored = binary_scores(home, lab.name, lab.source.label_column, lab.positive_label)
+    # plain max F1 on test itself: the midpoint threshold it returns keeps the best cut's decisions on these rows
+    oracle = tune_threshold(*scored["test"], tie_errors=0)["f1"]
+    validation_loss = log_loss(*scored["validation"], labels=[False, True])
     return {"validation_log_loss": round(validation_loss, 4), "oracle_test_f1": round(float(oracle), 4)}
 
 

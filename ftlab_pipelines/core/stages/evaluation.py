@@ -33,7 +33,8 @@ def _model_probs(model, tokenizer, dataset, lab, name: str) -> dict[str, np.ndar
 
 
 def collect_probabilities(lab, model: ModelConfig, splits: Splits, tokenized: Tokenized, adapter: Adapter) -> dict:
-    """Validation and test class probabilities of every model in the comparison table (`model`: resolved)."""
+    """Validation and test class probabilities of every model in the comparison table (`model`: resolved), with
+    the labels and the split frames they were scored on."""
     dataset = tokenize.load_tokenized(tokenized.dataset_path)
     tokenizer = models.load_tokenizer(model)
     probs = {FINE_TUNED: _model_probs(models.load_adapter_classifier(adapter.path, model, lab.labels),
@@ -41,8 +42,7 @@ def collect_probabilities(lab, model: ModelConfig, splits: Splits, tokenized: To
     if "base_model" in lab.eval.baselines:
         base = models.load_classifier(model, lab.labels, seed=lab.train.seed)
         probs["base_model"] = _model_probs(base, tokenizer, dataset, lab, "base_model")
-    classical = {"tfidf_logreg", "logreg_features", "hist_gradient_boosting"} & set(lab.eval.baselines)
-    frames = splits.frames() if classical else {}
+    frames = splits.frames()
     if "tfidf_logreg" in lab.eval.baselines:
         text, label = lab.source.text_column, lab.source.label_column
         ids = {name: i for i, name in enumerate(lab.labels)}
@@ -54,7 +54,8 @@ def collect_probabilities(lab, model: ModelConfig, splits: Splits, tokenized: To
     for kind in ("logreg_features", "hist_gradient_boosting"):
         if kind in lab.eval.baselines:
             probs[kind] = _feature_baseline(kind, lab, frames)
-    return {"probs": probs, "y": {s: tokenize.column_array(dataset[s], "labels") for s in ("validation", "test")}}
+    return {"probs": probs, "y": {s: tokenize.column_array(dataset[s], "labels") for s in ("validation", "test")},
+            "frames": frames}
 
 
 def feature_columns(lab, frame) -> list[str]:
@@ -173,7 +174,7 @@ def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageCon
                                 for name, values in lab.eval.reference.items()}}
     write_plots(lab, collected["probs"], collected["y"], results, target.tmp)
     artifacts.write_json(target.tmp / "metrics.json", results)
-    predictions_frame(lab, collected["probs"][FINE_TUNED], upstream["splits"].frames(),
+    predictions_frame(lab, collected["probs"][FINE_TUNED], collected["frames"],
                       results[FINE_TUNED].get("threshold")).to_parquet(target.tmp / PREDICTIONS, index=False)
     (target.tmp / "classification_report.txt").write_text(results[FINE_TUNED]["report"], encoding="utf-8")
     table = metrics.comparison_markdown(table_rows)
