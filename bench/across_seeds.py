@@ -72,6 +72,9 @@ def main() -> None:
     written = args.homes[0].parent / "labs" / f"{args.lab}.yaml"  # a run with --seeds or --set wrote its lab here
     lab = load_lab(written if written.is_file() else BENCH.parent / "labs" / f"{args.lab}.yaml",
                    BENCH.parent / "data_contracts")
+    if not lab.is_binary or lab.eval.prevalence is not None:
+        raise SystemExit(f"{args.lab}: ensembles are scored with the threshold tuned on all of validation, so the "
+                         "lab must be binary and have no eval.prevalence (that tunes on part of validation)")
     rule = lab.eval.threshold.model_dump(include={"mode", "beta", "target_recall", "value", "tie_errors"})
     label, text = lab.source.label_column, lab.source.text_column
     runs = [binary_scores(home, args.lab, label, lab.positive_label) for home in args.homes]
