@@ -20,17 +20,25 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from quality import binary_scores  # noqa: E402
 
-RULES = {"fixed 0.5": {"mode": "fixed"}, "max F1": {"tie_errors": 0}, "max F1, ties within 1 error to 0.5":
-         {"tie_errors": 1}, "max F1, ties within 2 errors to 0.5": {"tie_errors": 2},
-         "as many flagged as there are positives": "rate"}
+
+def tuned(**rule):
+    """A rule of the evaluation's own tune_threshold (metrics.py)."""
+    def threshold(positive: np.ndarray, scores: np.ndarray) -> float:
+        from ftlab_pipelines.core.evaluation.metrics import tune_threshold
+
+        return tune_threshold(positive, scores, **rule)["threshold"]
+    return threshold
 
 
-def rule_threshold(rule: str, positive: np.ndarray, scores: np.ndarray) -> float:
-    from ftlab_pipelines.core.evaluation.metrics import tune_threshold
+def flag_as_many(positive: np.ndarray, scores: np.ndarray) -> float:
+    """The k-th highest score, k = the positives: no F1 curve, so no noisy argmax."""
+    return float(np.sort(scores)[::-1][max(int(positive.sum()), 1) - 1])
 
-    if RULES[rule] == "rate":  # the k-th highest score, k = the positives: no F1 curve, so no noisy argmax
-        return float(np.sort(scores)[::-1][max(int(positive.sum()), 1) - 1])
-    return tune_threshold(positive, scores, **RULES[rule])["threshold"]
+
+RULES = {"fixed 0.5": tuned(mode="fixed"), "max F1": tuned(tie_errors=0),
+         "max F1, ties within 1 error to 0.5": tuned(tie_errors=1),
+         "max F1, ties within 2 errors to 0.5": tuned(tie_errors=2),
+         "as many flagged as there are positives": flag_as_many}
 
 
 def half_cuts(positive: np.ndarray, cuts: int, seed: int = 0):
@@ -49,7 +57,7 @@ def cross_fitted_f1(positive: np.ndarray, scores: np.ndarray, cuts: int) -> dict
     found = {rule: [] for rule in RULES}
     for tune, held in half_cuts(positive, cuts):
         for rule in RULES:
-            threshold = rule_threshold(rule, positive[tune], scores[tune])
+            threshold = RULES[rule](positive[tune], scores[tune])
             found[rule].append(f1_score(positive[held], scores[held] >= threshold))
     return {rule: float(np.mean(values)) for rule, values in found.items()}
 
@@ -57,7 +65,7 @@ def cross_fitted_f1(positive: np.ndarray, scores: np.ndarray, cuts: int) -> dict
 def test_f1(validation: tuple, test: tuple) -> dict[str, float]:
     from sklearn.metrics import f1_score
 
-    return {rule: float(f1_score(test[0], test[1] >= rule_threshold(rule, *validation))) for rule in RULES}
+    return {rule: float(f1_score(test[0], test[1] >= RULES[rule](*validation))) for rule in RULES}
 
 
 def main() -> None:
