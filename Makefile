@@ -71,7 +71,7 @@ bench-perf: install dagster-home
 
 ## make bench-quick: every benchmark script in its --quick smoke mode on tiny models (CI proves they run; nothing is
 ## written). Two at a time: a smoke run is mostly one thread starting interpreters and importing; logs in $(FTLAB_HOME)/bench-quick/
-QUICK_BENCHES := train_throughput matmul_ceiling serving scale_out lora_vs_qlora overhead noop mfu persona_scaling tokenize_throughput tabular_scale fraud_variants fraud_ceiling time_to_champion
+QUICK_BENCHES := train_throughput matmul_ceiling serving scale_out lora_vs_qlora overhead noop mfu persona_scaling tokenize_throughput tabular_scale fraud_variants fraud_ceiling time_to_champion threshold_rules across_seeds
 bench-quick: install dagster-home
 	@mkdir -p "$(FTLAB_HOME)/bench-quick"; started=$$(date +%s); \
 	printf '%s\n' $(QUICK_BENCHES) | xargs -P 2 -I{} sh -c 'start=$$(date +%s); \

@@ -2,10 +2,11 @@
 averaging k runs' probabilities would reach, and the test rows most runs get wrong. Reads the evaluation's
 predictions.parquet of finished homes (time_to_champion.py leaves each run's home under the temp dir).
 
-    python bench/across_seeds.py /tmp/bench-champion-*/home [--lab sms_spam] [--sizes 2 3]
+    python bench/across_seeds.py /tmp/bench-champion-*/home [--lab sms_spam] [--sizes 2 3] [--quick]
 
 An ensemble is scored as the lab would score it: its averaged validation probabilities tune the threshold with the
-lab's rule (eval.threshold), and test F1 is read at that threshold.
+lab's rule (eval.threshold), and test F1 is read at that threshold. `--quick` (no homes) runs the tiny-model lab
+twice and reads those: a smoke run whose numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
+from common import labs_dir, quick_homes  # noqa: E402
 from quality import binary_scores, latest  # noqa: E402
 
 
@@ -64,14 +66,18 @@ def main() -> None:
     from ftlab_pipelines.core.config.loading import load_lab
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("homes", nargs="+", type=Path)
+    parser.add_argument("homes", nargs="*", type=Path)
     parser.add_argument("--lab", default="sms_spam")
     parser.add_argument("--sizes", nargs="+", type=int, default=[2, 3], help="ensemble sizes to score")
     parser.add_argument("--show", type=int, default=12, help="print this many of the most often wrong test rows")
+    parser.add_argument("--quick", action="store_true", help="smoke run: the tiny-model lab twice, instead of homes")
     args = parser.parse_args()
+    if args.quick:
+        args.homes, args.sizes = quick_homes(args.lab, 2), [2]
+    if not args.homes:
+        parser.error("name the finished homes to read (or --quick)")
     written = args.homes[0].parent / "labs" / f"{args.lab}.yaml"  # a run with --seeds or --set wrote its lab here
-    lab = load_lab(written if written.is_file() else BENCH.parent / "labs" / f"{args.lab}.yaml",
-                   BENCH.parent / "data_contracts")
+    lab = load_lab(written if written.is_file() else labs_dir() / f"{args.lab}.yaml", BENCH.parent / "data_contracts")
     if not lab.is_binary or lab.eval.prevalence is not None:
         raise SystemExit(f"{args.lab}: ensembles are scored with the threshold tuned on all of validation, so the "
                          "lab must be binary and have no eval.prevalence (that tunes on part of validation)")

@@ -85,6 +85,19 @@ def labs_dir() -> Path:
     return Path(os.environ.get("FTLAB_LABS_DIR") or REPO / "labs")
 
 
+def quick_homes(lab: str, runs: int) -> list[Path]:
+    """--quick of the scripts that read finished homes: `runs` ftlab runs of the tiny-model `lab` (training seeds 1,
+    2, ...), each in its own temp root; their homes."""
+    use_quick_labs()
+    homes = []
+    for seed in range(1, runs + 1):
+        root = Path(tempfile.mkdtemp(prefix="bench-quick-run-"))
+        write_lab(root, lab, seed=seed)
+        ftlab_run(lab, root)
+        homes.append(root / "home")
+    return homes
+
+
 QUICK_ROWS = 200  # persona_chat's contract wants at least 80
 
 

@@ -3,8 +3,9 @@ halves (stratified) many times; a rule tunes its threshold on one half and is sc
 over cuts and runs says which rule generalizes best, without touching test. Reads the evaluation's
 predictions.parquet of finished homes (time_to_champion.py leaves each run's home under the temp dir).
 `--test` also prints each rule's test F1, tuned on all of validation: a diagnostic, never what a rule is chosen by.
+`--quick` (no homes) runs the tiny-model lab once and reads that: a smoke run whose numbers mean nothing.
 
-    python bench/threshold_rules.py /tmp/bench-champion-*/home [--lab sms_spam] [--cuts 300] [--test]
+    python bench/threshold_rules.py /tmp/bench-champion-*/home [--lab sms_spam] [--cuts 300] [--test] [--quick]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
+from common import quick_homes  # noqa: E402
 from quality import binary_scores  # noqa: E402
 
 
@@ -70,13 +72,18 @@ def test_f1(validation: tuple, test: tuple) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("homes", nargs="+", type=Path)
+    parser.add_argument("homes", nargs="*", type=Path)
     parser.add_argument("--lab", default="sms_spam")
     parser.add_argument("--positive", default="spam", help="the lab's positive label")
     parser.add_argument("--label-column", default="label")
     parser.add_argument("--cuts", type=int, default=300)
     parser.add_argument("--test", action="store_true", help="also each rule's test F1 (diagnostic)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: the tiny-model lab once, instead of homes")
     args = parser.parse_args()
+    if args.quick:
+        args.homes, args.cuts, args.test = quick_homes(args.lab, 1), 3, True
+    if not args.homes:
+        parser.error("name the finished homes to read (or --quick)")
     per_run, on_test = [], []
     for home in args.homes:
         scored = binary_scores(home, args.lab, args.label_column, args.positive)
