@@ -23,19 +23,17 @@ import numpy as np
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from common import labs_dir, quick_homes  # noqa: E402
-from quality import binary_scores, latest  # noqa: E402
+from quality import predictions, split_scores  # noqa: E402
+from threshold_rules import tuned  # noqa: E402
 
 
 def tuned_test_f1(validation: tuple, test: tuple, threshold_rule: dict) -> float:
     from sklearn.metrics import f1_score
 
-    from ftlab_pipelines.core.evaluation.metrics import tune_threshold
-
-    threshold = tune_threshold(*validation, **threshold_rule)["threshold"]
-    return float(f1_score(test[0], test[1] >= threshold))
+    return float(f1_score(test[0], test[1] >= tuned(**threshold_rule)(*validation)))
 
 
-def averaged(runs: list[dict], split: str) -> tuple:
+def averaged(runs: tuple[dict, ...], split: str) -> tuple:
     """(is positive, mean positive-class score) of `split` over `runs`; every run scored the same rows."""
     truth = runs[0][split][0]
     if any(not np.array_equal(run[split][0], truth) for run in runs):
@@ -44,17 +42,14 @@ def averaged(runs: list[dict], split: str) -> tuple:
 
 
 def ensemble_f1s(runs: list[dict], size: int, threshold_rule: dict) -> list[float]:
-    return [tuned_test_f1(averaged(list(group), "validation"), averaged(list(group), "test"), threshold_rule)
+    return [tuned_test_f1(averaged(group, "validation"), averaged(group, "test"), threshold_rule)
             for group in itertools.combinations(runs, size)]
 
 
-def persistent_errors(homes: list[Path], lab: str, label_column: str, text_column: str) -> Counter:
-    """{(true label, text): how many runs predicted it wrong} over the test rows."""
-    import pandas as pd
-
+def persistent_errors(frames: list, label_column: str, text_column: str) -> Counter:
+    """{(true label, text): how many runs predicted it wrong} over the test rows of the runs' predictions."""
     wrong = Counter()
-    for home in homes:
-        scored = pd.read_parquet(latest(home, lab, "evaluation", "predictions.parquet"))
+    for scored in frames:
         test = scored[scored["split"] == "test"]
         for label, text in test.loc[test["prediction"].astype(str) != test[label_column].astype(str),
                                     [label_column, text_column]].itertuples(index=False):
@@ -83,7 +78,8 @@ def main() -> None:
                          "lab must be binary and have no eval.prevalence (that tunes on part of validation)")
     rule = lab.eval.threshold.model_dump(include={"mode", "beta", "target_recall", "value", "tie_errors"})
     label, text = lab.source.label_column, lab.source.text_column
-    runs = [binary_scores(home, args.lab, label, lab.positive_label) for home in args.homes]
+    frames = [predictions(home, args.lab) for home in args.homes]
+    runs = [split_scores(frame, label, lab.positive_label) for frame in frames]
     single = [tuned_test_f1(run["validation"], run["test"], rule) for run in runs]
     print(f"{len(runs)} runs, each alone: test F1 median {statistics.median(single):.4f} "
           f"(min {min(single):.4f}, max {max(single):.4f})")
@@ -92,7 +88,7 @@ def main() -> None:
         print(f"mean of {size} runs' probabilities, all {len(f1s)} groups: test F1 median "
               f"{statistics.median(f1s):.4f}, mean {statistics.mean(f1s):.4f}, "
               f"share >= 0.96 {np.mean(np.asarray(f1s) >= 0.96):.2f}")
-    wrong = persistent_errors(args.homes, args.lab, label, text)
+    wrong = persistent_errors(frames, label, text)
     per_label = Counter()
     for (true_label, _), count in wrong.items():
         per_label[true_label] += count

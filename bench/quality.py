@@ -43,13 +43,23 @@ def latest(home: Path, lab: str, stage: str, name: str) -> Path:
     return max((home / "artifacts" / lab / stage).glob(f"*/{name}"), key=os.path.getmtime)
 
 
-def binary_scores(home: Path, lab: str, label_column: str, positive: str) -> dict:
-    """{split: (is positive, positive-class score)} of a binary lab's latest evaluation predictions.parquet."""
+def predictions(home: Path, lab: str):
+    """The lab's latest evaluation predictions.parquet: every validation and test row, its split, prediction and
+    class probabilities."""
     import pandas as pd
 
-    scored = pd.read_parquet(latest(home, lab, "evaluation", "predictions.parquet"))
+    return pd.read_parquet(latest(home, lab, "evaluation", "predictions.parquet"))
+
+
+def split_scores(scored, label_column: str, positive: str) -> dict:
+    """{split: (is positive, positive-class score)} of a binary lab's predictions frame."""
     return {split: ((part[label_column].astype(str) == positive).to_numpy(), part[f"prob_{positive}"].to_numpy())
             for split, part in scored.groupby("split")}
+
+
+def binary_scores(home: Path, lab: str, label_column: str, positive: str) -> dict:
+    """split_scores of the lab's latest predictions."""
+    return split_scores(predictions(home, lab), label_column, positive)
 
 
 def generation_result(home: Path, lab: str, metrics: dict, rows: dict, wall: float) -> dict:

@@ -58,16 +58,15 @@ def cross_fitted_f1(positive: np.ndarray, scores: np.ndarray, cuts: int) -> dict
 
     found = {rule: [] for rule in RULES}
     for tune, held in half_cuts(positive, cuts):
-        for rule in RULES:
-            threshold = RULES[rule](positive[tune], scores[tune])
-            found[rule].append(f1_score(positive[held], scores[held] >= threshold))
+        for rule, threshold in RULES.items():
+            found[rule].append(f1_score(positive[held], scores[held] >= threshold(positive[tune], scores[tune])))
     return {rule: float(np.mean(values)) for rule, values in found.items()}
 
 
 def test_f1(validation: tuple, test: tuple) -> dict[str, float]:
     from sklearn.metrics import f1_score
 
-    return {rule: float(f1_score(test[0], test[1] >= RULES[rule](*validation))) for rule in RULES}
+    return {rule: float(f1_score(test[0], test[1] >= threshold(*validation))) for rule, threshold in RULES.items()}
 
 
 def main() -> None:
