@@ -157,8 +157,14 @@ class RenderConfig(_Strict):
 
 
 class PeftConfig(_Strict):
-    """LoRA adapter settings (adapter stage)."""
+    """What the adapter stage trains: a LoRA adapter (settings below), or every weight of a classifier."""
 
+    method: Literal["lora", "full"] = Field(
+        "lora", description="lora: a LoRA adapter on the frozen base model (a classifier's head is trained in full). "
+                            "full: every weight, for a classifier whose model fits with its optimizer state (MiniLM: "
+                            "23M parameters); the stage then writes the whole model (90 MB for MiniLM), and r, "
+                            "alpha, dropout and target_modules are unused.",
+    )
     r: int = Field(16, ge=1, description="LoRA rank.")
     alpha: int = Field(32, ge=1, description="LoRA scaling alpha.")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA path.")
@@ -355,9 +361,15 @@ class LabConfig(_Strict):
                 raise ValueError("split.balance applies to classification labs only; set it to none")
             if "primary_metric" not in self.eval.model_fields_set:
                 self.eval.primary_metric = "eval_loss"
+            if self.peft.method == "full":
+                raise ValueError("peft.method full is for classification labs; an sft lab trains a LoRA adapter "
+                                 "(peft.method lora)")
             return self
         if len(self.labels) < 2:
             raise ValueError("a classification lab needs at least 2 labels")
+        if self.peft.method == "full" and self.model.quantization != "none":
+            raise ValueError("peft.method full trains every weight, which a 4-bit model cannot: set "
+                             "model.quantization to none, or peft.method to lora")
         if self.source.has_test_source and self.split.test != 0:
             raise ValueError("with source.test_local_path the test set is given: set split.test to 0 "
                              "(and split.train + split.validation to 1)")

@@ -1,4 +1,5 @@
-"""Merge a LoRA adapter into its base model (a standalone model) and check the merge changed nothing."""
+"""Merge a LoRA adapter into its base model (a standalone model) and check the merge changed nothing; a wholly trained
+model is written and checked the same way."""
 
 from __future__ import annotations
 
@@ -54,14 +55,17 @@ def _logits(model, batch) -> torch.Tensor:
 def merge_adapter(config: ModelConfig, adapter_dir: Path, tokenizer, probe_prompts: list[str], out_dir: Path,
                   tolerance: float, labels: list[str] | None = None) -> Parity:
     """Write base + adapter merged (`merge_and_unload`) to `out_dir`; compare its logits, reloaded from disk,
-    with base + adapter on `probe_prompts`. With `labels`, the model is a classifier (its trained head included)."""
+    with base + adapter on `probe_prompts`. With `labels`, the model is a classifier (its trained head included).
+    A whole trained classifier (peft.method full) is written as it is, and checked the same way."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    adapted = PeftModel.from_pretrained(full_precision_base(config, labels), str(adapter_dir)).eval()
+    full = models.is_full_model(adapter_dir)
+    adapted = (models.load_full_model(adapter_dir, config.trust_remote_code) if full
+               else PeftModel.from_pretrained(full_precision_base(config, labels), str(adapter_dir)).eval())
     batch = tokenizer(probe_prompts, return_tensors="pt", padding=True)
     expected = _logits(adapted, batch)
-    merged = adapted.merge_and_unload()
+    merged = adapted if full else adapted.merge_and_unload()
     merged.save_pretrained(str(out_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(out_dir))
     auto = AutoModelForSequenceClassification if labels is not None else AutoModelForCausalLM

@@ -1,5 +1,5 @@
 """Resolve a base model (offline alias, local dir, hub id), load it where core/modeling/device.py places it, attach
-LoRA."""
+LoRA (or train it whole), and load what the adapter stage trained."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ from ftlab_pipelines.core.modeling.offline_models import (
 )
 
 log = logging.getLogger(__name__)
+
+LORA_CONFIG = "adapter_config.json"  # in the adapter stage's directory when it trained a LoRA adapter
+FULL_MODEL_CONFIG = "config.json"  # ... and when it trained the whole model (peft.method full)
 
 
 class ModelError(ValueError):
@@ -208,6 +211,26 @@ def attach_lora(model, peft_config: PeftConfig, task_type: str = "SEQ_CLS"):
     return model
 
 
+def prepare_for_training(model, peft_config: PeftConfig, task_type: str = "SEQ_CLS"):
+    """The model as `peft.method` trains it: wrapped with LoRA, or as it is with every weight trainable."""
+    if peft_config.method == "full":
+        for param in model.parameters():
+            param.requires_grad_(True)
+        return model
+    return attach_lora(model, peft_config, task_type)
+
+
+def is_full_model(trained_dir: str | Path) -> bool:
+    """Whether the adapter stage wrote a whole model (peft.method full) rather than a LoRA adapter."""
+    trained_dir = Path(trained_dir)
+    return (trained_dir / FULL_MODEL_CONFIG).is_file() and not (trained_dir / LORA_CONFIG).is_file()
+
+
+def trained_weights_stem(trained_dir: str | Path) -> str:
+    """The safetensors file stem the adapter stage wrote: model (a whole model) or adapter_model (LoRA)."""
+    return "model" if is_full_model(trained_dir) else "adapter_model"
+
+
 def keep_4bit_weights_differentiable(model) -> int:
     """Stop bitsandbytes (0.50) from repacking NF4 weights for CPU inference in a model that will train.
 
@@ -241,14 +264,25 @@ def load_lora(base, adapter_dir: str | Path):
     return model
 
 
+def load_full_model(model_dir: str | Path, trust_remote_code: bool = False):
+    """A whole trained classifier (peft.method full) in fp32, in eval mode."""
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(
+        str(model_dir), dtype=torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code).eval()
+
+
 def load_adapter_classifier(adapter_dir: str | Path, config: ModelConfig, labels: list[str]):
-    """Base model + a saved LoRA adapter (with its trained head), ready for inference."""
+    """The adapter stage's classifier, ready for inference: base model + its LoRA adapter (with the trained head),
+    or the whole model it trained (peft.method full)."""
     adapter_dir = Path(adapter_dir)
-    if not (adapter_dir / "adapter_model.safetensors").is_file():
-        raise ModelError(f"{adapter_dir}: no adapter_model.safetensors; re-materialize the adapter asset")
-    base = load_classifier(config, labels)
+    stem = trained_weights_stem(adapter_dir)
+    if not (adapter_dir / f"{stem}.safetensors").is_file():
+        raise ModelError(f"{adapter_dir}: no {stem}.safetensors; re-materialize the adapter asset")
     try:
-        model = load_lora(base, adapter_dir)
+        if stem == "model":
+            return load_full_model(adapter_dir, config.trust_remote_code)
+        model = load_lora(load_classifier(config, labels), adapter_dir)
     except Exception as exc:  # noqa: BLE001 - safetensors/peft raise many types for a corrupt file
         raise ModelError(f"{adapter_dir}: the adapter cannot be loaded ({exc}); delete {adapter_dir} and "
                          f"re-materialize the adapter") from None

@@ -11,12 +11,13 @@ from ftlab_pipelines.core import artifacts
 log = logging.getLogger(__name__)
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+FULL_MODEL_FILES = ("model.safetensors", "config.json")  # peft.method full: the whole trained model
 
 
 def write_release_dir(lab, adapter_dir: Path, evaluation, tokenizer, out: Path, render: dict | None) -> None:
     """Everything `ftlab predict` / `ftlab chat` need, with no access to the lab file or the pipeline. `render`:
     the tokenized stage's fitted row template (tabular labs)."""
-    for name in ADAPTER_FILES:
+    for name in FULL_MODEL_FILES if lab.peft.method == "full" else ADAPTER_FILES:
         shutil.copy2(adapter_dir / name, out / name)
     tokenizer.save_pretrained(str(out))
     artifacts.write_json(out / "metrics.json", evaluation.metrics)
@@ -37,6 +38,12 @@ def write_release_dir(lab, adapter_dir: Path, evaluation, tokenizer, out: Path, 
     (out / "README.md").write_text(model_card(lab, evaluation), encoding="utf-8")
 
 
+def lora_line(lab) -> str:
+    peft = lab.peft
+    return (f"LoRA: r={peft.r}, alpha={peft.alpha}, dropout={peft.dropout}, "
+            f"targets {peft.target_modules or 'the model family default'}")
+
+
 def model_card(lab, evaluation) -> str:
     from ftlab_pipelines.core.evaluation.metrics import comparison_markdown
 
@@ -47,17 +54,18 @@ def model_card(lab, evaluation) -> str:
         from ftlab_pipelines.core.evaluation.prevalence import adjusted_markdown
 
         natural_rate = "\n\n" + adjusted_markdown(evaluation.metrics, lab.eval.prevalence, lab.eval.threshold)
+    full = lab.peft.method == "full"
     return f"""---
-library_name: peft
+library_name: {'transformers' if full else 'peft'}
 base_model: {lab.model.name}
-tags: [ftlab, lora, text-classification]
+tags: [ftlab, {'full-fine-tune' if full else 'lora'}, text-classification]
 ---
 # ftlab-{lab.name}
 
-{lab.description or 'A LoRA adapter trained by ftlab.'}
+{lab.description or ('A classifier' if full else 'A LoRA adapter') + ' trained by ftlab.'}
 
 - Base model: `{lab.model.name}` (max_length {lab.model.max_length}, quantization {lab.model.quantization})
-- LoRA: r={lab.peft.r}, alpha={lab.peft.alpha}, dropout={lab.peft.dropout}, targets {lab.peft.target_modules or 'the model family default'}
+- {'Every weight fine-tuned (peft.method full): model.safetensors is the whole model' if full else lora_line(lab)}
 - Labels: {', '.join(lab.labels)}{f"; positive label `{lab.positive_label}`" if lab.is_binary else ''}
 - Decision threshold: {threshold if threshold is not None else 'argmax'} (tuned on validation, mode {lab.eval.threshold.mode})
 
@@ -91,7 +99,7 @@ tags: [ftlab, lora, text-generation, sft]
 {lab.description or 'A LoRA adapter trained by ftlab.'}
 
 - Base model: `{lab.model.name}` (max_length {lab.model.max_length}, quantization {lab.model.quantization})
-- LoRA: r={lab.peft.r}, alpha={lab.peft.alpha}, dropout={lab.peft.dropout}, targets {lab.peft.target_modules or 'the model family default'}
+- {lora_line(lab)}
 - Prompt: {lab.prompt.format} format; loss on the reply tokens only; stop strings {lab.prompt.stop_strings}
 - `merged/` (when present): the adapter merged into the base, a standalone transformers model
 

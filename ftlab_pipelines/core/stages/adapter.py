@@ -1,4 +1,4 @@
-"""adapter: LoRA/QLoRA fine-tune with checkpoints (in the stage's scratch dir) and resume."""
+"""adapter: LoRA/QLoRA (or full) fine-tune with checkpoints (in the stage's scratch dir) and resume."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 from ftlab_pipelines.core import artifacts
 from ftlab_pipelines.core.config.settings import Settings
 from ftlab_pipelines.core.evaluation import plots
+from ftlab_pipelines.core.modeling import models
 from ftlab_pipelines.core.modeling.safetensors_check import require_safetensors
 from ftlab_pipelines.core.stages import Markdown
 from ftlab_pipelines.core.stages.results import Adapter, Tokenized
@@ -32,7 +33,7 @@ def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageCon
     job = recipe.TrainingJob.from_lab(lab, ctx.settings.model_cache)
     if job.train.ray is None:  # on a cluster the workers' nodes hold the memory, not this one
         memory.check_memory(lab.model.name, job.model.name, lab.model.quantization, lab.train.num_processes,
-                            limit_mb=ctx.settings.memory_limit_mb)
+                            limit_mb=ctx.settings.memory_limit_mb, full=lab.peft.method == "full")
     checkpoints = target.scratch / CHECKPOINTS  # outside tmp: a crashed run resumes from them
     if job.train.ray is not None:  # the workers (rank 0) stream metrics and write the outputs into tmp themselves
         from ftlab_pipelines.core.training import ray_train
@@ -51,7 +52,7 @@ def build(lab, upstream: dict, prepared: Prepared, target: Target, ctx: StageCon
 def report(lab, upstream: dict, result: Adapter, ctx: StageContext, reused: bool,
            prepared: Prepared) -> Report:
     if reused:
-        require_safetensors(result.path, "adapter_model", "adapter")
+        require_safetensors(result.path, models.trained_weights_stem(result.path), "adapter")
     metrics, run = result.metrics, ctx.run
     run.set_tags({"data_hash": result.data_key})
     run.log_params({"model": lab.model.model_dump(mode="json"), "peft": lab.peft.model_dump(mode="json"),

@@ -13,6 +13,7 @@ log = logging.getLogger(__name__)
 
 BYTES_PER_PARAM = {"none": 4.0, "4bit": 0.5}  # fp32 weights; NF4 packs two weights in a byte
 TRAINING_OVERHEAD = 1.5  # weights + activations, LoRA gradients and optimizer state on top (measured ~1.3 for MiniLM)
+FULL_TRAINING_OVERHEAD = 4.5  # every weight trained: its gradient and AdamW's two moments, then activations
 
 
 class InsufficientMemory(RuntimeError):
@@ -44,8 +45,9 @@ def _cgroup_free_mb() -> float:
 
 
 def check_memory(model_name: str, model_dir: str, quantization: str, num_processes: int = 1,
-                 limit_mb: float | None = None) -> dict | None:
-    """Fail before loading when params x bytes/param x overhead (x processes) exceeds the memory available."""
+                 limit_mb: float | None = None, full: bool = False) -> dict | None:
+    """Fail before loading when params x bytes/param x overhead (x processes) exceeds the memory available.
+    `full`: every weight is trained (peft.method full), not a LoRA adapter."""
     if not Path(model_dir).is_dir():
         log.info("model %s is a hub id: no memory estimate before download", model_name)
         return None
@@ -53,14 +55,16 @@ def check_memory(model_name: str, model_dir: str, quantization: str, num_process
     if params is None:
         return None
     on_gpu = placement().on_gpu
-    need = params * BYTES_PER_PARAM[quantization] * TRAINING_OVERHEAD * (1 if on_gpu else num_processes) / 2**20
+    overhead = FULL_TRAINING_OVERHEAD if full else TRAINING_OVERHEAD
+    need = params * BYTES_PER_PARAM[quantization] * overhead * (1 if on_gpu else num_processes) / 2**20
     free = available_memory_mb(on_gpu, limit_mb)
     if need > free:
         raise InsufficientMemory(
             f"model.name {model_name!r}: training needs about {need:,.0f} MB ({params / 1e6:,.1f}M parameters x "
-            f"{BYTES_PER_PARAM[quantization]:g} bytes x {TRAINING_OVERHEAD} overhead"
+            f"{BYTES_PER_PARAM[quantization]:g} bytes x {overhead} overhead"
             f"{f' x {num_processes} processes' if num_processes > 1 and not on_gpu else ''}), but only "
             f"{free:,.0f} MB is available on the {'GPU' if on_gpu else 'machine'}; use a smaller model, "
-            f"model.quantization: 4bit (CUDA), fewer train.num_processes, or free memory"
+            f"{'peft.method: lora' if full else 'model.quantization: 4bit (CUDA)'}, fewer train.num_processes, "
+            f"or free memory"
         )
     return {"params": params, "need_mb": round(need, 1), "available_mb": round(free, 1)}

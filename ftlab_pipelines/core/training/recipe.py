@@ -1,4 +1,4 @@
-"""The training recipe: build the tokenizer and LoRA model as the job says, train, write the outputs.
+"""The training recipe: build the tokenizer and the model (LoRA or whole) as the job says, train, write the outputs.
 
 Every process of a distributed run calls `fit` exactly as a single-process run does."""
 
@@ -38,9 +38,10 @@ def fit(job: TrainingJob, tokenized_path, checkpoints: Path, out_dir: Path, **ho
     set_seed(job.train.seed)  # LoRA initialisation and data order: the training entry point owns the global seed
     tokenizer = models.load_tokenizer(job.model)
     if job.generative:
-        model = models.attach_lora(models.load_causal_lm(job.model), job.peft, task_type="CAUSAL_LM")
+        model = models.prepare_for_training(models.load_causal_lm(job.model), job.peft, task_type="CAUSAL_LM")
     else:
-        model = models.attach_lora(models.load_classifier(job.model, job.labels, seed=job.train.seed), job.peft)
+        model = models.prepare_for_training(models.load_classifier(job.model, job.labels, seed=job.train.seed),
+                                            job.peft)
     return train.train_adapter(
         model, tokenizer, tokenize.load_tokenized(tokenized_path), job.train,
         checkpoint_dir=checkpoints, out_dir=out_dir,
