@@ -5,14 +5,16 @@ Baseline (what the seed notebooks did): HF Trainer defaults, fp32, every row pad
 (bf16 autocast where the CPU/GPU has it, dropout masks from 8-bit slices of random words on CPU, dynamic
 padding to a multiple of 8, length-grouped batches for classification, and for SFT: eager attention on CPU and
 the LM head on reply tokens only).
-Both train the same LoRA on the lab's tokenized train split for the same number of optimizer steps with the
-same learning-rate schedule (the Trainer's default, no warmup), each in its own process, then are scored
-on the validation split by the same code, in fp32 for all of them.
+Both train the lab's model as its peft.method says (a LoRA adapter, or every weight) on the lab's tokenized
+train split for the same number of optimizer steps with the same learning-rate schedule (the Trainer's default,
+no warmup), each in its own process, then are scored on the validation split by the same code, in fp32 for all
+of them.
 
 Real tokens/s counts only non-pad tokens of the batches actually trained on. The host's speed drifts by 10-20%
 within an hour here, so each case runs `--repeats` rounds (default 3) of every variant in turn and reports the
 median with min and max; the speedup is the median of the rounds' paired ratios. MFU: the matmul FLOPs a real
-token needs (4N, see `flops_per_token`) x real tokens/s over the bf16 matmul peak measured in the same run.
+token needs (4N with LoRA, 6N trained whole; see `flops_per_token`) x real tokens/s over the bf16 matmul peak
+measured in the same run.
 Writes bench/results/train_throughput.json.
 
     python bench/train_throughput.py [--cases minilm_sms_spam smollm2_psychology] [--fp32] [--levers] [--quick]
@@ -72,8 +74,8 @@ def build_model(lab):
         from transformers import set_seed
 
         set_seed(lab.train.seed)
-        return models.attach_lora(models.load_causal_lm(lab.model), lab.peft, task_type="CAUSAL_LM")
-    return models.attach_lora(models.load_classifier(lab.model, lab.labels, seed=lab.train.seed), lab.peft)
+        return models.prepare_for_training(models.load_causal_lm(lab.model), lab.peft, task_type="CAUSAL_LM")
+    return models.prepare_for_training(models.load_classifier(lab.model, lab.labels, seed=lab.train.seed), lab.peft)
 
 
 def real_tokens(inputs: dict) -> int:
@@ -138,7 +140,7 @@ def validation_metric(lab, model, tokenizer, data, rows: int | None) -> dict:
 
 def load_variant_inputs(lab_name: str, data_path: str | Path, overrides: dict | None = None) -> tuple:
     """What every variant starts from: the lab (with `overrides`, as `parse_sets` gives them), its tokenizer, the
-    tokenized splits and a fresh LoRA model."""
+    tokenized splits and a fresh model to train (LoRA-wrapped, or whole for peft.method full)."""
     from ftlab_pipelines.core.config.loading import load_lab
     from ftlab_pipelines.core.modeling import models
     from ftlab_pipelines.core.text import tokenize
@@ -198,10 +200,11 @@ def spread(values: list[float]) -> dict:
 
 
 def flops_per_token(case: str, data: Path) -> float:
-    """Matmul FLOPs one real token costs a LoRA training step: 4N (forward 2N, activation gradients 2N; a frozen
-    base gets no weight gradients), N = the Linear weights every token goes through. A classifier's pooler and
-    head run once per row and are left out; an LM's head runs on reply tokens only (core/reply_loss.py) and
-    counts by the reply share, as in bench/mfu.py."""
+    """Matmul FLOPs one real token costs a training step: 4N with LoRA (forward 2N, activation gradients 2N; a
+    frozen base gets no weight gradients), 6N when every weight trains (peft.method full: weight gradients 2N more),
+    N = the Linear weights every token goes through. A classifier's pooler and head run once per row and are left
+    out; an LM's head runs on reply tokens only (core/reply_loss.py) and counts by the reply share, as in
+    bench/mfu.py."""
     import torch
 
     from ftlab_pipelines.core.config.loading import load_lab
@@ -215,7 +218,7 @@ def flops_per_token(case: str, data: Path) -> float:
         return 4 * (n - n_head + n_head * reply_share(data))
     model = models.load_classifier(lab.model, lab.labels)
     per_row = {"pooler", "classifier", "score"}
-    return 4.0 * sum(m.weight.numel() for name, m in model.named_modules()
+    return (6.0 if lab.peft.method == "full" else 4.0) * sum(m.weight.numel() for name, m in model.named_modules()
                      if isinstance(m, torch.nn.Linear) and not per_row & set(name.split(".")))
 
 

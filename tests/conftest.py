@@ -204,6 +204,9 @@ def tiny_lab(base: str, model: str | Path | None = None, **overrides) -> dict:
     raw["train"].update({"epochs": 1, "max_steps": 12, "save_steps": 6, "logging_steps": 3, "batch_size": 16})
     if model is not None:
         raw["model"]["name"] = str(model)
+        # LoRA, the path of every lab but sms_spam (peft.method full): test_full_finetune trains the tiny BERT in
+        # full, and the real MiniLM chain (`real_spam_run`) trains sms_spam as shipped.
+        raw.setdefault("peft", {})["method"] = "lora"
     for key, value in overrides.items():
         section, _, field = key.partition("__")
         if field:

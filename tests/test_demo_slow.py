@@ -21,7 +21,7 @@ def test_ftlab_run_sms_spam_prints_where_things_are(tmp_path):
     lines = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in out.stdout.splitlines()
              if ":" in line}
     release = Path(lines["adapter (champion release)"])
-    assert (release / "adapter_model.safetensors").is_file()
+    assert (release / "model.safetensors").is_file()  # sms_spam trains every weight (peft.method full)
     assert "test_f1" in lines["metrics"]
     assert "127.0.0.1:3000" in out.stdout and "127.0.0.1:5000" in out.stdout
     assert (tmp_path / "dagster" / "dagster.yaml").is_file() and (tmp_path / "mlflow.db").is_file()
