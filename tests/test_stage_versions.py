@@ -29,11 +29,12 @@ COUPLED = {
     "source.test_hub_split": {"source.test_hub_split": "test", "split.test": 0, "split.train": 0.9},
     "eval.prevalence": {"eval.prevalence": {"rate": 0.01}},
     "render.bin_words": {"render.bins": 2, "render.bin_words": ["small", "large"]},
+    "model.quantization": {"model.quantization": "4bit", "peft.method": "lora"},  # a 4-bit model trains LoRA only
 }
 NOT_MUTATED = {"name": "the lab's identity: another name is another lab (other asset keys, other folders)",
                "task": "a lab cannot switch between classification and sft alone; every stage declares it"}
-# The validator refuses these in an sft lab.
-NOT_IN_SFT = {"labels", "positive_label", "split.balance", "eval.prevalence"}
+# The validator refuses these in an sft lab (peft.method: its only other value, full).
+NOT_IN_SFT = {"labels", "positive_label", "split.balance", "eval.prevalence", "peft.method"}
 
 
 def base_lab(name: str) -> LabConfig:
