@@ -80,6 +80,21 @@ def test_the_bf16_timing_is_taken_once_per_cpu_model_and_every_later_process_rea
     assert device.probe_file(cpuinfo.replace("9000", "9001"), flags) != kept  # another CPU model: its own timing
 
 
+def test_a_onednn_isa_cap_gets_its_own_bf16_timing(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 on an AMX CPU makes bf16 slower than fp32: a timing kept under the cap
+    must not switch bf16 off for later processes without it."""
+    cpuinfo = "model name\t: Test CPU 9000\nflags\t\t: avx2 avx512_bf16 amx_bf16\n"
+    flags = device.cpu_flags(cpuinfo)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    uncapped = device.probe_file(cpuinfo, flags)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    capped = device.probe_file(cpuinfo, flags)
+    assert capped != uncapped and capped.parent == uncapped.parent
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert device.probe_file(cpuinfo, flags) not in (capped, uncapped)
+
+
 def test_the_probe_measures_bf16_against_fp32_and_keeps_it_on_a_cpu_with_the_flag():
     cpuinfo, flags = this_cpu()
     if torch.cuda.is_available() or not (device.CPU_BF16_FLAGS & flags):

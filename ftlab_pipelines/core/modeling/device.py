@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,13 +102,19 @@ def cpu_model(cpuinfo: str) -> str:
     return cpuinfo_value(cpuinfo, "model name") or "unknown"
 
 
+# oneDNN's instruction-set cap: ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 on an AMX CPU makes bf16 10x slower (measured
+# here: 219 against 2,225 GFLOP/s at 2048^2), so a timing taken under a cap holds for that cap only.
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+
+
 def probe_file(cpuinfo: str, flags: frozenset[str]) -> Path:
-    """Where the bf16 measurement of this CPU model and torch build is kept: $FTLAB_HOME/hardware/."""
+    """Where the bf16 measurement of this CPU model, torch build and oneDNN ISA cap is kept: $FTLAB_HOME/hardware/."""
     import hashlib
 
     from ftlab_pipelines.core.config.settings import Settings
 
-    key = hashlib.sha256("\n".join([cpu_model(cpuinfo), " ".join(sorted(flags)), torch.__version__]).encode())
+    caps = [f"{name}={os.environ[name]}" for name in ISA_CAPS if os.environ.get(name)]
+    key = hashlib.sha256("\n".join([cpu_model(cpuinfo), " ".join(sorted(flags)), torch.__version__, *caps]).encode())
     return Settings.from_env().home / "hardware" / f"cpu-bf16-{key.hexdigest()[:16]}.json"
 
 
