@@ -39,6 +39,8 @@ def test_full_fine_tune_trains_every_weight_and_ships_the_whole_model(tmp_path, 
     assert not (release.path / "adapter_model.safetensors").exists()
     card = (release.path / "README.md").read_text()
     assert "library_name: transformers" in card and "Every weight fine-tuned" in card and "LoRA:" not in card
+    logged = {p.name for p in (ftlab_home / "mlartifacts").rglob("adapter/*")}  # the release run's artifacts
+    assert "README.md" in logged and "model.safetensors" not in logged  # the MLflow model holds the weights once
 
     # The served model is the evaluated one: same spam probability for a test row as the evaluation wrote.
     evaluation = result.output_for_node("sms_spam__evaluation")

@@ -11,7 +11,8 @@ from ftlab_pipelines.core import artifacts
 log = logging.getLogger(__name__)
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
-FULL_MODEL_FILES = ("model.safetensors", "config.json")  # peft.method full: the whole trained model
+FULL_MODEL_WEIGHTS = "model.safetensors"  # peft.method full: the whole trained model
+FULL_MODEL_FILES = (FULL_MODEL_WEIGHTS, "config.json")
 
 
 def write_release_dir(lab, adapter_dir: Path, evaluation, tokenizer, out: Path, render: dict | None) -> None:
