@@ -68,14 +68,15 @@ def pad_to_max_length(dataset, max_length: int, pad_id: int, sft: bool):
 
 
 def build_model(lab):
-    from ftlab_pipelines.core.modeling import models
+    """The model exactly as the adapter stage builds it (`recipe.build_model`); the seed set first for an LM's LoRA
+    initialisation, as before."""
+    from ftlab_pipelines.core.training import recipe
 
     if lab.is_generative:
         from transformers import set_seed
 
         set_seed(lab.train.seed)
-        return models.prepare_for_training(models.load_causal_lm(lab.model), lab.peft, task_type="CAUSAL_LM")
-    return models.prepare_for_training(models.load_classifier(lab.model, lab.labels, seed=lab.train.seed), lab.peft)
+    return recipe.build_model(recipe.TrainingJob.from_lab(lab))
 
 
 def real_tokens(inputs: dict) -> int:

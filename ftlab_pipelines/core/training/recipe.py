@@ -31,19 +31,21 @@ class TrainingJob(BaseModel):
         return cls(model=model, peft=lab.peft, train=lab.train, labels=lab.labels, generative=lab.is_generative)
 
 
+def build_model(job: TrainingJob):
+    """The model as the job trains it: a LoRA-wrapped (or whole, peft.method full) classifier or causal LM."""
+    if job.generative:
+        return models.prepare_for_training(models.load_causal_lm(job.model), job.peft, task_type="CAUSAL_LM")
+    return models.prepare_for_training(models.load_classifier(job.model, job.labels, seed=job.train.seed), job.peft)
+
+
 def fit(job: TrainingJob, tokenized_path, checkpoints: Path, out_dir: Path, **hooks) -> train.TrainResult:
     """`hooks`: `on_log` / `on_train_batch` of `train.train_adapter`."""
     from transformers import set_seed
 
     set_seed(job.train.seed)  # LoRA initialisation and data order: the training entry point owns the global seed
     tokenizer = models.load_tokenizer(job.model)
-    if job.generative:
-        model = models.prepare_for_training(models.load_causal_lm(job.model), job.peft, task_type="CAUSAL_LM")
-    else:
-        model = models.prepare_for_training(models.load_classifier(job.model, job.labels, seed=job.train.seed),
-                                            job.peft)
     return train.train_adapter(
-        model, tokenizer, tokenize.load_tokenized(tokenized_path), job.train,
+        build_model(job), tokenizer, tokenize.load_tokenized(tokenized_path), job.train,
         checkpoint_dir=checkpoints, out_dir=out_dir,
         sft_max_length=job.model.max_length if job.generative else None, **hooks,
     )
