@@ -119,7 +119,7 @@ def test_callers_follow_a_simulated_plain_cpu():
         assert not models.use_bf16("on") and not models.use_bf16("auto")
         assert models.device() == torch.device("cpu")
         assert train.attention_for_training("auto") == "eager"
-        assert train.optimizer_name(TrainConfig(), quantized=True) == "adamw_torch"
+        assert train.optimizer_name(TrainConfig(), quantized=True) == "adamw_torch_fused"
         assert models.quantization_config(ModelConfig(quantization="4bit"), []).bnb_4bit_compute_dtype == torch.float32
     with device.simulated(CPU_AMX):
         assert models.use_bf16("auto") and not models.use_bf16("off")

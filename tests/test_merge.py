@@ -80,7 +80,7 @@ def test_qlora_sft_trains_on_cpu_with_torch_adamw(causal_lm_name, tmp_path):
     dataset = datasets.DatasetDict({"train": datasets.Dataset.from_dict(encoded)})
     settings = TrainConfig(max_steps=2, batch_size=2, gradient_accumulation_steps=2, save_steps=100)
     assert train.optimizer_name(settings, quantized=True) == (
-        "paged_adamw_8bit" if torch.cuda.is_available() else "adamw_torch")
+        "paged_adamw_8bit" if torch.cuda.is_available() else "adamw_torch_fused")
     result = train.train_adapter(model, tokenizer, dataset, settings, checkpoint_dir=tmp_path / "ckpt",
                                  out_dir=tmp_path / "adapter", sft_max_length=96)
     assert result.metrics["train_steps"] == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 
 from ftlab_pipelines.core.config.labs import ModelConfig, PeftConfig, TrainConfig
 from ftlab_pipelines.core.modeling import models
@@ -91,6 +92,26 @@ def test_training_logs_and_resumes_from_last_checkpoint(dataset, tokenizer, tiny
     assert resumed.metrics["resumed"] == 1.0 and resumed.metrics["train_steps"] == 6
     steps_logged = [e["step"] for e in resumed.log_history if "loss" in e]
     assert steps_logged[-2:] == [5, 6]
+
+
+def test_auto_optimizer_is_fused_adamw_and_trains_what_the_per_operation_one_does(dataset, tokenizer, tiny_models,
+                                                                                  tmp_path):
+    """The fused kernel is the speed lever (one pass over the weights, not one per operation); it must reach the
+    same weights as the foreach AdamW, every weight training as with peft.method full."""
+    trained, initial = {}, None
+    for optim in ("auto", "adamw_torch"):
+        model = models.load_classifier(ModelConfig(name=str(tiny_models.classifier)), LABELS)
+        initial = initial or {name: p.detach().clone() for name, p in model.named_parameters()}
+        config = TrainConfig(max_steps=3, batch_size=8, save_steps=100, learning_rate=1e-3, optim=optim, bf16="off")
+        trainer = train.classification_trainer(model, tokenizer, dataset, config, tmp_path / optim, bf16=False,
+                                               callbacks=[])
+        trainer.train()
+        optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+        assert type(optimizer).__name__ == "AdamW" and bool(optimizer.defaults["fused"]) == (optim == "auto")
+        trained[optim] = {name: p.detach().clone() for name, p in model.named_parameters()}
+    for name, weight in trained["auto"].items():
+        assert not torch.equal(weight, initial[name]), f"{name} did not train"
+        assert torch.allclose(weight, trained["adamw_torch"][name], rtol=1e-5, atol=1e-6), name
 
 
 def test_qlora_4bit_trains_on_cpu_with_head_kept_out(dataset, tokenizer, classifier_name, tmp_path):
