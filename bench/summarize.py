@@ -51,13 +51,21 @@ def throughput(r: dict) -> list[str]:
         lines += ["", f"Seed noise (`{r.get('seed_check_command', '--seed-check')}`): the same runs with other seeds "
                   "(LoRA init, batch order), same steps:", ""]
         for case, check in checked:
-            metric, variants = check["metric"], list(check["medians"])
-            per_seed = "; ".join(f"seed {seed}: " + " / ".join(str(run[v][metric]) for v in variants)
-                                 for seed, run in check["runs"].items())
-            lines.append(f"- {case} {metric} ({' / '.join(variants)}): {per_seed}; medians **"
-                         + " / ".join(str(check["medians"][v]) for v in variants) + "**; minus baseline per seed: "
-                         + "; ".join(f"{v} {d}" for v, d in check["paired_differences"].items()))
+            for metric, medians, differences in seed_check_metrics(check):
+                variants = list(medians)
+                per_seed = "; ".join(f"seed {seed}: " + " / ".join(str(run[v][metric]) for v in variants)
+                                     for seed, run in check["runs"].items())
+                lines.append(f"- {case} {metric} ({' / '.join(variants)}): {per_seed}; medians **"
+                             + " / ".join(str(medians[v]) for v in variants) + "**; minus baseline per seed: "
+                             + "; ".join(f"{v} {d}" for v, d in differences.items()))
     return lines
+
+
+def seed_check_metrics(check: dict) -> list[tuple[str, dict, dict]]:
+    """(metric, medians by variant, paired differences by variant) of a seed check; older results held one metric."""
+    if "metric" in check:
+        return [(check["metric"], check["medians"], check["paired_differences"])]
+    return [(m, check["medians"][m], check["paired_differences"][m]) for m in check["metrics"]]
 
 
 def mfu(r: dict) -> list[str]:
