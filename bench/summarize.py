@@ -27,8 +27,9 @@ def throughput(r: dict) -> list[str]:
              header(r), ""]
     if "peak_gflops" not in r:  # result files from before the paired rounds
         return lines + ["(an older result file: re-run `python bench/train_throughput.py`)"]
-    lines += ["Median of the case's rounds, [min, max]; each round runs every variant in turn. MFU: 4N matmul FLOPs "
-              "per real token x real tok/s over the bf16 matmul peak measured in the same run:", "",
+    lines += ["Median of the case's rounds, [min, max]; each round runs every variant in turn. MFU: the case's "
+              "matmul FLOPs per real token (4N with LoRA, 6N trained whole; `flops_per_token` in the file) x real "
+              "tok/s over the bf16 matmul peak measured in the same run:", "",
               *[f"- {case}: `{c.get('command', r['command'])}`, {c.get('date', r['date'])}, {c.get('repeats', 1)} "
                 f"round(s), peak bf16 {c.get('peak_gflops', r['peak_gflops'])['bf16']} GFLOP/s (fp32 "
                 f"{c.get('peak_gflops', r['peak_gflops'])['fp32']})" for case, c in r["cases"].items()
