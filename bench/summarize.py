@@ -52,21 +52,14 @@ def throughput(r: dict) -> list[str]:
         lines += ["", f"Seed noise (`{r.get('seed_check_command', '--seed-check')}`): the same runs with other seeds "
                   "(LoRA init, batch order), same steps:", ""]
         for case, check in checked:
-            for metric, medians, differences in seed_check_metrics(check):
-                variants = list(medians)
+            for metric in check["metrics"]:
+                medians, variants = check["medians"][metric], list(check["medians"][metric])
                 per_seed = "; ".join(f"seed {seed}: " + " / ".join(str(run[v][metric]) for v in variants)
                                      for seed, run in check["runs"].items())
                 lines.append(f"- {case} {metric} ({' / '.join(variants)}): {per_seed}; medians **"
                              + " / ".join(str(medians[v]) for v in variants) + "**; minus baseline per seed: "
-                             + "; ".join(f"{v} {d}" for v, d in differences.items()))
+                             + "; ".join(f"{v} {d}" for v, d in check["paired_differences"][metric].items()))
     return lines
-
-
-def seed_check_metrics(check: dict) -> list[tuple[str, dict, dict]]:
-    """(metric, medians by variant, paired differences by variant) of a seed check; older results held one metric."""
-    if "metric" in check:
-        return [(check["metric"], check["medians"], check["paired_differences"])]
-    return [(m, check["medians"][m], check["paired_differences"][m]) for m in check["metrics"]]
 
 
 def mfu(r: dict) -> list[str]:

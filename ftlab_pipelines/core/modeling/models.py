@@ -20,8 +20,9 @@ from ftlab_pipelines.core.modeling.offline_models import (
 
 log = logging.getLogger(__name__)
 
-LORA_CONFIG = "adapter_config.json"  # in the adapter stage's directory when it trained a LoRA adapter
-FULL_MODEL_CONFIG = "config.json"  # ... and when it trained the whole model (peft.method full)
+# What the adapter stage's directory holds: a LoRA adapter, or the whole model (peft.method full).
+LORA_CONFIG, LORA_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+FULL_MODEL_CONFIG, FULL_MODEL_WEIGHTS = "config.json", "model.safetensors"
 
 
 class ModelError(ValueError):
@@ -226,9 +227,14 @@ def is_full_model(trained_dir: str | Path) -> bool:
     return (trained_dir / FULL_MODEL_CONFIG).is_file() and not (trained_dir / LORA_CONFIG).is_file()
 
 
+def trained_files(trained_dir: str | Path) -> tuple[str, str]:
+    """The weights and config files the adapter stage wrote: the whole model's or the LoRA adapter's."""
+    return (FULL_MODEL_WEIGHTS, FULL_MODEL_CONFIG) if is_full_model(trained_dir) else (LORA_WEIGHTS, LORA_CONFIG)
+
+
 def trained_weights_stem(trained_dir: str | Path) -> str:
     """The safetensors file stem the adapter stage wrote: model (a whole model) or adapter_model (LoRA)."""
-    return "model" if is_full_model(trained_dir) else "adapter_model"
+    return Path(trained_files(trained_dir)[0]).stem
 
 
 def keep_4bit_weights_differentiable(model) -> int:

@@ -7,18 +7,15 @@ import shutil
 from pathlib import Path
 
 from ftlab_pipelines.core import artifacts
+from ftlab_pipelines.core.modeling import models
 
 log = logging.getLogger(__name__)
-
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
-FULL_MODEL_WEIGHTS = "model.safetensors"  # peft.method full: the whole trained model
-FULL_MODEL_FILES = (FULL_MODEL_WEIGHTS, "config.json")
 
 
 def write_release_dir(lab, adapter_dir: Path, evaluation, tokenizer, out: Path, render: dict | None) -> None:
     """Everything `ftlab predict` / `ftlab chat` need, with no access to the lab file or the pipeline. `render`:
     the tokenized stage's fitted row template (tabular labs)."""
-    for name in FULL_MODEL_FILES if lab.peft.method == "full" else ADAPTER_FILES:
+    for name in models.trained_files(adapter_dir):
         shutil.copy2(adapter_dir / name, out / name)
     tokenizer.save_pretrained(str(out))
     artifacts.write_json(out / "metrics.json", evaluation.metrics)

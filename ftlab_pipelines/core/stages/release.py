@@ -94,7 +94,7 @@ def report(lab, upstream: dict, result: Release, ctx: StageContext, reused: bool
     run.log_metrics({"merge_max_abs_logit_diff": parity.max_abs_diff})
     # The merged weights, and a whole trained model's (the MLflow model holds the same), stay in the release dir.
     for path in sorted(out.iterdir()):
-        if path.name not in (MERGED_DIR, release_dir.FULL_MODEL_WEIGHTS):
+        if path.name not in (MERGED_DIR, models.FULL_MODEL_WEIGHTS):
             run.log_artifact(path, "adapter")
     # Push before registering: a push that fails must leave the champion alias where it was.
     hub_status = hub.push_to_hub(out, lab.publish.hub_repo)
