@@ -4,12 +4,14 @@ Trains `steps` steps of a case of bench/train_throughput.py the way the adapter 
 recording every matmul it runs (aten mm, addmm, bmm: shapes, strides, dtypes; forward and backward, LoRA and
 attention included). Then runs exactly those matmuls again on random tensors of the same layout, nothing else
 between them, and times them (median of 3 replays). If everything outside the matmuls took no time, training could
-go no faster than that, so the MFU it gives (the case's 4N FLOPs per real token, as in train_throughput, over the
-bf16 peak measured here) is the most this model's shapes reach on this CPU. Also reported: the rate the matmuls
+go no faster than that, so the MFU it gives (the case's FLOPs per real token as train_throughput counts them: 4N
+with a frozen base, 6N trained whole; over the bf16 peak measured here) is the most this model's shapes reach on
+this CPU. Also reported: the rate the matmuls
 themselves run at (all their FLOPs, padding and LoRA included) and the share of matmul FLOPs a real token needs.
 Calls of the same layout share their random inputs, which may sit warmer in cache than training's: if anything
 the ceiling is high.
-Writes bench/results/matmul_ceiling.json.
+Writes bench/results/matmul_ceiling.json (a run of some cases keeps the others' results, each with its own peak
+and date).
 
     python bench/matmul_ceiling.py [--cases minilm_sms_spam smollm2_psychology] [--steps N] [--quick]
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import functools
+import json
 import statistics
 import sys
 import tempfile
@@ -96,7 +99,8 @@ def run_case(case: str, steps: int, peak_bf16: float) -> dict:
         calls, tokens = record_matmuls(case, data, steps)
     seconds = replay_seconds(calls)
     all_flops = sum(matmul_flops(func, layouts) for func, layouts in calls)
-    return {"steps": steps, "real_tokens": tokens, "matmul_calls": len(calls), "matmul_seconds": round(seconds, 3),
+    return {"date": dt.date.today().isoformat(), "peak_bf16_gflops": round(peak_bf16, 1), "steps": steps,
+            "real_tokens": tokens, "matmul_calls": len(calls), "matmul_seconds": round(seconds, 3),
             "matmul_gflop": round(all_flops / 1e9, 1), "matmul_gflops_rate": round(all_flops / seconds / 1e9, 1),
             "matmul_share_of_peak": round(all_flops / seconds / 1e9 / peak_bf16, 4),
             "needed_share_of_matmul_flops": round(flops_per_token * tokens / all_flops, 4),
@@ -125,8 +129,10 @@ def main() -> None:
         print(case, cases[case], flush=True)
     command = "python bench/matmul_ceiling.py" + (f" --cases {' '.join(args.cases)}" if args.cases != list(
         train_throughput.CASES) else "") + (f" --steps {args.steps}" if args.steps else "")
-    save({"benchmark": "matmul_ceiling", "machine": machine(), "date": dt.date.today().isoformat(),
-          "command": command, "peak_bf16_gflops": round(peak, 1), "cases": cases}, RESULTS, args.quick)
+    if RESULTS.is_file() and not args.quick:
+        cases = {**json.loads(RESULTS.read_text())["cases"], **cases}
+    save({"benchmark": "matmul_ceiling", "machine": machine(), "date": dt.date.today().isoformat(), "command": command, "cases": cases}, RESULTS,
+         args.quick)
 
 
 if __name__ == "__main__":

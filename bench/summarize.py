@@ -84,13 +84,13 @@ def mfu_training(r: dict) -> list[str]:
 
 def matmul_ceiling(r: dict) -> list[str]:
     lines = ["## MFU ceiling: the training steps' matmuls alone", "", header(r), "",
-             "The matmuls of real training steps replayed with nothing between them, against the bf16 peak of "
-             f"{r['peak_bf16_gflops']} GFLOP/s measured in the same run: training could go no faster, so its MFU "
-             "could be no higher.", "",
-             "| case | steps | matmul calls | matmul GFLOP/s (share of peak) | needed share of matmul FLOPs "
-             "| ceiling real tok/s | ceiling MFU |", "|---|---|---|---|---|---|---|"]
+             "The matmuls of real training steps replayed with nothing between them, against the bf16 peak "
+             "measured in the same run: training could go no faster, so its MFU could be no higher.", "",
+             "| case | date | bf16 peak GFLOP/s | steps | matmul calls | matmul GFLOP/s (share of peak) "
+             "| needed share of matmul FLOPs | ceiling real tok/s | ceiling MFU |", "|---|---|---|---|---|---|---|---|---|"]
     for case, c in r["cases"].items():
-        lines.append(f"| {case} | {c['steps']} | {c['matmul_calls']:,} | {c['matmul_gflops_rate']} "
+        lines.append(f"| {case} | {c['date']} | {c['peak_bf16_gflops']} | {c['steps']} | {c['matmul_calls']:,} "
+                     f"| {c['matmul_gflops_rate']} "
                      f"({c['matmul_share_of_peak']:.1%}) | {c['needed_share_of_matmul_flops']:.0%} "
                      f"| {c['ceiling_tokens_per_s']:,} | **{c['ceiling_mfu']:.1%}** |")
     return lines
