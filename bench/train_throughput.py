@@ -260,10 +260,10 @@ def run_case(case: str, quick: bool, fp32: bool, levers: bool, repeats: int, pea
     return result
 
 
-def seed_check(case: str, seeds: list[int]) -> dict:
+def seed_check(case: str, seeds: list[int], fp32: bool) -> dict:
     """Every variant again with other seeds (LoRA init and batch order): is a metric gap more than seed noise?
     Merged with the main run's seed into `runs`, with medians and paired differences. Runs already in the
-    result file are reused."""
+    result file are reused; ftlab without bf16 runs at the new seeds only with `fp32`."""
     lab, steps, _ = CASES[case]
     previous = json.loads(RESULTS.read_text())["cases"][case]
     main_seed = str(load_lab_seed(lab))
@@ -275,7 +275,7 @@ def seed_check(case: str, seeds: list[int]) -> dict:
         for seed in seeds:
             run = runs.setdefault(str(seed), {})
             for variant in VARIANTS:
-                if variant not in run:
+                if variant not in run and (fp32 or variant != "ftlab_fp32"):
                     data = data or prepare(lab, Path(tmp) / "home")
                     run[variant] = run_variant_process(case, variant, data, steps,
                                                        [*VARIANTS[variant], f"train.seed={seed}"])["metric"]
@@ -318,10 +318,11 @@ def main() -> None:
     if args.seed_check:
         payload = json.loads(RESULTS.read_text())
         for case in args.cases:
-            payload["cases"][case]["seed_check"] = seed_check(case, args.seed_check)
+            payload["cases"][case]["seed_check"] = seed_check(case, args.seed_check, args.fp32)
             print(json.dumps(payload["cases"][case]["seed_check"], indent=1))
         payload["seed_check_command"] = (f"python bench/train_throughput.py --cases {' '.join(args.cases)} "
-                                         f"--seed-check {' '.join(map(str, args.seed_check))}")
+                                         f"--seed-check {' '.join(map(str, args.seed_check))}"
+                                         + (" --fp32" if args.fp32 else ""))
         save(payload, RESULTS, False)
         return
     if args.variant:
