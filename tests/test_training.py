@@ -114,6 +114,50 @@ def test_auto_optimizer_is_fused_adamw_and_trains_what_the_per_operation_one_doe
         assert torch.allclose(weight, trained["adamw_torch"][name], rtol=1e-5, atol=1e-6), name
 
 
+def test_without_dropout_and_cpu_levers_ftlab_trains_the_seed_loops_exact_weights(dataset, tokenizer, tiny_models,
+                                                                                  tmp_path):
+    """The seed-style loop is transformers' Trainer with its defaults on rows padded to max_length. With bf16, the
+    length windows, dropout and its CPU stand-ins off, ftlab trains the same weights (to float rounding; MiniLM's
+    came out bit-identical): its schedule, optimizer, clipping, loss and batch order are the loop's, and padding each
+    batch only to its longest row changes nothing. With dropout on they differ in the random masks alone, whose
+    shapes follow the padding."""
+    from transformers import Trainer, TrainingArguments, default_data_collator
+
+    steps, batch, lr = 6, 8, 1e-3
+
+    def fresh_model():
+        torch.manual_seed(0)  # the same new head
+        model = models.load_classifier(ModelConfig(name=str(tiny_models.classifier)), LABELS)
+        models.set_base_dropout(model, 0.0)
+        return model
+
+    def pad(row):
+        n = len(row["input_ids"])
+        return {"input_ids": row["input_ids"] + [tokenizer.pad_token_id] * (32 - n),
+                "attention_mask": [1] * n + [0] * (32 - n)}
+
+    loop = fresh_model()
+    padded = dataset["train"].map(pad).select_columns(["input_ids", "attention_mask", "labels"])
+    args = TrainingArguments(output_dir=str(tmp_path / "loop"), per_device_train_batch_size=batch, learning_rate=lr,
+                             max_steps=steps, save_strategy="no", report_to="none", use_cpu=True)
+    Trainer(model=loop, args=args, train_dataset=padded, data_collator=default_data_collator).train()
+
+    ftlab = fresh_model()
+    config = TrainConfig(max_steps=steps, batch_size=batch, learning_rate=lr, warmup_ratio=0.0, save_steps=100,
+                         bf16="off", group_by_length=False, fast_dropout=False, fast_attention_dropout=False)
+    widths = []
+
+    def record_width(inputs):
+        widths.append(inputs["input_ids"].shape[1])
+
+    train.train_adapter(ftlab, tokenizer, {"train": dataset["train"]}, config, checkpoint_dir=tmp_path / "ckpt",
+                        out_dir=tmp_path / "out", on_train_batch=record_width)
+    assert len(widths) == steps and max(widths) < 32  # ftlab's batches were padded less
+    looped = dict(loop.named_parameters())
+    for name, weight in ftlab.named_parameters():
+        torch.testing.assert_close(weight, looped[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
 def test_qlora_4bit_trains_on_cpu_with_head_kept_out(dataset, tokenizer, classifier_name, tmp_path):
     result = _train(dataset, tokenizer, tmp_path, max_steps=2, model_dir=classifier_name, quantization="4bit")
     assert result.metrics["train_steps"] == 2
