@@ -50,7 +50,7 @@ def throughput(r: dict) -> list[str]:
     checked = [(case, c["seed_check"]) for case, c in r["cases"].items() if "seed_check" in c]
     if checked:
         lines += ["", f"Seed noise (`{r.get('seed_check_command', '--seed-check')}`): the same runs with other seeds "
-                  "(LoRA init, batch order), same steps:", ""]
+                  "(initialisation, batch order, dropout masks), same steps:", ""]
         for case, check in checked:
             for metric in check["metrics"]:
                 medians, variants = check["medians"][metric], list(check["medians"][metric])
