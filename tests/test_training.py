@@ -158,6 +158,23 @@ def test_without_dropout_and_cpu_levers_ftlab_trains_the_seed_loops_exact_weight
         torch.testing.assert_close(weight, looped[name], rtol=1e-5, atol=1e-7, msg=name)
 
 
+def test_full_tuning_with_frozen_embeddings_trains_every_other_weight(dataset, tokenizer, tiny_models, tmp_path):
+    model = models.prepare_for_training(models.load_classifier(ModelConfig(name=str(tiny_models.classifier)), LABELS),
+                                        PeftConfig(method="full", freeze_embeddings=True))
+    initial = {name: p.detach().clone() for name, p in model.named_parameters()}
+    config = TrainConfig(max_steps=2, batch_size=8, save_steps=100, learning_rate=1e-3, bf16="off")
+    result = train.train_adapter(model, tokenizer, {"train": dataset["train"]}, config,
+                                 checkpoint_dir=tmp_path / "ckpt", out_dir=tmp_path / "out")
+    frozen = "bert.embeddings.word_embeddings.weight"
+    assert result.metrics["trainable_params"] == result.metrics["total_params"] - initial[frozen].numel()
+    for name, weight in model.named_parameters():
+        if name != frozen:
+            assert not torch.equal(weight, initial[name]), f"{name} did not train"
+    assert torch.equal(model.get_parameter(frozen), initial[frozen])
+    saved = models.load_classifier(ModelConfig(name=str(tmp_path / "out")), LABELS)
+    assert torch.equal(saved.get_parameter(frozen), initial[frozen])
+
+
 def test_qlora_4bit_trains_on_cpu_with_head_kept_out(dataset, tokenizer, classifier_name, tmp_path):
     result = _train(dataset, tokenizer, tmp_path, max_steps=2, model_dir=classifier_name, quantization="4bit")
     assert result.metrics["train_steps"] == 2

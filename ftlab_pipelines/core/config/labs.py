@@ -165,6 +165,9 @@ class PeftConfig(_Strict):
                             "23M parameters); the stage then writes the whole model (90 MB for MiniLM), and r, "
                             "alpha, dropout and target_modules are unused.",
     )
+    freeze_embeddings: bool = Field(
+        False, description="peft.method full: keep the token embedding matrix as pretrained (half of MiniLM's weights, "
+                           "whose optimizer step and gradient cost ~10% of a CPU training step).")
     r: int = Field(16, ge=1, description="LoRA rank.")
     alpha: int = Field(32, ge=1, description="LoRA scaling alpha.")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA path.")

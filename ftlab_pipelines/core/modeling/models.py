@@ -213,10 +213,12 @@ def attach_lora(model, peft_config: PeftConfig, task_type: str = "SEQ_CLS"):
 
 
 def prepare_for_training(model, peft_config: PeftConfig, task_type: str = "SEQ_CLS"):
-    """The model as `peft.method` trains it: wrapped with LoRA, or as it is with every weight trainable."""
+    """The model as `peft.method` trains it: wrapped with LoRA, or as it is with every weight trainable (but the token
+    embeddings with `freeze_embeddings`)."""
     if peft_config.method == "full":
         for param in model.parameters():
             param.requires_grad_(True)
+        model.get_input_embeddings().weight.requires_grad_(not peft_config.freeze_embeddings)
         return model
     return attach_lora(model, peft_config, task_type)
 
