@@ -166,8 +166,8 @@ class PeftConfig(_Strict):
                             "alpha, dropout and target_modules are unused.",
     )
     freeze_embeddings: bool = Field(
-        False, description="peft.method full: keep the token embedding matrix as pretrained (half of MiniLM's weights, "
-                           "whose optimizer step and gradient cost ~10% of a CPU training step).")
+        False, description="peft.method full: keep the token embedding matrix as pretrained (half of MiniLM's "
+                           "weights). sms_spam: 14% faster, validation AP and log loss worse (bench/RESULTS.md).")
     r: int = Field(16, ge=1, description="LoRA rank.")
     alpha: int = Field(32, ge=1, description="LoRA scaling alpha.")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA path.")
