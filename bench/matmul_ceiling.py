@@ -6,8 +6,8 @@ attention included). Then runs exactly those matmuls again on random tensors of 
 between them, and times them (median of 3 replays). If everything outside the matmuls took no time, training could
 go no faster than that, so the MFU it gives (the case's FLOPs per real token as train_throughput counts them: 4N
 with a frozen base, 6N trained whole; over the bf16 peak measured here) is the most this model's shapes reach on
-this CPU. Also reported: the rate the matmuls
-themselves run at (all their FLOPs, padding and LoRA included) and the share of matmul FLOPs a real token needs.
+this CPU. Also reported: the rate the matmuls themselves run at (all their FLOPs, padding and LoRA included) and the
+share of matmul FLOPs a real token needs.
 Calls of the same layout share their random inputs, which may sit warmer in cache than training's: if anything
 the ceiling is high.
 Writes bench/results/matmul_ceiling.json (a run of some cases keeps the others' results, each with its own peak
@@ -131,8 +131,8 @@ def main() -> None:
         train_throughput.CASES) else "") + (f" --steps {args.steps}" if args.steps else "")
     if RESULTS.is_file() and not args.quick:
         cases = {**json.loads(RESULTS.read_text())["cases"], **cases}
-    save({"benchmark": "matmul_ceiling", "machine": machine(), "date": dt.date.today().isoformat(), "command": command, "cases": cases}, RESULTS,
-         args.quick)
+    save({"benchmark": "matmul_ceiling", "machine": machine(), "date": dt.date.today().isoformat(),
+          "command": command, "cases": cases}, RESULTS, args.quick)
 
 
 if __name__ == "__main__":

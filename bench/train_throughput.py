@@ -261,7 +261,8 @@ def run_case(case: str, quick: bool, fp32: bool, levers: bool, repeats: int, pea
 
 
 def seed_check(case: str, seeds: list[int], fp32: bool) -> dict:
-    """Every variant again with other seeds (LoRA init and batch order): is a metric gap more than seed noise?
+    """Every variant again with other seeds (initialisation, batch order, dropout masks): is a metric gap more than
+    seed noise?
     Merged with the main run's seed into `runs`, with medians and paired differences. Runs already in the
     result file are reused; ftlab without bf16 runs at the new seeds only with `fp32`."""
     lab, steps, _ = CASES[case]

@@ -13,6 +13,7 @@ from ftlab_pipelines.core.text import tokenize
 from ftlab_pipelines.core.training import train
 
 LABELS = ["ham", "spam"]
+MAX_LENGTH = 32
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def dataset(tmp_path_factory, tokenizer):
                           "label": ["ham"] * 40 + ["spam"] * 40})
     out = tmp_path_factory.mktemp("tok") / "dataset"
     stats = tokenize.tokenize_splits({"train": frame, "validation": frame.iloc[::8]}, tokenizer, text_column="text",
-                                     label_column="label", labels=LABELS, template="{text}", max_length=32,
+                                     label_column="label", labels=LABELS, template="{text}", max_length=MAX_LENGTH,
                                      out_dir=out)
     assert stats["train"]["rows"] == 80
     return tokenize.load_tokenized(out)
@@ -131,10 +132,10 @@ def test_without_dropout_and_cpu_levers_ftlab_trains_the_seed_loops_exact_weight
         models.set_base_dropout(model, 0.0)
         return model
 
-    def pad(row):
+    def pad(row):  # to the dataset fixture's max_length
         n = len(row["input_ids"])
-        return {"input_ids": row["input_ids"] + [tokenizer.pad_token_id] * (32 - n),
-                "attention_mask": [1] * n + [0] * (32 - n)}
+        return {"input_ids": row["input_ids"] + [tokenizer.pad_token_id] * (MAX_LENGTH - n),
+                "attention_mask": [1] * n + [0] * (MAX_LENGTH - n)}
 
     loop = fresh_model()
     padded = dataset["train"].map(pad).select_columns(["input_ids", "attention_mask", "labels"])
@@ -152,7 +153,7 @@ def test_without_dropout_and_cpu_levers_ftlab_trains_the_seed_loops_exact_weight
 
     train.train_adapter(ftlab, tokenizer, {"train": dataset["train"]}, config, checkpoint_dir=tmp_path / "ckpt",
                         out_dir=tmp_path / "out", on_train_batch=record_width)
-    assert len(widths) == steps and max(widths) < 32  # ftlab's batches were padded less
+    assert len(widths) == steps and max(widths) < MAX_LENGTH  # ftlab's batches were padded less
     looped = dict(loop.named_parameters())
     for name, weight in ftlab.named_parameters():
         torch.testing.assert_close(weight, looped[name], rtol=1e-5, atol=1e-7, msg=name)
