@@ -189,6 +189,11 @@ LEVERS = {"without_fast_dropout": ["train.fast_dropout=false"],
           "with_lora_dropout": ["peft.dropout=0.1"]}
 
 
+def measured_variants(fp32: bool) -> dict[str, list[str]]:
+    """VARIANTS, without ftlab_fp32 unless `fp32`."""
+    return {v: sets for v, sets in VARIANTS.items() if fp32 or v != "ftlab_fp32"}
+
+
 def run_variant_process(case: str, variant: str, data: Path, steps: int, sets: list[str]) -> dict:
     """One variant in its own process (peak memory and threads are per process); returns its result."""
     lab, _, eval_rows = CASES[case]
@@ -236,7 +241,7 @@ def run_case(case: str, quick: bool, fp32: bool, levers: bool, repeats: int, pea
     paired ratios ftlab / baseline."""
     lab, steps, _ = CASES[case]
     steps = 2 if quick else steps
-    variants = {v: sets for v, sets in VARIANTS.items() if fp32 or v != "ftlab_fp32"}
+    variants = measured_variants(fp32)
     if levers:
         variants.update(LEVERS)
     runs: dict[str, list[dict]] = {v: [] for v in variants}
@@ -275,11 +280,11 @@ def seed_check(case: str, seeds: list[int], fp32: bool) -> dict:
         data = None
         for seed in seeds:
             run = runs.setdefault(str(seed), {})
-            for variant in VARIANTS:
-                if variant not in run and (fp32 or variant != "ftlab_fp32"):
+            for variant, sets in measured_variants(fp32).items():
+                if variant not in run:
                     data = data or prepare(lab, Path(tmp) / "home")
                     run[variant] = run_variant_process(case, variant, data, steps,
-                                                       [*VARIANTS[variant], f"train.seed={seed}"])["metric"]
+                                                       [*sets, f"train.seed={seed}"])["metric"]
     runs = {seed: runs[seed] for seed in (main_seed, *map(str, seeds))}
     measured = [v for v in VARIANTS if all(v in r for r in runs.values())]
     names = [m for m in previous["baseline"]["metric"] if all(m in r[v] for r in runs.values() for v in measured)]
