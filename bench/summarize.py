@@ -270,7 +270,7 @@ def time_to_champion(r: dict) -> list[str]:
     values = " / ".join(map(str, r[metric]))
     quality = (f"median over seeds {', '.join(map(str, seeds))}: **{r[f'median_{metric}']}** ({values})" if seeds
                else f"{values} (the lab's own seed each run)")
-    stages = ", ".join(f"{k} {v}" for k, v in r["stage_median_seconds"].items())
+    stages = ", ".join(f"{k} {round(v, 1)}" for k, v in r["stage_median_seconds"].items())
     validation = [f"- {k}: median {r[f'median_{k}']} ({' / '.join(map(str, r[k]))})" for k in r
                   if k.startswith(("validation_", "oracle_")) and isinstance(r[k], list)]
     return [f"## Time to the first champion: `ftlab run {r['lab']}` from a fresh home, {precision} (target <= 300 s, "
@@ -295,7 +295,8 @@ def demo_settings(results: list[dict]) -> list[str]:
         cells = [(f"{round(r[f'median_{name}'], 4)}" + ("" if "log_loss" in name or "oracle" in name
                                                 else f"; {' / '.join(map(str, r[name]))}")) if name in r else ""
                  for name in names]
-        lines.append(f"| {changes} | {seeds} | {r['median_seconds']} | {r['stage_median_seconds']['adapter']} | "
+        wall, adapter = round(r["median_seconds"], 1), round(r["stage_median_seconds"]["adapter"], 1)
+        lines.append(f"| {changes} | {seeds} | {wall} | {adapter} | "
                      + " | ".join(cells) + " |")
     return lines + ["", "Every row but peft.method=full and the patch that tried it first (every weight trained) "
                     "trained a LoRA adapter: the lab as it was on the day it was measured, changed as the row says "
