@@ -130,9 +130,8 @@ def main() -> None:
                    + (f"--seeds {args.seeds}" if args.seeds else f"--repeats {repeats}")
                    + (" --fp32" if args.fp32 else "") + (f" --set {' '.join(args.set)}" if args.set else ""),
         "lab": args.lab, "bf16": not args.fp32, "changes": changes,
-        "median_seconds": round(statistics.median(walls), 1), "min_seconds": min(walls), "max_seconds": max(walls),
-        "stage_median_seconds": {s: round(statistics.median(r["stages"][s] for r in runs), 1)
-                                 for s in runs[0]["stages"]},
+        "median_seconds": statistics.median(walls), "min_seconds": min(walls), "max_seconds": max(walls),
+        "stage_median_seconds": {s: statistics.median(r["stages"][s] for r in runs) for s in runs[0]["stages"]},
         **{name: [r[name] for r in runs] for name in measured},
         **{f"median_{name}": statistics.median(r[name] for r in runs) for name in measured},
         "runs": runs,
